@@ -1,0 +1,207 @@
+"""Submitting actor method calls: in order, straight to the actor's worker.
+
+Each caller numbers its calls per actor incarnation (``seq_no``); the actor
+runs them in that order. Calls wait while the actor is being created or
+restarted; when the actor's worker dies, in-flight calls are retried up to
+``max_task_retries`` on the restarted actor, or fail with
+``ActorDiedError`` / ``ActorUnavailableError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from distcore._private import protocol as p
+from distcore._private.rpc import RpcError, RpcUnavailable
+from distcore._private.serialization import ErrorValue, deserialize
+from distcore.exceptions import ActorDiedError, ActorUnavailableError, TaskError
+
+if TYPE_CHECKING:
+    from distcore._private.core_worker.core_worker import CoreWorker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Call:
+    order: int
+    spec: p.TaskSpec
+    deps: list[str]
+    retries_left: int
+    resolved: asyncio.Future
+
+
+@dataclass
+class _Actor:
+    actor_id: str
+    address: p.Address | None = None
+    incarnation: int = -1
+    seq: int = 0
+    waiting: deque = field(default_factory=deque)
+    in_flight: dict[str, _Call] = field(default_factory=dict)
+    resolving: bool = False
+    dead: BaseException | None = None
+
+
+class ActorSubmitter:
+    def __init__(self, core: CoreWorker) -> None:
+        self.core = core
+        self.actors: dict[str, _Actor] = {}
+        self._order = itertools.count()
+
+    def _state(self, actor_id: str) -> _Actor:
+        state = self.actors.get(actor_id)
+        if state is None:
+            state = self.actors[actor_id] = _Actor(actor_id)
+        return state
+
+    async def submit(self, spec: p.TaskSpec, deps: list[str], max_task_retries: int) -> None:
+        assert spec.actor_id is not None
+        state = self._state(spec.actor_id)
+        if spec.num_returns == "streaming":
+            self.core.submitter.start_generator(spec.task_id)
+        call = _Call(next(self._order), spec, deps, max_task_retries, asyncio.get_running_loop().create_future())
+        if state.dead is not None:
+            self._fail(call, state.dead)
+            return
+        state.waiting.append(call)
+        try:
+            await self.core.submitter._resolve_args(spec)
+            call.resolved.set_result(None)
+        except Exception as exc:  # noqa: BLE001
+            state.waiting.remove(call)
+            self._fail(call, exc)
+            return
+        self._flush(state)
+
+    def _flush(self, state: _Actor) -> None:
+        if state.address is None:
+            if not state.resolving and state.dead is None:
+                state.resolving = True
+                asyncio.ensure_future(self._resolve(state))
+            return
+        while state.waiting and state.waiting[0].resolved.done():
+            call = state.waiting.popleft()
+            call.spec.seq_no = state.seq
+            call.spec.incarnation = state.incarnation
+            call.spec.caller_id = self.core.worker_id
+            state.seq += 1
+            state.in_flight[call.spec.task_id] = call
+            asyncio.ensure_future(self._push(state, call, state.address))
+
+    async def _resolve(self, state: _Actor) -> None:
+        try:
+            while True:
+                try:
+                    info: p.ActorInfo | None = await self.core.gcs().call(
+                        "Gcs", "GetActorInfo",
+                        p.GetActor(state.actor_id, wait_for_alive=True, timeout=30.0, after_incarnation=state.incarnation),
+                    )
+                except RpcError as exc:
+                    logger.warning("looking up actor %s failed: %s", state.actor_id[:8], exc)
+                    await asyncio.sleep(0.5)
+                    continue
+                if info is None:
+                    self._bury(state, ActorDiedError(f"Actor {state.actor_id} does not exist", state.actor_id))
+                    return
+                if info.state == p.ACTOR_DEAD:
+                    self._bury(state, dead_error(info))
+                    return
+                if info.state == p.ACTOR_ALIVE and info.incarnation > state.incarnation:
+                    state.address = info.address
+                    state.incarnation = info.incarnation
+                    state.seq = 0
+                    break
+        finally:
+            state.resolving = False
+        self._flush(state)
+
+    def _bury(self, state: _Actor, error: BaseException) -> None:
+        state.dead = error
+        state.address = None
+        while state.waiting:
+            self._fail(state.waiting.popleft(), error)
+
+    async def _push(self, state: _Actor, call: _Call, address: p.Address) -> None:
+        try:
+            reply: p.TaskReply = await self.core.clients.get(address.target).call(
+                "CoreWorker", "PushTask", p.PushTask(call.spec)
+            )
+        except RpcUnavailable:
+            state.in_flight.pop(call.spec.task_id, None)
+            await self._on_actor_unreachable(state, call, address)
+            return
+        except RpcError as exc:
+            state.in_flight.pop(call.spec.task_id, None)
+            self._fail(call, ActorDiedError(f"calling {call.spec.name} failed: {exc}", state.actor_id))
+            return
+        state.in_flight.pop(call.spec.task_id, None)
+        if reply.system_error:
+            self._fail(call, ActorDiedError(reply.system_error, state.actor_id))
+            return
+        for ret in reply.returns:
+            self.core.store_return(ret)
+        self.core.submitter.finish_generator(call.spec.task_id)
+        self.core.refs.remove_submitted(call.deps)
+
+    async def _on_actor_unreachable(self, state: _Actor, call: _Call, address: p.Address) -> None:
+        self.core.clients.drop(address.target)
+        if state.address is not None and state.address.target == address.target:
+            state.address = None
+        if call.retries_left != 0 and state.dead is None:
+            call.retries_left -= 1
+            # Back into the queue in submission order, for the next incarnation.
+            state.waiting.append(call)
+            state.waiting = deque(sorted(state.waiting, key=lambda c: c.order))
+            self._flush(state)
+            return
+        # No retries: tell the caller why, once the control store knows.
+        info = None
+        try:
+            info = await self.core.gcs().call(
+                "Gcs", "GetActorInfo", p.GetActor(state.actor_id, wait_for_alive=True, timeout=2.0,
+                                                  after_incarnation=call.spec.incarnation),
+            )
+        except RpcError:
+            pass
+        if info is not None and info.state == p.ACTOR_DEAD:
+            error: BaseException = dead_error(info)
+        elif info is not None and info.state == p.ACTOR_ALIVE and info.incarnation > call.spec.incarnation:
+            error = ActorDiedError(
+                f"The actor {state.actor_id[:8]} died while running {call.spec.name} and was restarted; "
+                "the call was not retried (set max_task_retries to retry it)", state.actor_id,
+            )
+        else:
+            error = ActorUnavailableError(
+                f"The actor {state.actor_id[:8]} is unreachable (restarting or dead) while running {call.spec.name}",
+                state.actor_id,
+            )
+        self._fail(call, error)
+        if state.dead is None and not state.resolving:
+            self._flush(state)
+
+    def _fail(self, call: _Call, error: BaseException) -> None:
+        self.core.store_error(list(call.spec.return_ids), error)
+        self.core.submitter.finish_generator(call.spec.task_id, error)
+        self.core.refs.remove_submitted(call.deps)
+
+    def forget(self, actor_id: str) -> None:
+        self.actors.pop(actor_id, None)
+
+
+def dead_error(info: p.ActorInfo) -> ActorDiedError:
+    """The error callers of a dead actor get, with the cause spelled out."""
+    message = f"The actor {info.class_name} ({info.actor_id[:8]}) is dead: {info.death_cause or 'unknown cause'}"
+    if info.death_error:
+        try:
+            value = deserialize(info.death_error)
+            if isinstance(value, ErrorValue) and isinstance(value.error, TaskError):
+                message += f"\nThe constructor raised:\n{value.error.traceback_str}"
+        except Exception:  # noqa: BLE001
+            pass
+    return ActorDiedError(message, info.actor_id)

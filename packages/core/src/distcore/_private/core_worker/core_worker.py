@@ -1,0 +1,502 @@
+"""The core worker: the runtime half of every driver and worker process.
+
+It owns an asyncio loop on a background thread that runs the gRPC server
+(the owner service other processes call) and every client call. The public
+API calls in from user threads through :meth:`CoreWorker.run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from distcore._private import ids
+from distcore._private import protocol as p
+from distcore._private.core_worker.memory_store import MemoryStore, StoredObject
+from distcore._private.core_worker.objects import INLINE_MAX_BYTES, read_segment, write_to_store
+from distcore._private.core_worker.references import RefEntry, ReferenceCounter
+from distcore._private.rpc import ClientPool, RpcClient, RpcError, RpcServer, RpcUnavailable
+from distcore._private.serialization import ErrorValue, SerializedObject, deserialize, serialize
+from distcore.exceptions import (
+    GetTimeoutError,
+    ObjectLostError,
+    OwnerDiedError,
+    TaskError,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class CoreWorker:
+    """Owner and client side of one process. One per process."""
+
+    def __init__(
+        self,
+        *,
+        is_driver: bool,
+        gcs_address: str,
+        node_address: str,
+        node_id: str,
+        token: str | None,
+        worker_id: str | None = None,
+        job_id: str = "",
+        namespace: str = "",
+        session_name: str = "",
+        session_dir: str = "",
+        ip: str = "127.0.0.1",
+    ) -> None:
+        self.is_driver = is_driver
+        self.gcs_address = gcs_address
+        self.node_address = node_address
+        self.node_id = node_id
+        self.token = token
+        self.worker_id = worker_id or ids.new_worker_id()
+        self.job_id = job_id
+        self.namespace = namespace
+        self.session_name = session_name
+        self.session_dir = session_dir
+        self.ip = ip
+        # A task id for objects put outside any task (the driver's "task").
+        self.root_task_id = ids.new_task_id()
+        self.current_task_id: str | None = None
+        self.current_actor_id: str | None = None
+        self.memory = MemoryStore()
+        self.refs = ReferenceCounter(self._on_release)
+        self.clients = ClientPool(token)
+        self.address: p.Address | None = None
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="distcore-io", daemon=True)
+        self._server: RpcServer | None = None
+        self._to_register: dict[str, tuple[p.Address, list[str]]] = {}
+        self._to_free: dict[str, list[str]] = {}
+        self._flush_scheduled = False
+        self._closed = False
+        self.executor = None  # set by worker_main: the task executor
+        self.job_runtime_env: dict | None = None
+        self.assigned_resources: dict[str, float] = {}
+        self.gpu_ids: list[int] = []
+        self.cluster_view: p.ClusterView | None = None
+        from distcore._private.core_worker.actor_submitter import ActorSubmitter
+        from distcore._private.core_worker.submitter import TaskSubmitter
+
+        self.submitter = TaskSubmitter(self)
+        self.actors = ActorSubmitter(self)
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def start(self) -> None:
+        self._thread.start()
+        self.run(self._start(), timeout=60)
+
+    async def _start(self) -> None:
+        self._server = RpcServer(self.token, host=self.ip, port=0)
+        self._server.add_service("CoreWorker", _OwnerService(self))
+        port = await self._server.start()
+        self.address = p.Address(self.ip, port, self.worker_id, self.node_id)
+
+    def run(self, coro: Coroutine, timeout: float | None = None) -> Any:
+        """Run ``coro`` on the io loop and wait for its result."""
+        if self._closed:
+            coro.close()
+            raise RuntimeError("distcore has been shut down; call distcore.init() again")
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("blocking distcore call made on the io thread")
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise
+
+    def spawn(self, coro: Coroutine) -> concurrent.futures.Future:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def call_soon(self, fn, *args) -> None:
+        if not self._closed:
+            try:
+                self.loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:
+                pass
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.run(self._stop(), timeout=10)
+        except Exception:  # noqa: BLE001
+            pass
+        self._closed = True
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+
+    async def _stop(self) -> None:
+        await self.submitter.close()
+        if self._server is not None:
+            await self._server.stop(0.2)
+        await self.clients.close()
+
+    # ------------------------------------------------------------ clients
+
+    def gcs(self) -> RpcClient:
+        return self.clients.get(self.gcs_address)
+
+    def node(self) -> RpcClient:
+        return self.clients.get(self.node_address)
+
+    def gcs_call(self, method: str, request: Any = None, timeout: float | None = None) -> Any:
+        return self.run(self.gcs().call("Gcs", method, request, timeout=timeout), timeout=None)
+
+    async def node_address_of(self, node_id: str) -> str | None:
+        if node_id == self.node_id:
+            return self.node_address
+        view = self.cluster_view
+        if view is None or node_id not in view.nodes:
+            view = self.cluster_view = await self.gcs().call("Gcs", "GetClusterView")
+        node = view.nodes.get(node_id)
+        return node.address if node else None
+
+    # ------------------------------------------------------------ refs
+
+    def make_ref(self, object_id: str, owner: p.Address | None = None):
+        from distcore._private.api.object_ref import ObjectRef
+
+        return ObjectRef(object_id, owner or self.address)
+
+    def on_ref_deserialized(self, object_id: str, owner: p.Address) -> None:
+        """A borrowed ref arrived in this process: tell its owner, batched."""
+        if owner.worker_id == self.worker_id:
+            return
+        slot = self._to_register.get(owner.target)
+        if slot is None:
+            self._to_register[owner.target] = (owner, [object_id])
+        else:
+            slot[1].append(object_id)
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.call_soon(lambda: asyncio.ensure_future(self.flush_ref_updates()))
+
+    async def flush_ref_updates(self) -> None:
+        """Send pending borrower registrations and frees; await their replies."""
+        self._flush_scheduled = False
+        register, self._to_register = self._to_register, {}
+        free, self._to_free = self._to_free, {}
+        calls = []
+        for target, (_owner, object_ids) in register.items():
+            for object_id in object_ids:
+                self.refs.mark_registered(object_id)
+            calls.append(self._send_borrow(target, p.UpdateBorrowers(self.address, add=object_ids)))
+        for target, object_ids in free.items():
+            calls.append(self._send_free(target, object_ids))
+        if calls:
+            await asyncio.gather(*calls)
+
+    async def _send_borrow(self, target: str, update: p.UpdateBorrowers) -> None:
+        try:
+            await self.clients.get(target).call("CoreWorker", "UpdateBorrowers", update, timeout=30)
+        except (RpcError, TimeoutError):
+            pass  # the owner is gone: its objects are gone too
+
+    async def _send_free(self, target: str, object_ids: list[str]) -> None:
+        try:
+            if target.startswith("node:"):
+                address = await self.node_address_of(target[5:])
+                if address:
+                    await self.clients.get(address).call("NodeManager", "FreeObjects", object_ids, timeout=30)
+            else:
+                await self.clients.get(target).call(
+                    "CoreWorker", "UpdateBorrowers", p.UpdateBorrowers(self.address, remove=object_ids), timeout=30
+                )
+        except (RpcError, TimeoutError):
+            pass
+
+    def _on_release(self, object_id: str, entry: RefEntry) -> None:
+        """Reference counting says ``object_id`` is no longer needed here."""
+        if self._closed:
+            return
+        self.call_soon(self.memory.delete, object_id)
+        if entry.owned:
+            if entry.plasma_node:
+                self._to_free.setdefault(f"node:{entry.plasma_node}", []).append(object_id)
+                self._schedule_flush()
+        elif entry.registered and entry.owner is not None:
+            self._to_free.setdefault(entry.owner.target, []).append(object_id)
+            self._schedule_flush()
+
+    # ------------------------------------------------------------ put
+
+    def put(self, value: Any, *, object_id: str | None = None) -> Any:
+        from distcore._private.api.object_ref import ObjectRef
+
+        if isinstance(value, ObjectRef):
+            raise TypeError(
+                "Calling put on an ObjectRef is not allowed; pass the ref itself, or put the value it points to"
+            )
+        serialized = serialize(value, lambda: f"the value passed to put ({type(value).__name__})")
+        object_id = object_id or ids.new_put_object_id(self.current_task_id or self.root_task_id)
+        contains = self._contained_ids(serialized)
+        self.refs.add_owned(object_id, contains)
+        ref = ObjectRef(object_id, self.address)
+        self.run(self._store_owned(object_id, serialized))
+        return ref
+
+    def _contained_ids(self, serialized: SerializedObject) -> list[str]:
+        return [r.hex() for r in serialized.contained_refs]
+
+    async def _store_owned(self, object_id: str, serialized: SerializedObject) -> None:
+        if serialized.total_size <= INLINE_MAX_BYTES:
+            value = p.SerializedValue(serialized.to_bytes(), [(r.hex(), r.owner_address()) for r in serialized.contained_refs])
+            self.memory.put(object_id, StoredObject(value=value, size=serialized.total_size))
+        else:
+            await write_to_store(self.node(), object_id, serialized, self.address)
+            self.refs.set_location(object_id, self.node_id, serialized.total_size)
+            self.memory.put(object_id, StoredObject(plasma_node=self.node_id, size=serialized.total_size))
+
+    # ------------------------------------------------------------ get / wait
+
+    async def resolve(self, object_id: str, owner: p.Address | None, timeout: float | None) -> StoredObject | None:
+        """Wait until the object's value or location is known here."""
+        obj = self.memory.get(object_id)
+        if obj is not None:
+            return obj
+        if owner is None or owner.worker_id == self.worker_id:
+            entry = self.refs.get(object_id)
+            if entry is None and not self.memory.contains(object_id):
+                raise ObjectLostError(object_id, "this process", f"Object {object_id} was already freed: no reference to it was left")
+            return await self.memory.wait(object_id, timeout)
+        try:
+            status: p.ObjectStatus = await self.clients.get(owner.target).call(
+                "CoreWorker", "GetObject", p.GetObject(object_id, timeout, self.address),
+                timeout=None if timeout is None else timeout + 5,
+            )
+        except RpcUnavailable:
+            raise OwnerDiedError(
+                object_id, owner.target,
+                f"Object {object_id} is lost: its owner (worker {owner.worker_id[:8]} at {owner.target}) died",
+            ) from None
+        except TimeoutError:
+            return None
+        if status.freed:
+            raise ObjectLostError(object_id, owner.target, f"Object {object_id} was freed by its owner at {owner.target}")
+        if not status.ready:
+            return None
+        obj = StoredObject(value=status.value, plasma_node=status.plasma_node, size=status.size)
+        if status.value is not None and status.value.contained:
+            for inner_id, inner_owner in status.value.contained:
+                if self.refs.add_borrowed(inner_id, inner_owner, registered=False, contained_in=object_id):
+                    self.on_ref_deserialized(inner_id, inner_owner)
+            self.refs.set_contains(object_id, [i for i, _ in status.value.contained])
+        self.memory.put(object_id, obj)
+        return obj
+
+    async def _locate_segments(self, objs: list[tuple[str, StoredObject]]) -> dict[str, str]:
+        """Segment names of plasma objects, pulling remote ones here first."""
+        names: dict[str, str] = {}
+        wanted = [oid for oid, obj in objs if obj.plasma_node is not None]
+        if not wanted:
+            return names
+        found = await self.node().call("NodeManager", "GetObjects", wanted)
+        for oid, loc in zip(wanted, found, strict=False):
+            if loc is not None:
+                names[oid] = loc[0]
+        missing = [(oid, obj) for oid, obj in objs if obj.plasma_node is not None and oid not in names]
+        for oid, obj in missing:
+            names[oid] = await self._pull(oid, obj)
+        return names
+
+    async def _pull(self, object_id: str, obj: StoredObject) -> str:
+        address = await self.node_address_of(obj.plasma_node or "")
+        if address is None or address == self.node_address:
+            raise ObjectLostError(object_id, "", f"Object {object_id} is lost: no node holds a copy any more")
+        data = await self.clients.get(address).call("NodeManager", "ReadObject", object_id)
+        if data is None:
+            raise ObjectLostError(object_id, "", f"Object {object_id} is lost: node {obj.plasma_node[:8]} no longer has it")
+        name = await self.node().call("NodeManager", "CreateObject", p.CreateObject(object_id, len(data)))
+        from distcore._private.object_store.shm import create_segment
+
+        seg = create_segment(name, len(data))
+        seg.buffer[:] = data
+        seg.close()
+        await self.node().call("NodeManager", "SealObject", p.SealObject(object_id, None, pinned=False))
+        return name
+
+    def get(self, refs: list, timeout: float | None = None) -> list[Any]:
+        """Values of ``refs``; raises the stored error of a failed task."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        objs = self._fetch(refs, deadline)
+        names = self.run(self._locate_segments(list(zip([r.hex() for r in refs], objs, strict=False))))
+        values = []
+        for ref, obj in zip(refs, objs, strict=False):
+            if obj.value is not None:
+                value = deserialize(obj.value.data)
+            else:
+                value = read_segment(names[ref.hex()])
+            if isinstance(value, ErrorValue):
+                err = value.error
+                if isinstance(err, TaskError):
+                    raise err.as_instanceof_cause()
+                raise err
+            values.append(value)
+        return values
+
+    def _fetch(self, refs: list, deadline: float | None) -> list[StoredObject]:
+        pending = [r for r in refs if not self.memory.contains(r.hex())]
+        blocked = bool(pending) and self.current_task_id is not None and not self.is_driver
+        if blocked:
+            self._notify_blocked(True)
+        try:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            result = self.run(self._fetch_all(refs, remaining))
+        finally:
+            if blocked:
+                self._notify_blocked(False)
+        for ref, obj in zip(refs, result, strict=False):
+            if obj is None:
+                raise GetTimeoutError(
+                    f"get timed out after {remaining:.3g} s waiting for {ref}" if remaining is not None else f"get of {ref} failed"
+                )
+        return result
+
+    async def _fetch_all(self, refs: list, timeout: float | None) -> list[StoredObject | None]:
+        return list(await asyncio.gather(*(self.resolve(r.hex(), r.owner_address(), timeout) for r in refs)))
+
+    def _notify_blocked(self, blocked: bool) -> None:
+        try:
+            self.run(self.node().call("NodeManager", "WorkerBlocked", p.WorkerBlocked(self.worker_id, blocked)), timeout=10)
+        except Exception:  # noqa: BLE001 - best effort: only affects CPU lending
+            pass
+
+    def wait(self, refs: list, num_returns: int, timeout: float | None, fetch_local: bool) -> tuple[list, list]:
+        return self.run(self._wait(refs, num_returns, timeout, fetch_local))
+
+    async def _wait(self, refs: list, num_returns: int, timeout: float | None, fetch_local: bool) -> tuple[list, list]:
+        ready_ids: set[str] = set()
+        tasks = {}
+        for r in refs:
+            if self.memory.contains(r.hex()):
+                ready_ids.add(r.hex())
+            else:
+                tasks[asyncio.ensure_future(self.resolve(r.hex(), r.owner_address(), timeout))] = r.hex()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            while len(ready_ids) < num_returns and tasks:
+                remaining = None if deadline is None else max(0.0, deadline - loop.time())
+                if remaining == 0.0:
+                    break
+                done, _ = await asyncio.wait(list(tasks), timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    break
+                for t in done:
+                    oid = tasks.pop(t)
+                    try:
+                        if t.result() is not None:
+                            ready_ids.add(oid)
+                    except Exception:  # noqa: BLE001 - a lost object counts as ready: get raises
+                        ready_ids.add(oid)
+        finally:
+            for t in tasks:
+                t.cancel()
+        ready, not_ready = [], []
+        for r in refs:
+            (ready if r.hex() in ready_ids and len(ready) < num_returns else not_ready).append(r)
+        return ready, not_ready
+
+    # ------------------------------------------------------------ storing results
+
+    def store_return(self, ret: p.ReturnObject, owner_of_contained_registered: bool = True) -> None:
+        """Record a task's return value (on the io loop)."""
+        if ret.value is not None and ret.value.contained:
+            inner_ids = []
+            for inner_id, inner_owner in ret.value.contained:
+                inner_ids.append(inner_id)
+                if inner_owner.worker_id == self.worker_id:
+                    self.refs.add_owned(inner_id)
+                    self.refs.get(inner_id).contained_in.add(ret.object_id)  # type: ignore[union-attr]
+                else:
+                    self.refs.add_borrowed(inner_id, inner_owner, registered=owner_of_contained_registered, contained_in=ret.object_id)
+            self.refs.set_contains(ret.object_id, [])
+            entry = self.refs.get(ret.object_id)
+            if entry is not None:
+                entry.contains.extend(inner_ids)
+        if ret.plasma_node:
+            self.refs.set_location(ret.object_id, ret.plasma_node, ret.size)
+        self.memory.put(ret.object_id, StoredObject(value=ret.value, plasma_node=ret.plasma_node, size=ret.size))
+
+    def store_error(self, object_ids: list[str], error: BaseException) -> None:
+        value = p.SerializedValue(serialize(ErrorValue(error)).to_bytes())
+        for oid in object_ids:
+            self.memory.put(oid, StoredObject(value=value))
+
+    # ------------------------------------------------------------ misc
+
+    def function_key(self, blob: bytes) -> str:
+        import hashlib
+
+        return hashlib.sha1(blob).hexdigest()
+
+    def export_function(self, blob: bytes) -> str:
+        key = self.function_key(blob)
+        self.run(self.gcs().call("Gcs", "KvPut", p.KvPut("fn", key, blob, overwrite=False)))
+        return key
+
+
+class _OwnerService:
+    """RPCs other processes make to this process as an owner or a worker."""
+
+    def __init__(self, core: CoreWorker) -> None:
+        self.core = core
+
+    async def rpc_GetObject(self, req: p.GetObject) -> p.ObjectStatus:
+        core = self.core
+        obj = core.memory.get(req.object_id)
+        if obj is None:
+            if core.refs.get(req.object_id) is None:
+                return p.ObjectStatus(False, freed=True)
+            obj = await core.memory.wait(req.object_id, req.timeout)
+            if obj is None:
+                return p.ObjectStatus(False)
+        node_address = None
+        if obj.plasma_node:
+            node_address = await core.node_address_of(obj.plasma_node)
+        return p.ObjectStatus(True, obj.value, obj.plasma_node, node_address, obj.size)
+
+    async def rpc_UpdateBorrowers(self, req: p.UpdateBorrowers) -> None:
+        refs = self.core.refs
+        for object_id in req.add:
+            refs.add_borrower(object_id, req.borrower)
+        for object_id in req.remove:
+            refs.remove_borrower(object_id, req.borrower.worker_id)
+
+    async def rpc_ReportGeneratorItem(self, item: p.GeneratorItem) -> None:
+        self.core.submitter.on_generator_item(item)
+
+    async def rpc_PushTask(self, req: p.PushTask) -> p.TaskReply:
+        if self.core.executor is None:
+            raise RuntimeError("this process does not execute tasks (it is a driver)")
+        return await self.core.executor.push(req)
+
+    async def rpc_CancelTask(self, req: p.CancelTask) -> None:
+        if self.core.executor is not None:
+            self.core.executor.cancel(req)
+
+    async def rpc_Exit(self, req: p.ExitWorker) -> None:
+        if self.core.executor is not None:
+            self.core.executor.exit(req)
+        elif req.force:
+            os._exit(1)
+        else:
+            sys.exit(0)

@@ -1,0 +1,414 @@
+"""Running tasks in a worker: functions, actors, generators, errors.
+
+``push`` is called on the io loop for every ``PushTask``; normal tasks and
+plain actor methods run one at a time on the main thread; threaded actors
+(``max_concurrency > 1``) run on a thread pool; async actors run their
+coroutines on a dedicated event loop. Actor calls from one caller start in
+``seq_no`` order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ctypes
+import inspect
+import logging
+import os
+import queue
+import threading
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from distcore._private import ids
+from distcore._private import protocol as p
+from distcore._private.core_worker.objects import INLINE_MAX_BYTES, write_to_store
+from distcore._private.serialization import ErrorValue, deserialize, serialize
+from distcore.exceptions import AsyncioActorExit, TaskCancelledError, TaskError
+
+if TYPE_CHECKING:
+    from distcore._private.core_worker.core_worker import CoreWorker
+
+logger = logging.getLogger(__name__)
+
+
+class _ExitActor(BaseException):
+    """Raised by exit_actor() inside a synchronous actor method."""
+
+
+class Executor:
+    def __init__(self, core: CoreWorker) -> None:
+        self.core = core
+        self.main_queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.functions: dict[str, Any] = {}
+        self.actor: Any = None
+        self.actor_spec: p.TaskSpec | None = None
+        self.actor_name = ""
+        self.pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.async_loop: asyncio.AbstractEventLoop | None = None
+        self.async_sem: asyncio.Semaphore | None = None
+        self._expected: dict[tuple[str, int], int] = {}
+        self._parked: dict[tuple[str, int], dict[int, tuple]] = {}
+        self.running: dict[str, int] = {}  # task id -> thread id
+        self.current_name = ""
+        self.current_placement: tuple[str, int] | None = None
+        self.exiting = False
+        self.main_thread_id = threading.get_ident()
+
+    # ------------------------------------------------------------ io-loop side
+
+    async def push(self, req: p.PushTask) -> p.TaskReply:
+        fut = asyncio.get_running_loop().create_future()
+        spec = req.spec
+        if spec.kind == p.ACTOR_TASK:
+            self._order_actor_call(req, fut)
+        else:
+            self.main_queue.put((req, fut))
+        reply = await fut
+        # Borrowers registered during the task must reach owners first.
+        await self.core.flush_ref_updates()
+        return reply
+
+    def _order_actor_call(self, req: p.PushTask, fut: asyncio.Future) -> None:
+        spec = req.spec
+        key = (spec.caller_id or "", spec.incarnation)
+        parked = self._parked.setdefault(key, {})
+        parked[spec.seq_no] = (req, fut)
+        expected = self._expected.get(key, 0)
+        while expected in parked:
+            item = parked.pop(expected)
+            expected += 1
+            self._dispatch_actor_call(*item)
+        self._expected[key] = expected
+
+    def _dispatch_actor_call(self, req: p.PushTask, fut: asyncio.Future) -> None:
+        if self.async_loop is not None:
+            asyncio.run_coroutine_threadsafe(self._run_async(req, fut), self.async_loop)
+        elif self.pool is not None:
+            self.pool.submit(self._execute_and_reply, req, fut)
+        else:
+            self.main_queue.put((req, fut))
+
+    def _reply(self, fut: asyncio.Future, reply: p.TaskReply) -> None:
+        def set_result() -> None:
+            if not fut.done():
+                fut.set_result(reply)
+
+        self.core.loop.call_soon_threadsafe(set_result)
+
+    # ------------------------------------------------------------ main thread
+
+    def run_forever(self) -> None:
+        while not self.exiting:
+            req, fut = self.main_queue.get()
+            if req is None:
+                break
+            self._execute_and_reply(req, fut)
+
+    def _execute_and_reply(self, req: p.PushTask, fut: asyncio.Future) -> None:
+        reply = self.execute(req)
+        self._reply(fut, reply)
+        if reply.worker_exiting:
+            self.core.call_soon(lambda: asyncio.ensure_future(self._exit_soon()))
+
+    async def _exit_soon(self) -> None:
+        await asyncio.sleep(0.05)
+        os._exit(0)
+
+    def execute(self, req: p.PushTask) -> p.TaskReply:
+        spec = req.spec
+        core = self.core
+        self.running[spec.task_id] = threading.get_ident()
+        prev_task = core.current_task_id
+        core.current_task_id = spec.task_id
+        core.job_id = spec.job_id or core.job_id
+        core.namespace = spec.namespace or core.namespace
+        self._set_resources(req)
+        self.current_name = spec.name if spec.kind != p.ACTOR_TASK else self.actor_name
+        if spec.kind != p.ACTOR_TASK:
+            self.current_placement = spec.placement
+        try:
+            if spec.kind == p.ACTOR_CREATION_TASK:
+                return self._create_actor(spec)
+            fn = self._callable(spec)
+            args, kwargs = self._load_args(spec)
+            result = fn(*args, **kwargs)
+            if inspect.iscoroutine(result):
+                result = asyncio.run(result)
+            return self._returns(spec, result)
+        except _ExitActor:
+            return p.TaskReply(self._error_returns(spec, _actor_exited()), worker_exiting=True)
+        except BaseException as exc:  # noqa: BLE001 - every failure goes to the caller
+            return self._failure(spec, exc)
+        finally:
+            self.running.pop(spec.task_id, None)
+            core.current_task_id = prev_task
+
+    def _set_resources(self, req: p.PushTask) -> None:
+        if req.assigned:
+            self.core.assigned_resources = dict(req.assigned)
+        if req.gpu_ids or "GPU" in req.assigned:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in req.gpu_ids)
+        self.core.gpu_ids = list(req.gpu_ids)
+
+    def _callable(self, spec: p.TaskSpec) -> Any:
+        if spec.kind == p.ACTOR_TASK:
+            if self.actor is None:
+                raise RuntimeError("this worker hosts no actor")
+            if spec.method_name == "__distcore_terminate__":
+                raise _ExitActor()
+            return getattr(self.actor, spec.method_name or "")
+        return self._load_function(spec.function_id)
+
+    def _load_function(self, function_id: str) -> Any:
+        fn = self.functions.get(function_id)
+        if fn is None:
+            blob = self.core.run(self.core.gcs().call("Gcs", "KvGet", p.KvKey("fn", function_id)))
+            if blob is None:
+                raise RuntimeError(f"function {function_id} was not exported to the cluster")
+            fn = self.functions[function_id] = cloudpickle.loads(blob)
+        return fn
+
+    def _load_args(self, spec: p.TaskSpec) -> tuple[list, dict]:
+        refs_to_get: list[tuple[str, int | str, p.TaskArg]] = []
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        for i, arg in enumerate(spec.args):
+            args.append(self._arg_value(arg, refs_to_get, i))
+        for k, arg in spec.kwargs.items():
+            kwargs[k] = self._arg_value(arg, refs_to_get, k)
+        if refs_to_get:
+            refs = [self.core.make_ref(a.object_id, a.owner) for _, _, a in refs_to_get]
+            values = self.core.get(refs)
+            for (_, where, _), value in zip(refs_to_get, values, strict=False):
+                if isinstance(where, int):
+                    args[where] = value
+                else:
+                    kwargs[where] = value
+        return args, kwargs
+
+    def _arg_value(self, arg: p.TaskArg, refs_to_get: list, where: int | str) -> Any:
+        if arg.value is not None:
+            value = deserialize(arg.value.data)
+            if isinstance(value, ErrorValue):
+                raise _ArgError(value.error)
+            return value
+        refs_to_get.append((None, where, arg))
+        return None
+
+    # ------------------------------------------------------------ actors
+
+    def _create_actor(self, spec: p.TaskSpec) -> p.TaskReply:
+        cls = self._load_function(spec.function_id)
+        args, kwargs = self._load_args(spec)
+        self.actor_spec = spec
+        self.actor_name = spec.name
+        self.current_name = spec.name
+        self.core.current_actor_id = spec.actor_id
+        if spec.is_asyncio:
+            self._start_async_loop(spec.max_concurrency)
+            instance = asyncio.run_coroutine_threadsafe(_construct_async(cls, args, kwargs), self.async_loop).result()
+        else:
+            instance = cls(*args, **kwargs)
+            if spec.max_concurrency > 1:
+                self.pool = concurrent.futures.ThreadPoolExecutor(spec.max_concurrency, thread_name_prefix="actor")
+        self.actor = instance
+        return p.TaskReply([p.ReturnObject(spec.return_ids[0], p.SerializedValue(serialize(None).to_bytes()))])
+
+    def _start_async_loop(self, max_concurrency: int) -> None:
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            self.async_sem = asyncio.Semaphore(max_concurrency)
+            ready.set()
+            loop.run_forever()
+
+        threading.Thread(target=run, name="actor-asyncio", daemon=True).start()
+        ready.wait()
+        self.async_loop = loop
+
+    async def _run_async(self, req: p.PushTask, fut: asyncio.Future) -> None:
+        spec = req.spec
+        assert self.async_sem is not None
+        async with self.async_sem:
+            self.core.current_task_id = spec.task_id
+            try:
+                if spec.method_name == "__distcore_terminate__":
+                    raise _ExitActor()
+                method = getattr(self.actor, spec.method_name or "")
+                args, kwargs = await asyncio.to_thread(self._load_args, spec)
+                result = method(*args, **kwargs)
+                if inspect.isawaitable(result):
+                    self.running[spec.task_id] = -1
+                    result = await result
+                reply = await asyncio.to_thread(self._returns, spec, result)
+            except (_ExitActor, AsyncioActorExit):
+                reply = p.TaskReply(self._error_returns(spec, _actor_exited()), worker_exiting=True)
+            except BaseException as exc:  # noqa: BLE001
+                reply = self._failure(spec, exc)
+            finally:
+                self.running.pop(spec.task_id, None)
+        self._reply(fut, reply)
+        if reply.worker_exiting:
+            self.core.call_soon(lambda: asyncio.ensure_future(self._exit_soon()))
+
+    # ------------------------------------------------------------ results
+
+    def _returns(self, spec: p.TaskSpec, result: Any) -> p.TaskReply:
+        n = spec.num_returns
+        if n == "streaming":
+            return self._stream(spec, result)
+        if n == "dynamic":
+            return self._dynamic(spec, result)
+        if n == 0:
+            return p.TaskReply([])
+        if n == 1:
+            values = [result]
+        else:
+            if not isinstance(result, (tuple, list)) or len(result) != n:
+                raise ValueError(
+                    f"task {spec.name} declared num_returns={n} but returned "
+                    f"{type(result).__name__}{' of length ' + str(len(result)) if isinstance(result, (tuple, list)) else ''}"
+                )
+            values = list(result)
+        return p.TaskReply([self._return_object(spec, oid, v) for oid, v in zip(spec.return_ids, values, strict=False)])
+
+    def _return_object(self, spec: p.TaskSpec, object_id: str, value: Any) -> p.ReturnObject:
+        serialized = serialize(value, lambda: f"the return value of {spec.name} ({type(value).__name__})")
+        contained = [(r.hex(), r.owner_address()) for r in serialized.contained_refs]
+        if contained:
+            self._lend_to_owner(spec, serialized.contained_refs)
+        if serialized.total_size <= INLINE_MAX_BYTES:
+            return p.ReturnObject(object_id, p.SerializedValue(serialized.to_bytes(), contained), size=serialized.total_size)
+        self.core.run(write_to_store(self.core.node(), object_id, serialized, spec.owner))
+        return p.ReturnObject(object_id, None, plasma_node=self.core.node_id, size=serialized.total_size)
+
+    def _lend_to_owner(self, spec: p.TaskSpec, refs: list) -> None:
+        """Refs inside a return value: register the caller as their borrower."""
+        core = self.core
+        by_owner: dict[str, tuple[p.Address, list[str]]] = {}
+        for ref in refs:
+            owner = ref.owner_address()
+            if owner.worker_id == spec.owner.worker_id:
+                continue
+            if owner.worker_id == core.worker_id:
+                core.refs.add_borrower(ref.hex(), spec.owner)
+            else:
+                by_owner.setdefault(owner.target, (owner, []))[1].append(ref.hex())
+        for target, (_, object_ids) in by_owner.items():
+            core.run(core.clients.get(target).call(
+                "CoreWorker", "UpdateBorrowers", p.UpdateBorrowers(spec.owner, add=object_ids)
+            ))
+
+    def _dynamic(self, spec: p.TaskSpec, result: Any) -> p.TaskReply:
+        from distcore._private.api.object_ref import ObjectRefGenerator
+
+        returns, refs = [], []
+        for i, value in enumerate(result, start=2):
+            oid = ids.object_id_for_return(spec.task_id, i)
+            returns.append(self._return_object(spec, oid, value))
+            refs.append(self.core.make_ref(oid, spec.owner))
+        head = self._return_object(spec, spec.return_ids[0], ObjectRefGenerator.static(refs))
+        return p.TaskReply([head] + returns)
+
+    def _stream(self, spec: p.TaskSpec, result: Any) -> p.TaskReply:
+        owner = self.core.clients.get(spec.owner.target)
+        index = 0
+        try:
+            if inspect.isasyncgen(result):
+                result = _sync_iter(result)
+            for value in result:
+                index += 1
+                oid = ids.object_id_for_return(spec.task_id, index)
+                obj = self._return_object(spec, oid, value)
+                self.core.run(owner.call("CoreWorker", "ReportGeneratorItem", p.GeneratorItem(spec.task_id, index, obj)))
+        except BaseException as exc:  # noqa: BLE001 - the error becomes the next item
+            index += 1
+            oid = ids.object_id_for_return(spec.task_id, index)
+            err = self._error_value(spec, exc)
+            obj = p.ReturnObject(oid, err, is_error=True)
+            self.core.run(owner.call("CoreWorker", "ReportGeneratorItem", p.GeneratorItem(spec.task_id, index, obj)))
+        return p.TaskReply([])
+
+    def _error_value(self, spec: p.TaskSpec, exc: BaseException) -> p.SerializedValue:
+        if isinstance(exc, _ArgError):
+            error = exc.error
+        elif isinstance(exc, TaskCancelledError):
+            error = TaskCancelledError(spec.task_id)
+        else:
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            cause: BaseException | None = exc
+            try:
+                cloudpickle.dumps(exc)
+            except Exception:  # noqa: BLE001 - keep the text, drop the object
+                cause = RuntimeError(f"{type(exc).__name__}: {exc} (the exception itself could not be pickled)")
+            actor = self.actor_name if spec.kind == p.ACTOR_TASK else None
+            error = TaskError(spec.name, tb, cause, os.getpid(), self.core.ip, actor)
+        return p.SerializedValue(serialize(ErrorValue(error)).to_bytes())
+
+    def _error_returns(self, spec: p.TaskSpec, exc: BaseException) -> list[p.ReturnObject]:
+        value = self._error_value(spec, exc)
+        return [p.ReturnObject(oid, value, is_error=True) for oid in spec.return_ids]
+
+    def _failure(self, spec: p.TaskSpec, exc: BaseException) -> p.TaskReply:
+        reply = p.TaskReply(self._error_returns(spec, exc), is_application_error=True)
+        if _retryable(spec.retry_exceptions, exc):
+            reply.retryable_error_type = type(exc).__name__
+        if spec.kind == p.ACTOR_CREATION_TASK:
+            reply.worker_exiting = False
+        return reply
+
+    # ------------------------------------------------------------ cancel / exit
+
+    def cancel(self, req: p.CancelTask) -> None:
+        thread_id = self.running.get(req.task_id)
+        if thread_id is None or thread_id == -1:
+            return
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(TaskCancelledError))
+
+    def exit(self, req: p.ExitWorker) -> None:
+        if req.force:
+            os._exit(1)
+        self.exiting = True
+        self.main_queue.put((None, None))
+
+
+class _ArgError(Exception):
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _retryable(retry_exceptions: Any, exc: BaseException) -> bool:
+    if isinstance(exc, (_ArgError, TaskCancelledError)):
+        return False
+    if retry_exceptions is True:
+        return isinstance(exc, Exception)
+    if isinstance(retry_exceptions, (list, tuple)):
+        return isinstance(exc, tuple(retry_exceptions))
+    return False
+
+
+def _actor_exited() -> BaseException:
+    from distcore.exceptions import ActorDiedError
+
+    return ActorDiedError("The actor exited (exit_actor was called) before this call ran")
+
+
+async def _construct_async(cls: Any, args: list, kwargs: dict) -> Any:
+    return cls(*args, **kwargs)
+
+
+def _sync_iter(agen: Any):
+    loop = asyncio.new_event_loop()
+    try:
+        while True:
+            try:
+                yield loop.run_until_complete(agen.__anext__())
+            except StopAsyncIteration:
+                return
+    finally:
+        loop.close()

@@ -1,0 +1,405 @@
+"""Submitting normal tasks: resolve arguments, lease workers, push, retry.
+
+Tasks are grouped by *scheduling key* (resource shape, runtime env,
+strategy, placement). Each key has a FIFO queue and the workers leased for
+it; a leased worker runs one task at a time and is kept while its key has
+queued tasks, then returned to its node manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from distcore._private import ids
+from distcore._private import protocol as p
+from distcore._private.rpc import RpcError, RpcUnavailable
+from distcore._private.serialization import ErrorValue, deserialize
+from distcore.exceptions import TaskCancelledError, TaskUnschedulableError, WorkerCrashedError
+
+if TYPE_CHECKING:
+    from distcore._private.core_worker.core_worker import CoreWorker
+
+logger = logging.getLogger(__name__)
+
+MAX_LEASE_REQUESTS_PER_KEY = 10
+INFEASIBLE_RETRY_S = 1.0
+
+
+@dataclass
+class _Task:
+    spec: p.TaskSpec
+    deps: list[str]  # ids counted as "submitted" until the task is done
+    cancelled: bool = False
+    running_on: _Leased | None = None
+    force_cancel: bool = False
+
+
+@dataclass(eq=False)
+class _Leased:
+    lease_id: str
+    worker: p.Address
+    node_address: str
+    assigned: dict[str, float]
+    gpu_ids: list[int]
+    busy: bool = False
+
+
+@dataclass
+class _KeyState:
+    queue: deque = field(default_factory=deque)
+    leased: list[_Leased] = field(default_factory=list)
+    requesting: int = 0
+    warned: str = ""
+
+
+@dataclass
+class _Generator:
+    items: dict[int, str] = field(default_factory=dict)
+    total: int | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class TaskSubmitter:
+    def __init__(self, core: CoreWorker) -> None:
+        self.core = core
+        self.keys: dict[Any, _KeyState] = {}
+        self.tasks: dict[str, _Task] = {}
+        self.generators: dict[str, _Generator] = {}
+        self._closing = False
+
+    # ------------------------------------------------------------ submission
+
+    async def submit(self, spec: p.TaskSpec, deps: list[str]) -> None:
+        task = _Task(spec, deps)
+        self.tasks[spec.task_id] = task
+        if spec.num_returns == "streaming":
+            self.start_generator(spec.task_id)
+        try:
+            await self._resolve_args(spec)
+        except Exception as exc:  # noqa: BLE001 - a lost argument fails the task
+            self._finish_with_error(task, exc)
+            return
+        if task.cancelled:
+            self._finish_with_error(task, TaskCancelledError(spec.task_id))
+            return
+        key = _scheduling_key(spec)
+        state = self.keys.setdefault(key, _KeyState())
+        state.queue.append(task)
+        self._pump(key, state)
+
+    async def _resolve_args(self, spec: p.TaskSpec) -> None:
+        """Wait for top-level ref arguments; inline the small ones."""
+        args = list(spec.args) + list(spec.kwargs.values())
+        waits = [self._resolve_one(a) for a in args if a.object_id is not None]
+        if waits:
+            await asyncio.gather(*waits)
+
+    async def _resolve_one(self, arg: p.TaskArg) -> None:
+        obj = await self.core.resolve(arg.object_id, arg.owner, None)
+        if obj is None:
+            return
+        if obj.value is not None:
+            arg.value = obj.value
+        else:
+            arg.in_plasma_node = obj.plasma_node
+
+    def _pump(self, key: Any, state: _KeyState) -> None:
+        while state.queue:
+            idle = next((w for w in state.leased if not w.busy), None)
+            if idle is None:
+                break
+            task = state.queue.popleft()
+            if task.cancelled:
+                self._finish_with_error(task, TaskCancelledError(task.spec.task_id))
+                continue
+            idle.busy = True
+            task.running_on = idle
+            asyncio.ensure_future(self._run(key, state, idle, task))
+        want = min(len(state.queue), MAX_LEASE_REQUESTS_PER_KEY) - state.requesting
+        for _ in range(max(0, want)):
+            state.requesting += 1
+            asyncio.ensure_future(self._lease(key, state, state.queue[0].spec))
+        if not state.queue:
+            for leased in [w for w in state.leased if not w.busy]:
+                state.leased.remove(leased)
+                asyncio.ensure_future(self._return(leased))
+
+    async def _lease(self, key: Any, state: _KeyState, spec: p.TaskSpec) -> None:
+        try:
+            leased = await self._acquire(state, spec)
+        finally:
+            state.requesting -= 1
+        if leased is not None:
+            state.leased.append(leased)
+        self._pump(key, state)
+
+    async def _acquire(self, state: _KeyState, spec: p.TaskSpec) -> _Leased | None:
+        core = self.core
+        target = core.node_address
+        if spec.placement is not None:
+            target = await self._bundle_node(spec)
+            if target is None:
+                self._fail_queue(state, TaskUnschedulableError(
+                    f"task {spec.name} cannot run: its placement group {spec.placement[0][:8]} was removed or never created"
+                ))
+                return None
+        spilled_from = None
+        while state.queue and not self._closing:
+            request = p.LeaseRequest(
+                lease_id=ids.random_hex(8), resources=spec.resources, runtime_env=spec.runtime_env,
+                runtime_env_key=spec.runtime_env_key, job_id=spec.job_id, owner=core.address,
+                strategy=spec.strategy, placement=spec.placement, spilled_from=spilled_from, name=spec.name,
+            )
+            try:
+                reply: p.LeaseReply = await core.clients.get(target).call("NodeManager", "RequestWorkerLease", request)
+            except RpcError as exc:
+                logger.warning("lease request for %s failed: %s; retrying", spec.name, exc)
+                await asyncio.sleep(0.5)
+                target = core.node_address
+                continue
+            if reply.granted:
+                assert reply.worker is not None
+                return _Leased(reply.lease_id, reply.worker, target, reply.assigned, reply.gpu_ids)
+            if reply.retry_at_address:
+                target, spilled_from = reply.retry_at_address, core.node_id
+                continue
+            if reply.infeasible:
+                if state.warned != reply.reason:
+                    state.warned = reply.reason
+                    logger.warning(
+                        "task %s is infeasible and waits for the cluster to grow: it needs %s, %s",
+                        spec.name, spec.resources, reply.reason,
+                    )
+                    _warn_user(f"Task {spec.name} cannot be scheduled: it needs {spec.resources}, but {reply.reason}. "
+                               "It stays queued until a node that fits joins the cluster.")
+                await asyncio.sleep(INFEASIBLE_RETRY_S)
+                target, spilled_from = core.node_address, None
+                continue
+            if reply.failed:
+                from distcore.exceptions import RuntimeEnvSetupError
+
+                self._fail_queue(state, RuntimeEnvSetupError(f"task {spec.name} could not start a worker: {reply.reason}"))
+                return None
+            if reply.rejected:
+                await asyncio.sleep(0.2)
+                if spec.placement is not None:
+                    target = await self._bundle_node(spec) or core.node_address
+                continue
+        return None
+
+    async def _bundle_node(self, spec: p.TaskSpec) -> str | None:
+        assert spec.placement is not None
+        pg_id, index = spec.placement
+        info: p.PlacementGroupInfo | None = await self.core.gcs().call(
+            "Gcs", "GetPlacementGroup", p.GetPlacementGroup(pg_id=pg_id, wait_ready=True)
+        )
+        if info is None or info.state != "CREATED":
+            return None
+        if index >= 0:
+            node_id = info.bundle_nodes.get(index)
+        elif self.core.node_id in info.bundle_nodes.values():
+            node_id = self.core.node_id
+        else:
+            node_id = next(iter(info.bundle_nodes.values()), None)
+        return await self.core.node_address_of(node_id) if node_id else None
+
+    def _fail_queue(self, state: _KeyState, error: Exception) -> None:
+        while state.queue:
+            self._finish_with_error(state.queue.popleft(), error)
+
+    async def _return(self, leased: _Leased, exiting: bool = False) -> None:
+        try:
+            await self.core.clients.get(leased.node_address).call(
+                "NodeManager", "ReturnWorker", p.ReturnWorker(leased.lease_id, worker_exiting=exiting)
+            )
+        except RpcError:
+            pass
+
+    # ------------------------------------------------------------ running
+
+    async def _run(self, key: Any, state: _KeyState, leased: _Leased, task: _Task) -> None:
+        spec = task.spec
+        worker_died = False
+        try:
+            reply: p.TaskReply = await self.core.clients.get(leased.worker.target).call(
+                "CoreWorker", "PushTask", p.PushTask(spec, leased.assigned, leased.gpu_ids)
+            )
+        except RpcUnavailable:
+            reply = None
+            worker_died = True
+        except RpcError as exc:
+            reply = p.TaskReply([], system_error=str(exc))
+        task.running_on = None
+        leased.busy = False
+        if worker_died or (reply is not None and reply.worker_exiting):
+            state.leased.remove(leased)
+            self.core.clients.drop(leased.worker.target)
+            asyncio.ensure_future(self._return(leased, exiting=True))
+        if worker_died:
+            self._on_worker_died(key, state, task)
+        else:
+            assert reply is not None
+            self._on_reply(key, state, task, reply)
+        self._pump(key, state)
+
+    def _on_worker_died(self, key: Any, state: _KeyState, task: _Task) -> None:
+        spec = task.spec
+        if task.cancelled:
+            self._finish_with_error(task, TaskCancelledError(spec.task_id))
+            return
+        if spec.max_retries == -1 or spec.attempt < spec.max_retries:
+            spec.attempt += 1
+            logger.info("task %s: worker died, retrying (attempt %d)", spec.name, spec.attempt)
+            state.queue.appendleft(task)
+            return
+        self._finish_with_error(task, WorkerCrashedError(
+            f"The worker running task {spec.name} died unexpectedly (it was killed, crashed or exited)"
+            + (f"; no retries left (max_retries={spec.max_retries})" if spec.max_retries else "")
+        ))
+
+    def _on_reply(self, key: Any, state: _KeyState, task: _Task, reply: p.TaskReply) -> None:
+        spec = task.spec
+        if reply.system_error:
+            self._finish_with_error(task, _system_error(spec, reply.system_error))
+            return
+        if reply.retryable_error_type and not task.cancelled and (
+            spec.max_retries == -1 or spec.attempt < spec.max_retries
+        ):
+            spec.attempt += 1
+            state.queue.appendleft(task)
+            return
+        for ret in reply.returns:
+            self.core.store_return(ret)
+        self.finish_generator(spec.task_id)
+        self._done(task)
+
+    def _finish_with_error(self, task: _Task, error: BaseException) -> None:
+        self.core.store_error(list(task.spec.return_ids), error)
+        self.finish_generator(task.spec.task_id, error)
+        self._done(task)
+
+    def _done(self, task: _Task) -> None:
+        self.tasks.pop(task.spec.task_id, None)
+        self.core.refs.remove_submitted(task.deps)
+
+    # ------------------------------------------------------------ generators
+
+    def start_generator(self, task_id: str) -> None:
+        self.generators[task_id] = _Generator()
+
+    def finish_generator(self, task_id: str, error: BaseException | None = None) -> None:
+        """The generator task ended; an error becomes its last item."""
+        gen = self.generators.get(task_id)
+        if gen is None or gen.total is not None:
+            return
+        if error is not None:
+            index = len(gen.items) + 1
+            oid = ids.object_id_for_return(task_id, index)
+            self.core.refs.add_owned(oid)
+            self.core.store_error([oid], error)
+            gen.items[index] = oid
+        gen.total = len(gen.items)
+        gen.changed.set()
+        gen.changed = asyncio.Event()
+
+    def on_generator_item(self, item: p.GeneratorItem) -> None:
+        gen = self.generators.get(item.task_id)
+        if gen is None:
+            return
+        if item.obj is not None:
+            self.core.refs.add_owned(item.obj.object_id)
+            self.core.store_return(item.obj)
+            gen.items[item.index] = item.obj.object_id
+        gen.changed.set()
+        gen.changed = asyncio.Event()
+
+    async def next_generator_item(self, task_id: str, index: int, timeout: float | None) -> str | None:
+        """The id of item ``index`` (1-based), or None once the stream ended."""
+        gen = self.generators.get(task_id)
+        if gen is None:
+            return None
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while index not in gen.items:
+            if gen.total is not None and index > gen.total:
+                return None
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"no item {index} of the generator within {timeout} s")
+            event = gen.changed
+            try:
+                await asyncio.wait_for(event.wait(), remaining)
+            except TimeoutError:
+                pass
+        return gen.items[index]
+
+    def release_generator(self, task_id: str) -> None:
+        self.generators.pop(task_id, None)
+
+    # ------------------------------------------------------------ cancel
+
+    async def cancel(self, task_id: str, force: bool, recursive: bool) -> bool:
+        task = self.tasks.get(task_id)
+        if task is None:
+            return False
+        task.cancelled = True
+        for state in self.keys.values():
+            if task in state.queue:
+                state.queue.remove(task)
+                self._finish_with_error(task, TaskCancelledError(task_id))
+                return True
+        leased = task.running_on
+        if leased is None:
+            return True  # still resolving arguments: it is failed before it runs
+        if force:
+            try:
+                await self.core.clients.get(leased.worker.target).call("CoreWorker", "Exit", p.ExitWorker(force=True))
+            except RpcError:
+                pass
+        else:
+            try:
+                await self.core.clients.get(leased.worker.target).call(
+                    "CoreWorker", "CancelTask", p.CancelTask(task_id, force, recursive)
+                )
+            except RpcError:
+                pass
+        return True
+
+    async def close(self) -> None:
+        self._closing = True
+        for state in self.keys.values():
+            for leased in list(state.leased):
+                await self._return(leased)
+            state.leased.clear()
+
+
+def _scheduling_key(spec: p.TaskSpec) -> Any:
+    return (
+        tuple(sorted(spec.resources.items())),
+        spec.runtime_env_key,
+        repr(spec.strategy),
+        spec.placement,
+    )
+
+
+def _system_error(spec: p.TaskSpec, message: str) -> BaseException:
+    from distcore.exceptions import DistcoreError
+
+    return DistcoreError(f"task {spec.name} could not run: {message}")
+
+
+def _warn_user(message: str) -> None:
+    import sys
+
+    print(f"distcore warning: {message}", file=sys.stderr, flush=True)
+
+
+def decode_value(value: p.SerializedValue) -> Any:
+    out = deserialize(value.data)
+    if isinstance(out, ErrorValue):
+        raise out.error
+    return out

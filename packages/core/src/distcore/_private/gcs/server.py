@@ -1,0 +1,189 @@
+"""The control store's gRPC service: one thin handler per RPC.
+
+State lives in the tables (:mod:`nodes`, :mod:`actors`,
+:mod:`placement_groups`), the key-value store and the job table here; each
+handler validates and delegates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from distcore._private import protocol as p
+from distcore._private.gcs.actors import ActorTable
+from distcore._private.gcs.nodes import NodeTable
+from distcore._private.gcs.placement_groups import PlacementGroupTable
+from distcore._private.gcs.storage import Storage
+from distcore._private.rpc import ClientPool
+from distcore._private.scheduling.policy import (
+    DefaultStrategy,
+    NodeView,
+    PlacementGroupStrategy,
+    SchedulingPolicy,
+)
+from distcore._private.scheduling.resources import ResourceSet
+
+logger = logging.getLogger(__name__)
+
+
+class GcsService:
+    def __init__(self, storage_path: str | None, token: str | None, dead_timeout_s: float = 30.0) -> None:
+        self.storage = Storage(storage_path)
+        self.clients = ClientPool(token)
+        self.nodes = NodeTable(self.storage, dead_timeout_s)
+        self.pgs = PlacementGroupTable(self.storage, self.nodes, self.clients)
+        self.actors = ActorTable(self.storage, self.nodes, self.clients, self._pick_node)
+        self.policy = SchedulingPolicy()
+        self.kv: dict[tuple[str, str], bytes] = {
+            tuple(k.split("\x00", 1)): v for k, v in self.storage.load("kv").items()  # type: ignore[misc]
+        }
+        self.jobs: dict[str, p.JobInfo] = self.storage.load("jobs")
+        self._next_job = 1 + max((int(j, 16) for j in self.jobs), default=0)
+        self.nodes.on_node_dead.append(self.actors.on_node_death)
+        self.nodes.on_node_dead.append(self.pgs.on_node_death)
+        self._monitor: asyncio.Task | None = None
+
+    def start_background(self) -> None:
+        self._monitor = asyncio.ensure_future(self.nodes.monitor())
+
+    async def close(self) -> None:
+        if self._monitor:
+            self._monitor.cancel()
+        await self.clients.close()
+        self.storage.close()
+
+    # ---------------------------------------------------------------- scheduling helper
+
+    def _pick_node(self, resources: dict[str, float], strategy, placement) -> str | None:
+        view = self.nodes.view()
+        nodes = {
+            n: NodeView(n, ResourceSet.from_dict(v.total), ResourceSet.from_dict(v.available), v.alive, v.labels)
+            for n, v in view.nodes.items()
+        }
+        request = ResourceSet.from_dict(resources)
+        if placement is not None:
+            group = self.pgs.groups.get(placement[0])
+            if group is None or group.info.state != "CREATED":
+                return None
+            strategy = PlacementGroupStrategy(placement[0], placement[1])
+            decision = self.policy.decide(request, nodes, strategy, "", bundle_nodes=group.info.bundle_nodes)
+        else:
+            decision = self.policy.decide(request, nodes, strategy or DefaultStrategy(), self._head_node_id())
+        return decision.node_id if decision.kind in ("run", "wait") else None
+
+    def _head_node_id(self) -> str:
+        for node_id, info in self.nodes.nodes.items():
+            if info.is_head and info.state == "ALIVE":
+                return node_id
+        return ""
+
+    # ---------------------------------------------------------------- nodes
+
+    async def rpc_RegisterNode(self, info: p.NodeInfo) -> p.ClusterView:
+        return self.nodes.register(info)
+
+    async def rpc_Heartbeat(self, hb: p.Heartbeat) -> p.ClusterView | None:
+        return self.nodes.heartbeat(hb)
+
+    async def rpc_GetClusterView(self, _: None) -> p.ClusterView:
+        return self.nodes.view()
+
+    async def rpc_ListNodes(self, _: None) -> list[p.NodeInfo]:
+        return list(self.nodes.nodes.values())
+
+    async def rpc_DrainNode(self, node_id: str) -> bool:
+        await self.nodes.mark_dead(node_id, "removed by request")
+        return True
+
+    async def rpc_ReportWorkerDeath(self, death: p.WorkerDeath) -> None:
+        await self.actors.on_worker_death(death)
+
+    # ---------------------------------------------------------------- key-value store
+
+    async def rpc_KvPut(self, req: p.KvPut) -> bool:
+        key = (req.namespace, req.key)
+        if key in self.kv and not req.overwrite:
+            return False
+        added = key not in self.kv
+        self.kv[key] = req.value
+        self.storage.put("kv", f"{req.namespace}\x00{req.key}", req.value)
+        return added
+
+    async def rpc_KvGet(self, req: p.KvKey) -> bytes | None:
+        return self.kv.get((req.namespace, req.key))
+
+    async def rpc_KvDel(self, req: p.KvKey) -> int:
+        if self.kv.pop((req.namespace, req.key), None) is None:
+            return 0
+        self.storage.delete("kv", f"{req.namespace}\x00{req.key}")
+        return 1
+
+    async def rpc_KvExists(self, req: p.KvKey) -> bool:
+        return (req.namespace, req.key) in self.kv
+
+    async def rpc_KvKeys(self, req: p.KvKey) -> list[str]:
+        return [k for ns, k in self.kv if ns == req.namespace and k.startswith(req.key)]
+
+    # ---------------------------------------------------------------- jobs
+
+    async def rpc_RegisterJob(self, job: p.JobInfo) -> p.JobInfo:
+        from distcore._version import __version__
+        from distcore.exceptions import VersionMismatchError
+
+        if job.version and job.version != __version__:
+            raise VersionMismatchError(
+                f"this driver runs distcore {job.version} but the cluster's head runs distcore {__version__}: "
+                f"install distcore=={__version__} where the driver runs"
+            )
+        job.job_id = f"{self._next_job:08x}"
+        self._next_job += 1
+        job.start_time = time.time()
+        self.jobs[job.job_id] = job
+        self.storage.put("jobs", job.job_id, job)
+        return job
+
+    async def rpc_JobFinished(self, job_id: str) -> None:
+        job = self.jobs.get(job_id)
+        if job is None or job.is_dead:
+            return
+        job.is_dead = True
+        job.end_time = time.time()
+        self.storage.put("jobs", job_id, job)
+        await self.actors.on_job_finished(job_id)
+        await self.pgs.on_job_finished(job_id)
+
+    async def rpc_ListJobs(self, _: None) -> list[p.JobInfo]:
+        return list(self.jobs.values())
+
+    # ---------------------------------------------------------------- actors
+
+    async def rpc_RegisterActor(self, spec: p.ActorSpec) -> p.ActorInfo:
+        return self.actors.register(spec)
+
+    async def rpc_GetActorInfo(self, req: p.GetActor) -> p.ActorInfo | None:
+        return await self.actors.get(req)
+
+    async def rpc_GetNamedActor(self, req: p.NamedActor) -> p.ActorInfo | None:
+        return self.actors.get_named(req.name, req.namespace)
+
+    async def rpc_ListActors(self, _: None) -> list[p.ActorInfo]:
+        return self.actors.list()
+
+    async def rpc_KillActor(self, req: p.KillActor) -> None:
+        await self.actors.kill(req)
+
+    # ---------------------------------------------------------------- placement groups
+
+    async def rpc_CreatePlacementGroup(self, spec: p.PlacementGroupSpec) -> None:
+        self.pgs.create(spec)
+
+    async def rpc_RemovePlacementGroup(self, pg_id: str) -> None:
+        await self.pgs.remove(pg_id)
+
+    async def rpc_GetPlacementGroup(self, req: p.GetPlacementGroup) -> p.PlacementGroupInfo | None:
+        return await self.pgs.get(req)
+
+    async def rpc_ListPlacementGroups(self, _: None) -> list[p.PlacementGroupInfo]:
+        return self.pgs.list()

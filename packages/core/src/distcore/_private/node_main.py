@@ -1,0 +1,113 @@
+"""Entry point of a node process: the head (control store + node manager) or
+a worker node (node manager only). Started by :mod:`distcore._private.node`.
+
+When ready it writes a JSON file with its address; it exits on SIGTERM or
+when the process given by ``--parent-pid`` is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+
+from distcore._private.node_manager.server import NodeConfig, NodeManagerService
+from distcore._private.rpc import RpcServer
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="distcore-node")
+    ap.add_argument("--head", action="store_true")
+    ap.add_argument("--gcs-address", default="")
+    ap.add_argument("--node-ip", default="127.0.0.1")
+    ap.add_argument("--bind", default=None, help="address to listen on (default: --node-ip)")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--node-id", required=True)
+    ap.add_argument("--resources", default="{}", help="JSON: every resource of the node, CPU and GPU included")
+    ap.add_argument("--labels", default="{}")
+    ap.add_argument("--object-store-memory", type=int, required=True)
+    ap.add_argument("--session-dir", required=True)
+    ap.add_argument("--session-name", required=True)
+    ap.add_argument("--ready-file", required=True)
+    ap.add_argument("--parent-pid", type=int, default=0)
+    ap.add_argument("--prestart", type=int, default=None)
+    ap.add_argument("--dead-timeout-s", type=float, default=30.0)
+    return ap.parse_args(argv)
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    token = os.environ.get("DISTCORE_AUTH_TOKEN") or None
+    bind = args.bind or args.node_ip
+    server = RpcServer(token, host=bind, port=args.port)
+    gcs = None
+    if args.head:
+        from distcore._private.gcs.server import GcsService
+
+        gcs = GcsService(os.path.join(args.session_dir, "gcs.sqlite"), token, args.dead_timeout_s)
+        server.add_service("Gcs", gcs)
+    config = NodeConfig(
+        node_id=args.node_id, ip=args.node_ip, gcs_address=args.gcs_address,
+        session_dir=args.session_dir, session_name=args.session_name, token=token,
+        resources=json.loads(args.resources), object_store_memory=args.object_store_memory,
+        is_head=args.head, prestart=args.prestart, labels=json.loads(args.labels),
+    )
+    nm = NodeManagerService(config)
+    server.add_service("NodeManager", nm)
+    port = await server.start()
+    address = f"{args.node_ip}:{port}"
+    if gcs is not None:
+        gcs.start_background()
+        config.gcs_address = address
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await nm.start(address)
+        tmp = args.ready_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"address": address, "gcs_address": config.gcs_address, "node_id": args.node_id,
+                       "pid": os.getpid(), "session_dir": args.session_dir}, f)
+        os.replace(tmp, args.ready_file)
+        watch = asyncio.ensure_future(_watch_parent(args.parent_pid, stop)) if args.parent_pid else None
+        await stop.wait()
+        if watch:
+            watch.cancel()
+    finally:
+        await nm.close()
+        if gcs is not None:
+            await gcs.close()
+        await server.stop(0.2)
+
+
+async def _watch_parent(pid: int, stop: asyncio.Event) -> None:
+    while True:
+        await asyncio.sleep(0.5)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            stop.set()
+            return
+        except PermissionError:
+            pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        asyncio.run(_serve(args))
+    except OSError as exc:
+        print(f"distcore node failed to start: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""Worker leases: grant a worker with resources, queue, spill back, release.
+
+An owner asks for a lease for one resource shape; the lease manager decides
+(with the scheduling policy over the cluster view) whether to run here, to
+send the owner to another node, or to report the request infeasible; a
+granted lease holds the resources until the owner returns the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from distcore._private import protocol as p
+from distcore._private.node_manager.worker_pool import WorkerPool, WorkerProc
+from distcore._private.scheduling.policy import (
+    DefaultStrategy,
+    NodeAffinityStrategy,
+    NodeView,
+    SchedulingPolicy,
+    SpreadStrategy,
+)
+from distcore._private.scheduling.resources import Allocation, NodeResources, ResourceSet
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Lease:
+    lease_id: str
+    request: p.LeaseRequest
+    allocation: Allocation | None
+    worker: WorkerProc
+    blocked: bool = False
+
+
+class LeaseManager:
+    def __init__(
+        self,
+        node_id: str,
+        resources: NodeResources,
+        pool: WorkerPool,
+        cluster_view: Callable[[], p.ClusterView | None],
+    ) -> None:
+        self.node_id = node_id
+        self.resources = resources
+        self.pool = pool
+        self._cluster_view = cluster_view
+        self.policy = SchedulingPolicy()
+        self.leases: dict[str, Lease] = {}
+        self.pending: dict[str, p.LeaseRequest] = {}
+        self._changed = asyncio.Condition()
+
+    # ------------------------------------------------------------ views
+
+    def _nodes(self) -> dict[str, NodeView]:
+        view = self._cluster_view()
+        nodes: dict[str, NodeView] = {}
+        if view is not None:
+            for n, v in view.nodes.items():
+                nodes[n] = NodeView(n, ResourceSet.from_dict(v.total), ResourceSet.from_dict(v.available), v.alive, v.labels)
+        # Our own numbers are exact; the view's may be a heartbeat old.
+        nodes[self.node_id] = NodeView(self.node_id, self.resources.total, self.resources.available, True)
+        return nodes
+
+    def pending_demand(self) -> list[dict[str, float]]:
+        return [dict(r.resources) for r in self.pending.values()]
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    # ------------------------------------------------------------ requests
+
+    async def request(self, req: p.LeaseRequest) -> p.LeaseReply:
+        request = ResourceSet.from_dict(req.resources)
+        # Actors may need more to be placed than they hold while running.
+        needed = ResourceSet.from_dict(req.placement_resources) if req.placement_resources else request
+        bundle = req.placement
+        if bundle is not None and not self._has_bundle(bundle):
+            return p.LeaseReply(False, rejected=True, reason=f"placement group {bundle[0][:8]} has no such bundle on this node")
+        self.pending[req.lease_id] = req
+        try:
+            while True:
+                if bundle is None and req.for_actor is None:
+                    reply = self._maybe_elsewhere(needed, req)
+                    if reply is not None:
+                        return reply
+                elif not self.resources.is_feasible(needed, bundle):
+                    where = f"bundle {bundle}" if bundle else "this node"
+                    return p.LeaseReply(False, infeasible=True, reason=f"{needed} never fits {where}")
+                allocation = self._allocate(needed, request, bundle)
+                if allocation is not None:
+                    break
+                async with self._changed:
+                    try:
+                        await asyncio.wait_for(self._changed.wait(), 1.0)
+                    except TimeoutError:
+                        pass
+        finally:
+            self.pending.pop(req.lease_id, None)
+        try:
+            worker = await self.pool.pop(req.job_id, req.runtime_env_key, req.runtime_env)
+        except BaseException as exc:
+            self.resources.release(allocation)
+            await self._notify()
+            if isinstance(exc, Exception):
+                return p.LeaseReply(False, failed=True, reason=str(exc))
+            raise
+        worker.lease_id = req.lease_id
+        worker.actor_id = req.for_actor
+        self.leases[req.lease_id] = Lease(req.lease_id, req, allocation, worker)
+        return p.LeaseReply(
+            True, worker=worker.address, lease_id=req.lease_id, gpu_ids=list(allocation.gpu_ids),
+            assigned=allocation.resources.to_dict(),
+        )
+
+    def _allocate(self, needed: ResourceSet, request: ResourceSet, bundle: tuple[str, int] | None) -> Allocation | None:
+        if needed == request:
+            return self.resources.allocate(request, bundle)
+        # Check that ``needed`` fits now, then hold only ``request``.
+        probe = self.resources.allocate(needed, bundle)
+        if probe is None:
+            return None
+        self.resources.release(probe)
+        return self.resources.allocate(request, bundle)
+
+    def _has_bundle(self, bundle: tuple[str, int]) -> bool:
+        return any(
+            b.pg_id == bundle[0] and (bundle[1] == -1 or b.index == bundle[1]) for b in self.resources.bundles()
+        )
+
+    def _maybe_elsewhere(self, request: ResourceSet, req: p.LeaseRequest) -> p.LeaseReply | None:
+        strategy = req.strategy or DefaultStrategy()
+        if not isinstance(strategy, (DefaultStrategy, SpreadStrategy, NodeAffinityStrategy)):
+            strategy = DefaultStrategy()
+        nodes = self._nodes()
+        decision = self.policy.decide(request, nodes, strategy, self.node_id, req.preferred_nodes)
+        if decision.kind == "infeasible":
+            return p.LeaseReply(False, infeasible=True, reason=decision.reason)
+        if decision.node_id and decision.node_id != self.node_id and req.spilled_from is None:
+            view = self._cluster_view()
+            address = view.nodes[decision.node_id].address if view and decision.node_id in view.nodes else None
+            if address:
+                return p.LeaseReply(False, retry_at_node=decision.node_id, retry_at_address=address, reason=decision.reason)
+        return None
+
+    # ------------------------------------------------------------ release
+
+    async def release(self, req: p.ReturnWorker) -> None:
+        lease = self.leases.pop(req.lease_id, None)
+        if lease is None:
+            return
+        self._free(lease)
+        if req.worker_exiting or req.disconnect or lease.request.for_actor:
+            self.pool.kill(lease.worker, "lease returned with the worker exiting")
+        else:
+            self.pool.push_idle(lease.worker)
+        await self._notify()
+
+    def _free(self, lease: Lease) -> None:
+        if lease.allocation is not None and not lease.blocked:
+            self.resources.release(lease.allocation)
+        lease.allocation = None
+
+    async def on_worker_death(self, worker: WorkerProc) -> Lease | None:
+        lease = self.leases.pop(worker.lease_id, None) if worker.lease_id else None
+        if lease is not None:
+            self._free(lease)
+            await self._notify()
+        return lease
+
+    async def set_blocked(self, worker_id: str, blocked: bool) -> None:
+        """A worker blocked in ``get`` lends its CPUs back until it resumes."""
+        worker = self.pool.workers.get(worker_id)
+        lease = self.leases.get(worker.lease_id) if worker and worker.lease_id else None
+        if lease is None or lease.allocation is None or lease.allocation.gpu_ids or lease.blocked == blocked:
+            return
+        if blocked:
+            self.resources.release(lease.allocation)
+            lease.blocked = True
+            await self._notify()
+        else:
+            lease.blocked = False
+            again = self.resources.allocate(lease.allocation.resources, lease.allocation.bundle)
+            # Oversubscribe briefly rather than stall a running task.
+            lease.allocation = again if again is not None else None
+
+    def leases_of_bundle(self, pg_id: str) -> list[Lease]:
+        return [
+            lease for lease in self.leases.values()
+            if lease.allocation is not None and lease.allocation.bundle and lease.allocation.bundle[0] == pg_id
+        ]

@@ -1,0 +1,259 @@
+"""The node manager's gRPC service: leases, workers, objects, bundles, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from distcore._private import protocol as p
+from distcore._private.node import store_session
+from distcore._private.node_manager.leases import LeaseManager
+from distcore._private.node_manager.worker_pool import WorkerPool, WorkerProc
+from distcore._private.object_store.store import LocalObjectStore
+from distcore._private.rpc import ClientPool, RpcError
+from distcore._private.scheduling.resources import NodeResources, ResourceSet
+from distcore._version import __version__
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_S = 0.5
+
+
+@dataclass
+class NodeConfig:
+    node_id: str
+    ip: str
+    gcs_address: str
+    session_dir: str
+    session_name: str
+    token: str | None
+    resources: dict[str, float]
+    object_store_memory: int
+    is_head: bool = False
+    prestart: int | None = None
+    labels: dict[str, str] | None = None
+
+
+class NodeManagerService:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self.address = ""
+        self.clients = ClientPool(config.token)
+        self.resources = NodeResources(ResourceSet.from_dict(config.resources))
+        self.store = LocalObjectStore(
+            store_session(config.session_name, config.node_id), config.object_store_memory, os.path.join(config.session_dir, "spill", config.node_id[:12])
+        )
+        self.object_owners: dict[str, p.Address | None] = {}
+        self.view: p.ClusterView | None = None
+        self.pool: WorkerPool | None = None
+        self.leases: LeaseManager | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self, address: str) -> None:
+        """Register with the control store, then start heartbeats and workers."""
+        self.address = address
+        cfg = self.config
+        self.pool = WorkerPool(
+            node_id=cfg.node_id, node_address=address, gcs_address=cfg.gcs_address,
+            session_dir=cfg.session_dir, session_name=cfg.session_name, token=cfg.token,
+            on_death=self._on_worker_death, soft_limit=int(cfg.resources.get("CPU", 1)),
+        )
+        self.leases = LeaseManager(self.node_id, self.resources, self.pool, lambda: self.view)
+        info = p.NodeInfo(
+            node_id=cfg.node_id, address=address, ip=cfg.ip, resources=dict(cfg.resources),
+            labels=dict(cfg.labels or {}), is_head=cfg.is_head, version=__version__,
+            session_dir=cfg.session_dir, object_store_memory=cfg.object_store_memory, pid=os.getpid(),
+            start_time=time.time(),
+        )
+        self.view = await self._gcs().call("Gcs", "RegisterNode", info)
+        self.pool.start_monitor()
+        prestart = cfg.prestart if cfg.prestart is not None else int(cfg.resources.get("CPU", 1))
+        self.pool.prestart(prestart)
+        self._tasks.append(asyncio.ensure_future(self._heartbeat()))
+
+    def _gcs(self):
+        return self.clients.get(self.config.gcs_address)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            assert self.leases is not None
+            hb = p.Heartbeat(
+                self.node_id, self.resources.available.to_dict(), self.leases.pending_demand(),
+                self.store.stats().get("used", 0),
+            )
+            try:
+                view = await self._gcs().call("Gcs", "Heartbeat", hb, timeout=10)
+            except (RpcError, TimeoutError) as exc:
+                logger.warning("heartbeat to the control store failed: %s", exc)
+                continue
+            if view is not None:
+                self.view = view
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self.pool is not None:
+            self.pool.shutdown()
+        self.store.close()
+        await self.clients.close()
+
+    # ------------------------------------------------------------ workers
+
+    async def rpc_RegisterWorker(self, req: p.RegisterWorker) -> p.WorkerConfig:
+        assert self.pool is not None
+        if not req.is_driver and self.pool.on_registered(req) is None:
+            raise ValueError(f"unknown worker {req.worker_id[:8]}: it was not started by this node")
+        cfg = self.config
+        return p.WorkerConfig(cfg.session_name, self.node_id, cfg.gcs_address, cfg.session_dir)
+
+    async def rpc_RequestWorkerLease(self, req: p.LeaseRequest) -> p.LeaseReply:
+        assert self.leases is not None
+        return await self.leases.request(req)
+
+    async def rpc_ReturnWorker(self, req: p.ReturnWorker) -> None:
+        assert self.leases is not None
+        await self.leases.release(req)
+
+    async def rpc_WorkerBlocked(self, req: p.WorkerBlocked) -> None:
+        assert self.leases is not None
+        await self.leases.set_blocked(req.worker_id, req.blocked)
+
+    async def rpc_KillWorker(self, req: p.KillWorker) -> bool:
+        assert self.pool is not None
+        worker = self.pool.workers.get(req.worker_id)
+        if worker is None:
+            return False
+        self.pool.kill(worker, req.reason or "killed on request", force=req.force)
+        return True
+
+    async def _on_worker_death(self, worker: WorkerProc, code: int | None) -> None:
+        assert self.leases is not None
+        lease = await self.leases.on_worker_death(worker)
+        actor_id = worker.actor_id or (lease.request.for_actor if lease else None)
+        if actor_id is None:
+            return
+        reason = worker.killed_reason or f"the actor's worker process (pid {worker.pid}) exited with code {code}"
+        intended = code == 0 and not worker.killed_reason
+        if intended:
+            reason = "the actor exited (exit_actor was called)"
+        try:
+            await self._gcs().call(
+                "Gcs", "ReportWorkerDeath",
+                p.WorkerDeath(worker.worker_id, self.node_id, actor_id, reason, code, intended),
+            )
+        except RpcError as exc:
+            logger.warning("could not report the death of worker %s: %s", worker.worker_id[:8], exc)
+
+    # ------------------------------------------------------------ objects
+
+    async def rpc_CreateObject(self, req: p.CreateObject) -> str:
+        return self.store.create(req.object_id, req.size)
+
+    async def rpc_SealObject(self, req: p.SealObject) -> None:
+        self.store.seal(req.object_id, pinned=req.pinned)
+        self.object_owners[req.object_id] = req.owner
+
+    async def rpc_GetObjects(self, ids: list[str]) -> list[tuple[str, int] | None]:
+        return [self.store.ensure_local(i) for i in ids]
+
+    async def rpc_FreeObjects(self, ids: list[str]) -> None:
+        self.store.delete(ids)
+        for i in ids:
+            self.object_owners.pop(i, None)
+
+    async def rpc_ReadObject(self, object_id: str) -> bytes | None:
+        from distcore._private.object_store.shm import open_segment
+
+        found = self.store.ensure_local(object_id)
+        if found is None:
+            return None
+        seg = open_segment(found[0])
+        try:
+            return bytes(seg.buffer)
+        finally:
+            seg.close()
+
+    # ------------------------------------------------------------ placement groups
+
+    async def rpc_ReserveBundles(self, req: p.ReserveBundles) -> bool:
+        done: list[int] = []
+        for index, resources in sorted(req.bundles.items()):
+            if not self.resources.add_bundle(req.pg_id, index, ResourceSet.from_dict(resources)):
+                for i in done:
+                    self.resources.remove_bundle(req.pg_id, i)
+                return False
+            done.append(index)
+        return True
+
+    async def rpc_ReleaseBundles(self, req: p.ReleaseBundles) -> None:
+        assert self.leases is not None and self.pool is not None
+        indexes = req.indexes
+        if indexes is None:
+            indexes = [b.index for b in self.resources.bundles() if b.pg_id == req.pg_id]
+        # Workers still running inside the bundles are killed, as in Ray.
+        for lease in self.leases.leases_of_bundle(req.pg_id):
+            if lease.allocation and lease.allocation.bundle and lease.allocation.bundle[1] in indexes:
+                self.resources.release(lease.allocation)
+                lease.allocation = None
+                self.pool.kill(lease.worker, "its placement group was removed")
+        for index in indexes:
+            self.resources.remove_bundle(req.pg_id, index)
+        await self.leases._notify()
+
+    # ------------------------------------------------------------ stats and logs
+
+    async def rpc_GetNodeStats(self, _: None) -> p.NodeStats:
+        assert self.pool is not None
+        workers = [
+            {"worker_id": w.worker_id, "pid": w.pid, "job_id": w.job_id, "actor_id": w.actor_id,
+             "lease_id": w.lease_id, "idle": w in self.pool.idle, "log_path": w.log_path}
+            for w in self.pool.workers.values()
+        ]
+        return p.NodeStats(
+            self.node_id, len(self.pool.workers), self.store.stats(),
+            self.resources.available.to_dict(), self.resources.total.to_dict(), workers,
+        )
+
+    async def stream_StreamLogs(self, job_id: str) -> AsyncIterator[list[str]]:
+        """Yield batches of new output lines from this job's workers."""
+        assert self.pool is not None
+        offsets: dict[str, int] = {}
+        while True:
+            lines: list[str] = []
+            for worker in self.pool.job_workers(job_id) + [w for w in self.pool.workers.values() if not w.job_id]:
+                if not worker.job_id:
+                    # Not yet serving a job: skip its startup output.
+                    offsets[worker.log_path] = _size(worker.log_path)
+                    continue
+                lines.extend(_read_new(worker.log_path, offsets))
+            if lines:
+                yield lines
+            await asyncio.sleep(0.1)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _read_new(path: str, offsets: dict[str, int]) -> list[str]:
+    start = offsets.get(path, 0)
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            data = f.read()
+    except OSError:
+        return []
+    cut = data.rfind(b"\n")
+    if cut < 0:
+        return []
+    offsets[path] = start + cut + 1
+    return data[: cut + 1].decode("utf-8", "replace").splitlines()

@@ -1,0 +1,227 @@
+"""The worker pool: start worker processes, hand out idle ones, notice deaths.
+
+Workers are keyed by (job id, runtime-env key). Prestarted workers have no
+job yet and are bound to the first job they serve, so a worker's output goes
+to that job's driver only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from distcore._private import protocol as p
+from distcore._private.ids import new_worker_id
+
+logger = logging.getLogger(__name__)
+
+WORKER_START_TIMEOUT_S = 60.0
+
+
+@dataclass
+class WorkerProc:
+    worker_id: str
+    proc: subprocess.Popen
+    env_key: str
+    job_id: str = ""
+    address: p.Address | None = None
+    registered: asyncio.Event = field(default_factory=asyncio.Event)
+    lease_id: str | None = None
+    actor_id: str | None = None
+    log_path: str = ""
+    start_time: float = field(default_factory=time.time)
+    killed_reason: str = ""
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        node_address: str,
+        gcs_address: str,
+        session_dir: str,
+        session_name: str,
+        token: str | None,
+        on_death: Callable[[WorkerProc, int | None], Awaitable[None]],
+        soft_limit: int,
+    ) -> None:
+        self.node_id = node_id
+        self.node_address = node_address
+        self.gcs_address = gcs_address
+        self.session_dir = session_dir
+        self.session_name = session_name
+        self.token = token
+        self.on_death = on_death
+        self.soft_limit = max(1, soft_limit)
+        self.workers: dict[str, WorkerProc] = {}
+        self.idle: list[WorkerProc] = []
+        self._log_dir = os.path.join(session_dir, "logs")
+        os.makedirs(self._log_dir, exist_ok=True)
+        self._monitor: asyncio.Task | None = None
+
+    def start_monitor(self) -> None:
+        self._monitor = asyncio.ensure_future(self._watch())
+
+    # ------------------------------------------------------------ processes
+
+    def start_worker(self, env_key: str = "", runtime_env: dict | None = None, job_id: str = "") -> WorkerProc:
+        worker_id = new_worker_id()
+        log_path = os.path.join(self._log_dir, f"worker-{worker_id[:12]}.log")
+        env = dict(os.environ)
+        env.update(
+            DISTCORE_NODE_ADDRESS=self.node_address,
+            DISTCORE_GCS_ADDRESS=self.gcs_address,
+            DISTCORE_NODE_ID=self.node_id,
+            DISTCORE_WORKER_ID=worker_id,
+            DISTCORE_SESSION_DIR=self.session_dir,
+            DISTCORE_SESSION_NAME=self.session_name,
+            DISTCORE_ENV_KEY=env_key,
+            PYTHONUNBUFFERED="1",
+        )
+        if self.token:
+            env["DISTCORE_AUTH_TOKEN"] = self.token
+        if runtime_env:
+            import json
+
+            env["DISTCORE_RUNTIME_ENV"] = json.dumps(runtime_env)
+        log = open(log_path, "ab", buffering=0)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "distcore._private.worker_main"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        worker = WorkerProc(worker_id, proc, env_key, job_id=job_id, log_path=log_path)
+        self.workers[worker_id] = worker
+        return worker
+
+    def prestart(self, count: int) -> None:
+        for _ in range(count):
+            self.idle.append(self.start_worker())
+
+    def on_registered(self, req: p.RegisterWorker) -> WorkerProc | None:
+        worker = self.workers.get(req.worker_id)
+        if worker is None:
+            return None
+        worker.address = req.address
+        worker.registered.set()
+        return worker
+
+    async def pop(self, job_id: str, env_key: str, runtime_env: dict | None) -> WorkerProc:
+        """An idle worker for this job and environment, starting one if needed."""
+        worker = self._take_idle(job_id, env_key)
+        if worker is None:
+            worker = self.start_worker(env_key, runtime_env, job_id)
+        worker.job_id = job_id
+        try:
+            await _wait_registered_or_exit(worker)
+        except TimeoutError:
+            self.kill(worker, "did not register in time")
+            raise RuntimeError(
+                f"worker {worker.worker_id[:8]} did not start within {WORKER_START_TIMEOUT_S:.0f} s; "
+                f"see its log at {worker.log_path}"
+            ) from None
+        if worker.proc.poll() is not None:
+            raise RuntimeError(
+                f"worker {worker.worker_id[:8]} exited while starting: {_tail(worker.log_path)}"
+            )
+        return worker
+
+    def _take_idle(self, job_id: str, env_key: str) -> WorkerProc | None:
+        for want_job in (job_id, ""):
+            for i, worker in enumerate(self.idle):
+                if worker.env_key == env_key and worker.job_id == want_job and worker.proc.poll() is None:
+                    return self.idle.pop(i)
+        return None
+
+    def push_idle(self, worker: WorkerProc) -> None:
+        worker.lease_id = None
+        if worker.proc.poll() is not None or worker.worker_id not in self.workers:
+            return
+        self.idle.append(worker)
+        # Keep the pool bounded: retire the oldest idle workers past the limit.
+        while len(self.idle) > self.soft_limit * 2:
+            self.kill(self.idle.pop(0), "idle pool above its limit")
+
+    def kill(self, worker: WorkerProc, reason: str, force: bool = True) -> None:
+        worker.killed_reason = worker.killed_reason or reason
+        if worker in self.idle:
+            self.idle.remove(worker)
+        if worker.proc.poll() is None:
+            try:
+                os.killpg(worker.proc.pid, signal.SIGKILL if force else signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def job_workers(self, job_id: str) -> list[WorkerProc]:
+        return [w for w in self.workers.values() if w.job_id == job_id]
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(0.05)
+            for worker in list(self.workers.values()):
+                code = worker.proc.poll()
+                if code is None:
+                    continue
+                del self.workers[worker.worker_id]
+                if worker in self.idle:
+                    self.idle.remove(worker)
+                try:
+                    await self.on_death(worker, code)
+                except Exception:  # noqa: BLE001
+                    logger.exception("worker death handler failed")
+
+    def shutdown(self) -> None:
+        if self._monitor:
+            self._monitor.cancel()
+        for worker in list(self.workers.values()):
+            self.kill(worker, "node shutting down")
+        deadline = time.monotonic() + 2.0
+        for worker in list(self.workers.values()):
+            try:
+                worker.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+
+
+async def _wait_registered_or_exit(worker: WorkerProc) -> None:
+    """Wait until the worker registers or exits (bounded)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WORKER_START_TIMEOUT_S
+    while not worker.registered.is_set():
+        if worker.proc.poll() is not None:
+            return
+        if loop.time() > deadline:
+            raise TimeoutError
+        try:
+            await asyncio.wait_for(worker.registered.wait(), 0.05)
+        except TimeoutError:
+            pass
+
+
+def _tail(path: str, limit: int = 2000) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            return f.read().decode("utf-8", "replace").strip() or "(no output)"
+    except OSError:
+        return "(no log)"

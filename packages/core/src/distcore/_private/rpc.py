@@ -1,0 +1,248 @@
+"""The wire: gRPC (asyncio) with pickled typed messages and token auth.
+
+A *service* is any object whose ``async def rpc_<Method>(self, request)``
+coroutines take and return dataclasses from :mod:`protocol`. An exception
+raised by a handler travels back and is raised again in the caller (typed
+errors cross process boundaries); transport failures raise
+:class:`RpcUnavailable`.
+
+Every call carries ``authorization: Bearer <token>``; the server refuses a
+missing or wrong token with ``UNAUTHENTICATED`` before any handler runs,
+except for the ``Health`` service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import pickle
+import traceback
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from distcore.exceptions import AuthenticationError
+
+logger = logging.getLogger(__name__)
+
+_OPTIONS = [
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+    ("grpc.so_reuseport", 0),
+    ("grpc.enable_http_proxy", 0),
+    ("grpc.keepalive_time_ms", 20000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+_OK = 0
+_ERR = 1
+_PUBLIC_SERVICES = ("Health",)
+
+
+class RpcError(Exception):
+    """A call failed in transport or in the server's framework."""
+
+
+class RpcUnavailable(RpcError):
+    """The peer is unreachable (down, or its address is wrong)."""
+
+
+class RemoteHandlerError(RpcError):
+    """A handler raised an exception that could not be pickled back."""
+
+
+def _dumps(obj: Any) -> bytes:
+    return pickle.dumps(obj, protocol=5)
+
+
+def _encode_error(exc: BaseException) -> bytes:
+    try:
+        return pickle.dumps((_ERR, exc), protocol=5)
+    except Exception:
+        text = "".join(traceback.format_exception(exc))
+        return pickle.dumps((_ERR, RemoteHandlerError(text)), protocol=5)
+
+
+class _AuthInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, token: str | None) -> None:
+        self._expected = f"Bearer {token}".encode() if token else None
+
+        async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong cluster token")
+
+        self._deny = grpc.unary_unary_rpc_method_handler(deny)
+
+    async def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
+        if self._expected is None:
+            return await continuation(details)
+        method = details.method or ""
+        if method.startswith(tuple(f"/{s}/" for s in _PUBLIC_SERVICES)):
+            return await continuation(details)
+        got = b""
+        for key, value in details.invocation_metadata or ():
+            if key == "authorization":
+                got = value.encode() if isinstance(value, str) else value
+                break
+        if not hmac.compare_digest(got, self._expected):
+            logger.warning("refused unauthenticated call to %s", method)
+            return self._deny
+        return await continuation(details)
+
+
+class RpcServer:
+    """A gRPC server hosting one or more services on one port."""
+
+    def __init__(self, token: str | None, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._token = token
+        self._host = host
+        self._port = port
+        self._server = grpc.aio.server(interceptors=[_AuthInterceptor(token)], options=_OPTIONS)
+        self.port: int = 0
+        self.add_service("Health", _Health())
+
+    def add_service(self, name: str, service: object) -> None:
+        handlers: dict[str, grpc.RpcMethodHandler] = {}
+        for attr in dir(service):
+            fn = getattr(service, attr)
+            if attr.startswith("rpc_"):
+                handlers[attr[4:]] = grpc.unary_unary_rpc_method_handler(
+                    _wrap_unary(fn), request_deserializer=pickle.loads, response_serializer=None
+                )
+            elif attr.startswith("stream_"):
+                handlers[attr[7:]] = grpc.unary_stream_rpc_method_handler(
+                    _wrap_stream(fn), request_deserializer=pickle.loads, response_serializer=None
+                )
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
+
+    async def start(self) -> int:
+        bound = self._server.add_insecure_port(f"{self._host}:{self._port}")
+        if bound == 0:
+            raise OSError(f"cannot listen on {self._host}:{self._port}: the port is in use or the address is invalid")
+        self.port = bound
+        await self._server.start()
+        return bound
+
+    async def stop(self, grace: float | None = 0.5) -> None:
+        await self._server.stop(grace)
+
+
+class _Health:
+    async def rpc_Check(self, request: Any) -> str:
+        return "ok"
+
+
+def _wrap_unary(fn: Callable) -> Callable:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            result = await fn(request)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - errors travel to the caller
+            return _encode_error(exc)
+        return _dumps((_OK, result))
+
+    return handler
+
+
+def _wrap_stream(fn: Callable) -> Callable:
+    async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        try:
+            async for item in fn(request):
+                yield _dumps((_OK, item))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            yield _encode_error(exc)
+
+    return handler
+
+
+class RpcClient:
+    """A channel to one peer; ``await client.call("Service", "Method", msg)``."""
+
+    def __init__(self, address: str, token: str | None) -> None:
+        self.address = address
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        # Created on first use, inside the event loop that makes the calls.
+        self._channel: grpc.aio.Channel | None = None
+        self._stubs: dict[str, Any] = {}
+
+    def _stub(self, path: str, stream: bool) -> Any:
+        stub = self._stubs.get(path)
+        if stub is None:
+            if self._channel is None:
+                self._channel = grpc.aio.insecure_channel(self.address, options=_OPTIONS)
+            factory = self._channel.unary_stream if stream else self._channel.unary_unary
+            stub = factory(path, request_serializer=_dumps, response_deserializer=None)
+            self._stubs[path] = stub
+        return stub
+
+    async def call(self, service: str, method: str, request: Any = None, timeout: float | None = None) -> Any:
+        stub = self._stub(f"/{service}/{method}", False)
+        try:
+            raw = await stub(request, timeout=timeout, metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise _translate(exc, self.address, f"{service}.{method}") from None
+        return _decode(raw)
+
+    async def stream(self, service: str, method: str, request: Any = None) -> AsyncIterator[Any]:
+        stub = self._stub(f"/{service}/{method}", True)
+        try:
+            async for raw in stub(request, metadata=self._metadata):
+                yield _decode(raw)
+        except grpc.aio.AioRpcError as exc:
+            raise _translate(exc, self.address, f"{service}.{method}") from None
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+
+
+def _decode(raw: bytes) -> Any:
+    status, payload = pickle.loads(raw)
+    if status == _ERR:
+        raise payload
+    return payload
+
+
+def _translate(exc: grpc.aio.AioRpcError, address: str, what: str) -> Exception:
+    code = exc.code()
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return AuthenticationError(
+            f"{address} refused {what}: missing or wrong cluster token "
+            "(set DISTCORE_AUTH_TOKEN or use the cluster's token file)"
+        )
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+        return RpcUnavailable(f"{what} to {address} failed: {exc.details()}")
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return TimeoutError(f"{what} to {address} timed out")
+    return RpcError(f"{what} to {address} failed: {code.name}: {exc.details()}")
+
+
+class ClientPool:
+    """One cached :class:`RpcClient` per address."""
+
+    def __init__(self, token: str | None) -> None:
+        self._token = token
+        self._clients: dict[str, RpcClient] = {}
+
+    def get(self, address: str) -> RpcClient:
+        client = self._clients.get(address)
+        if client is None:
+            client = RpcClient(address, self._token)
+            self._clients[address] = client
+        return client
+
+    def drop(self, address: str) -> None:
+        client = self._clients.pop(address, None)
+        if client is not None:
+            asyncio.ensure_future(client.close())
+
+    async def close(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.close()
