@@ -38,6 +38,7 @@ from distcore._private.api.runtime import (  # noqa: E402
     nodes,
     put,
     shutdown,
+    timeline,
     wait,
 )
 from distcore._version import API_VERSION, __version__  # noqa: E402
@@ -77,5 +78,6 @@ __all__ = [
     "put",
     "remote",
     "shutdown",
+    "timeline",
     "wait",
 ]

@@ -28,14 +28,24 @@ from distcore.exceptions import AuthenticationError
 
 logger = logging.getLogger(__name__)
 
-_OPTIONS = [
+_COMMON = [
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
-    ("grpc.so_reuseport", 0),
+]
+# Clients ping idle connections so a vanished peer is noticed.
+_OPTIONS = _COMMON + [
     ("grpc.enable_http_proxy", 0),
     ("grpc.keepalive_time_ms", 20000),
+    ("grpc.keepalive_timeout_ms", 10000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
+]
+# Servers accept those pings instead of answering GOAWAY "too_many_pings".
+_SERVER_OPTIONS = _COMMON + [
+    ("grpc.so_reuseport", 0),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
 ]
 
 _OK = 0
@@ -100,7 +110,7 @@ class RpcServer:
         self._token = token
         self._host = host
         self._port = port
-        self._server = grpc.aio.server(interceptors=[_AuthInterceptor(token)], options=_OPTIONS)
+        self._server = grpc.aio.server(interceptors=[_AuthInterceptor(token)], options=_SERVER_OPTIONS)
         self.port: int = 0
         self.add_service("Health", _Health())
 

@@ -19,6 +19,7 @@ import distcore
 class ClusterManager:
     def __init__(self) -> None:
         self.current: dict[str, Any] | None = None
+        self.sessions: set[str] = set()
 
     def ensure(self, **kwargs: Any) -> dict[str, Any]:
         """A running cluster started with exactly ``kwargs`` (reused if it is)."""
@@ -27,6 +28,7 @@ class ClusterManager:
         self.stop()
         ctx = distcore.init(**kwargs)
         self.current = dict(kwargs)
+        self.sessions.add(os.path.basename(ctx["session_dir"]).removeprefix("session_"))
         return ctx
 
     def stop(self) -> None:
@@ -42,11 +44,15 @@ def child_processes() -> list[psutil.Process]:
         return []
 
 
-def session_segments() -> list[str]:
+def session_segments(sessions: set[str] | None = None) -> list[str]:
+    """Shared-memory segments of ``sessions`` (all of distcore's when None)."""
     try:
-        return [n for n in os.listdir("/dev/shm") if n.startswith("dc_")]
+        names = [n for n in os.listdir("/dev/shm") if n.startswith("dc_")]
     except OSError:
         return []
+    if sessions is None:
+        return names
+    return [n for n in names if any(n.startswith(f"dc_{s}-") for s in sessions)]
 
 
 def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05, message: str = "") -> None:
@@ -59,8 +65,45 @@ def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05, mess
     raise AssertionError(message or f"condition not met within {timeout} s")
 
 
-def assert_no_leaks(timeout: float = 10.0) -> None:
-    """No child processes and no shared-memory segments of ours remain."""
-    wait_for(lambda: not [c for c in child_processes() if c.status() != psutil.STATUS_ZOMBIE], timeout,
-             message=f"leaked processes: {[c.cmdline() for c in child_processes()]}")
-    wait_for(lambda: not session_segments(), timeout, message=f"leaked segments: {session_segments()}")
+def _live_children() -> list[psutil.Process]:
+    out = []
+    for c in child_processes():
+        try:
+            if c.status() != psutil.STATUS_ZOMBIE:
+                out.append(c)
+        except psutil.Error:
+            pass
+    return out
+
+
+def assert_no_leaks(sessions: set[str] | None = None, timeout: float = 10.0) -> None:
+    """No child processes and no shared-memory segments of ``sessions`` remain."""
+    wait_for(lambda: not _live_children(), timeout,
+             message=f"leaked processes: {[c.pid for c in _live_children()]}")
+    wait_for(lambda: not session_segments(sessions), timeout,
+             message=f"leaked segments: {session_segments(sessions)}")
+
+
+def object_store_stats() -> dict[str, Any]:
+    """The object store counters of the driver's node (``used``, ``num_objects``, ``spilled_bytes``...)."""
+    from distcore._private import worker_state
+
+    core = worker_state.core_worker()
+    if core is None:
+        raise RuntimeError("object_store_stats() needs a connected driver: call distcore.init() first")
+    return dict(core.run(core.node().call("NodeManager", "GetNodeStats", None), timeout=30).object_store)
+
+
+def mapped_file_of(address: int) -> str | None:
+    """The file backing this process's memory mapping at ``address``, or None (anonymous memory).
+
+    Proves zero-copy reads: an array read from the object store lives in a
+    mapping of its ``/dev/shm`` segment, not in a private copy.
+    """
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split(maxsplit=5)
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            if start <= address < end:
+                return parts[5].strip() if len(parts) > 5 and parts[5].strip() else None
+    return None

@@ -47,10 +47,15 @@ def _method_meta(cls: type) -> dict[str, dict]:
         if not callable(member):
             continue
         opts = dict(getattr(member, "__distcore_method_options__", {}))
+        is_generator = inspect.isgeneratorfunction(member) or inspect.isasyncgenfunction(member)
+        num_returns = opts.get("num_returns")
+        if num_returns is None:
+            # As in Ray: generator methods stream unless told otherwise.
+            num_returns = "streaming" if is_generator else 1
         meta[name] = {
-            "num_returns": opts.get("num_returns", 1),
+            "num_returns": num_returns,
             "is_async": inspect.iscoroutinefunction(member) or inspect.isasyncgenfunction(member),
-            "is_generator": inspect.isgeneratorfunction(member) or inspect.isasyncgenfunction(member),
+            "is_generator": is_generator,
         }
     return meta
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from distcore._private import ids, worker_state
@@ -101,6 +101,26 @@ class ObjectRef:
 
 def _rebuild_ref(object_id: str, owner: Address) -> ObjectRef:
     return ObjectRef(object_id, owner)
+
+
+def check_refs_alive(refs: Iterable[Any]) -> None:
+    """Raise ``ObjectLostError`` for a ref made by a session this process shut down.
+
+    Called by ``get`` and ``wait`` before anything else, so a dead cluster's
+    ref fails with a clear message instead of auto-starting a new cluster in
+    which it can never resolve.
+    """
+    for ref in refs:
+        core = getattr(ref, "_core", None)
+        if core is not None and core._closed:
+            from distcore.exceptions import ObjectLostError
+
+            raise ObjectLostError(
+                ref.hex(), "",
+                f"Cannot get {ref!r}: it belongs to a distcore cluster that was shut down (distcore.shutdown() "
+                "was called or the driver disconnected), and objects do not outlive their cluster. Create the "
+                "object again after distcore.init().",
+            )
 
 
 class ObjectRefGenerator:

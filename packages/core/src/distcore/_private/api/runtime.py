@@ -14,7 +14,7 @@ from typing import Any
 from distcore._private import node as node_mod
 from distcore._private import protocol as p
 from distcore._private import worker_state
-from distcore._private.api.object_ref import ObjectRef
+from distcore._private.api.object_ref import ObjectRef, check_refs_alive
 from distcore._private.core_worker.core_worker import CoreWorker
 from distcore._version import __version__
 
@@ -264,6 +264,8 @@ def get(object_refs: Any, *, timeout: float | None = None) -> Any:
 
         assert distcore.get([f.remote(1), f.remote(2)], timeout=10) == [1, 2]
     """
+    check_refs_alive([object_refs] if isinstance(object_refs, ObjectRef) else
+                     object_refs if isinstance(object_refs, (list, tuple)) else ())
     core = auto_init()
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
         raise ValueError(f"timeout must be a non-negative number of seconds or None, got {timeout!r}")
@@ -296,6 +298,8 @@ def wait(
 
         ready, pending = distcore.wait(refs, num_returns=2, timeout=5.0)
     """
+    if isinstance(object_refs, (list, tuple)):
+        check_refs_alive(object_refs)
     core = auto_init()
     if isinstance(object_refs, ObjectRef) or not isinstance(object_refs, (list, tuple)):
         raise TypeError(f"wait expects a list of ObjectRefs, got {type(object_refs).__name__}")
@@ -383,3 +387,26 @@ def available_resources() -> dict[str, float]:
             for k, v in n.available.items():
                 total[k] = total.get(k, 0.0) + v
     return {k: v for k, v in total.items() if v > 0}
+
+
+def timeline(filename: str | None = None) -> list[dict[str, Any]] | None:
+    """Task executions of this cluster as a Chrome trace (events arrive within ~1 s).
+
+    With ``filename``, writes the JSON there (open it in chrome://tracing or
+    Perfetto) and returns None; otherwise returns the list of trace events.
+
+    Example::
+
+        distcore.timeline("trace.json")
+    """
+    import json
+
+    from distcore._private.core_worker.task_events import chrome_trace
+
+    core = auto_init()
+    events = chrome_trace(core.gcs_call("GetTaskEvents", None))
+    if filename is None:
+        return events
+    with open(filename, "w") as f:
+        json.dump(events, f)
+    return None

@@ -86,8 +86,11 @@ class CoreWorker:
         from distcore._private.core_worker.actor_submitter import ActorSubmitter
         from distcore._private.core_worker.submitter import TaskSubmitter
 
+        from distcore._private.core_worker.task_events import TaskEventBuffer
+
         self.submitter = TaskSubmitter(self)
         self.actors = ActorSubmitter(self)
+        self.task_events = TaskEventBuffer(self)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -273,9 +276,8 @@ class CoreWorker:
         if obj is not None:
             return obj
         if owner is None or owner.worker_id == self.worker_id:
-            entry = self.refs.get(object_id)
-            if entry is None and not self.memory.contains(object_id):
-                raise ObjectLostError(object_id, "this process", f"Object {object_id} was already freed: no reference to it was left")
+            if self.refs.get(object_id) is None or self.refs.was_freed(object_id):
+                raise ObjectLostError(object_id, "this process", _freed_message(object_id))
             return await self.memory.wait(object_id, timeout)
         try:
             status: p.ObjectStatus = await self.clients.get(owner.target).call(
@@ -290,7 +292,7 @@ class CoreWorker:
         except TimeoutError:
             return None
         if status.freed:
-            raise ObjectLostError(object_id, owner.target, f"Object {object_id} was freed by its owner at {owner.target}")
+            raise ObjectLostError(object_id, owner.target, _freed_message(object_id, owner.target))
         if not status.ready:
             return None
         obj = StoredObject(value=status.value, plasma_node=status.plasma_node, size=status.size)
@@ -454,6 +456,14 @@ class CoreWorker:
         return key
 
 
+def _freed_message(object_id: str, owner: str = "") -> str:
+    where = f" by its owner at {owner}" if owner else ""
+    return (
+        f"Object {object_id} was already freed{where}: every ObjectRef to it had been dropped, so its "
+        "value was deleted. Keep an ObjectRef (or a value containing it) alive for as long as you need the object."
+    )
+
+
 class _OwnerService:
     """RPCs other processes make to this process as an owner or a worker."""
 
@@ -464,7 +474,7 @@ class _OwnerService:
         core = self.core
         obj = core.memory.get(req.object_id)
         if obj is None:
-            if core.refs.get(req.object_id) is None:
+            if core.refs.get(req.object_id) is None or core.refs.was_freed(req.object_id):
                 return p.ObjectStatus(False, freed=True)
             obj = await core.memory.wait(req.object_id, req.timeout)
             if obj is None:

@@ -17,6 +17,7 @@ import logging
 import os
 import queue
 import threading
+import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
@@ -108,7 +109,9 @@ class Executor:
             self._execute_and_reply(req, fut)
 
     def _execute_and_reply(self, req: p.PushTask, fut: asyncio.Future) -> None:
+        start = time.time()
         reply = self.execute(req)
+        self._record(req.spec, start, reply)
         self._reply(fut, reply)
         if reply.worker_exiting:
             self.core.call_soon(lambda: asyncio.ensure_future(self._exit_soon()))
@@ -147,6 +150,8 @@ class Executor:
             core.current_task_id = prev_task
 
     def _set_resources(self, req: p.PushTask) -> None:
+        if req.spec.kind == p.ACTOR_TASK:
+            return  # an actor keeps what its creation task was assigned
         if req.assigned:
             self.core.assigned_resources = dict(req.assigned)
         if req.gpu_ids or "GPU" in req.assigned:
@@ -235,6 +240,7 @@ class Executor:
         spec = req.spec
         assert self.async_sem is not None
         async with self.async_sem:
+            start = time.time()
             self.core.current_task_id = spec.task_id
             try:
                 if spec.method_name == "__distcore_terminate__":
@@ -252,9 +258,14 @@ class Executor:
                 reply = self._failure(spec, exc)
             finally:
                 self.running.pop(spec.task_id, None)
+        self._record(spec, start, reply)
         self._reply(fut, reply)
         if reply.worker_exiting:
             self.core.call_soon(lambda: asyncio.ensure_future(self._exit_soon()))
+
+    def _record(self, spec: p.TaskSpec, start: float, reply: p.TaskReply) -> None:
+        failed = reply.is_application_error or any(r.is_error for r in reply.returns)
+        self.core.task_events.record(spec, start, time.time(), failed)
 
     # ------------------------------------------------------------ results
 

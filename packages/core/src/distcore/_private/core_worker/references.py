@@ -14,10 +14,15 @@ the release callback is called outside the lock.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from distcore._private.protocol import Address
+
+# How many freed owned ids to remember, so a get of one fails fast with
+# ObjectLostError instead of waiting for a value that will never come.
+FREED_MEMORY = 100_000
 
 
 @dataclass
@@ -44,6 +49,7 @@ class ReferenceCounter:
     def __init__(self, on_release: Callable[[str, RefEntry], None]) -> None:
         self._lock = threading.Lock()
         self._refs: dict[str, RefEntry] = {}
+        self._freed: OrderedDict[str, None] = OrderedDict()
         self._on_release = on_release
 
     # ------------------------------------------------------------ creation
@@ -53,6 +59,7 @@ class ReferenceCounter:
             entry = self._refs.get(object_id)
             if entry is None:
                 entry = self._refs[object_id] = RefEntry(owner=None)
+            self._freed.pop(object_id, None)
             entry.local += local
             self._link(object_id, entry, contains)
 
@@ -152,6 +159,10 @@ class ReferenceCounter:
                 continue
             del self._refs[oid]
             out.append((oid, e))
+            if e.owned:
+                self._freed[oid] = None
+                if len(self._freed) > FREED_MEMORY:
+                    self._freed.popitem(last=False)
             for inner in e.contains:
                 inner_entry = self._refs.get(inner)
                 if inner_entry is None:
@@ -170,6 +181,11 @@ class ReferenceCounter:
 
     def get(self, object_id: str) -> RefEntry | None:
         return self._refs.get(object_id)
+
+    def was_freed(self, object_id: str) -> bool:
+        """Whether this process owned ``object_id`` and freed it (recently)."""
+        with self._lock:
+            return object_id in self._freed
 
     def set_location(self, object_id: str, node_id: str | None, size: int) -> None:
         with self._lock:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 
 from distcore._private import protocol as p
 from distcore._private.gcs.actors import ActorTable
@@ -26,6 +27,8 @@ from distcore._private.scheduling.policy import (
 from distcore._private.scheduling.resources import ResourceSet
 
 logger = logging.getLogger(__name__)
+
+MAX_TASK_EVENTS = 100_000
 
 
 class GcsService:
@@ -44,6 +47,8 @@ class GcsService:
         self.nodes.on_node_dead.append(self.actors.on_node_death)
         self.nodes.on_node_dead.append(self.pgs.on_node_death)
         self._monitor: asyncio.Task | None = None
+        # The latest task events, bounded; they are observability, not state.
+        self.task_events: deque = deque(maxlen=MAX_TASK_EVENTS)
 
     def start_background(self) -> None:
         self._monitor = asyncio.ensure_future(self.nodes.monitor())
@@ -173,6 +178,14 @@ class GcsService:
 
     async def rpc_KillActor(self, req: p.KillActor) -> None:
         await self.actors.kill(req)
+
+    # ---------------------------------------------------------------- task events
+
+    async def rpc_AddTaskEvents(self, events: list) -> None:
+        self.task_events.extend(events)
+
+    async def rpc_GetTaskEvents(self, job_id: str | None) -> list:
+        return [e for e in self.task_events if job_id is None or e.job_id == job_id]
 
     # ---------------------------------------------------------------- placement groups
 
