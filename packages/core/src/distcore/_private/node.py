@@ -198,3 +198,19 @@ def write_address_file(session_dir: str, gcs_address: str) -> None:
 
 def new_token() -> str:
     return secrets.token_urlsafe(32)
+
+
+# Tokens of clusters this process started, by control-store address, so a
+# driver in the same process connects without copying the token around.
+_known_tokens: dict[str, str] = {}
+
+
+def register_token(gcs_address: str, token: str | None) -> None:
+    if token:
+        _known_tokens[gcs_address] = token
+    else:
+        _known_tokens.pop(gcs_address, None)
+
+
+def known_token(gcs_address: str) -> str | None:
+    return _known_tokens.get(gcs_address)

@@ -52,7 +52,7 @@ def _resolve_address(address: str | None) -> str | None:
 
 
 def _token_for(address: str | None) -> str | None:
-    token = os.environ.get("DISTCORE_AUTH_TOKEN")
+    token = os.environ.get("DISTCORE_AUTH_TOKEN") or (node_mod.known_token(address) if address else None)
     if token:
         return token
     latest = os.path.join(node_mod.temp_root(), "session_latest")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from distcore._private import protocol as p
@@ -48,6 +48,7 @@ class LeaseManager:
         self.resources = resources
         self.pool = pool
         self._cluster_view = cluster_view
+        self.refresh_view: Callable[[], Awaitable[None]] | None = None
         self.policy = SchedulingPolicy()
         self.leases: dict[str, Lease] = {}
         self.pending: dict[str, p.LeaseRequest] = {}
@@ -86,6 +87,10 @@ class LeaseManager:
             while True:
                 if bundle is None and req.for_actor is None:
                     reply = self._maybe_elsewhere(needed, req)
+                    if reply is not None and reply.infeasible and self.refresh_view is not None:
+                        # The view may predate a node that just joined: ask once more.
+                        await self.refresh_view()
+                        reply = self._maybe_elsewhere(needed, req)
                     if reply is not None:
                         return reply
                 elif not self.resources.is_feasible(needed, bundle):

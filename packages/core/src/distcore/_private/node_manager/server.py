@@ -64,6 +64,7 @@ class NodeManagerService:
             on_death=self._on_worker_death, soft_limit=int(cfg.resources.get("CPU", 1)),
         )
         self.leases = LeaseManager(self.node_id, self.resources, self.pool, lambda: self.view)
+        self.leases.refresh_view = self._refresh_view
         info = p.NodeInfo(
             node_id=cfg.node_id, address=address, ip=cfg.ip, resources=dict(cfg.resources),
             labels=dict(cfg.labels or {}), is_head=cfg.is_head, version=__version__,
@@ -75,6 +76,12 @@ class NodeManagerService:
         prestart = cfg.prestart if cfg.prestart is not None else int(cfg.resources.get("CPU", 1))
         self.pool.prestart(prestart)
         self._tasks.append(asyncio.ensure_future(self._heartbeat()))
+
+    async def _refresh_view(self) -> None:
+        try:
+            self.view = await self._gcs().call("Gcs", "GetClusterView", None, timeout=5)
+        except (RpcError, TimeoutError):
+            pass
 
     def _gcs(self):
         return self.clients.get(self.config.gcs_address)

@@ -1,0 +1,196 @@
+"""``Cluster``: a multi-node cluster on this machine, for tests and notebooks.
+
+Each node is a separate process tree (its own node manager, object store and
+workers); the first node added is the head (control store included).
+
+Example::
+
+    from distcore.cluster_utils import Cluster
+
+    cluster = Cluster()
+    cluster.add_node(num_cpus=1)                  # the head
+    worker = cluster.add_node(num_cpus=2, resources={"accel": 1})
+    cluster.connect()                             # distcore.init(address=...)
+    ...
+    cluster.remove_node(worker)
+    cluster.shutdown()
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from distcore._private import node as node_mod
+
+__all__ = ["Cluster", "NodeHandle"]
+
+
+class NodeHandle:
+    """One node process of a :class:`Cluster`."""
+
+    def __init__(self, process: node_mod.NodeProcess) -> None:
+        self._process = process
+
+    @property
+    def node_id(self) -> str:
+        return self._process.node_id
+
+    @property
+    def address(self) -> str:
+        return self._process.address
+
+    @property
+    def is_head(self) -> bool:
+        return self._process.is_head
+
+    @property
+    def pid(self) -> int:
+        return self._process.proc.pid
+
+    def is_alive(self) -> bool:
+        return self._process.proc.poll() is None
+
+    def __repr__(self) -> str:
+        return f"NodeHandle({'head' if self.is_head else 'worker'}, {self.node_id[:8]}, {self.address})"
+
+
+class Cluster:
+    """Start a head and any number of worker nodes as local processes."""
+
+    def __init__(
+        self,
+        initialize_head: bool = False,
+        connect: bool = False,
+        head_node_args: dict[str, Any] | None = None,
+        *,
+        auth_token: str | None = None,
+        node_dead_timeout_s: float = 30.0,
+    ) -> None:
+        self._session_name, self.session_dir = node_mod.new_session()
+        self._token = auth_token if auth_token is not None else node_mod.new_token()
+        if self._token:
+            node_mod.write_token(self.session_dir, self._token)
+        self._dead_timeout_s = node_dead_timeout_s
+        self.head: NodeHandle | None = None
+        self.worker_nodes: list[NodeHandle] = []
+        self._connected = False
+        if initialize_head:
+            self.add_node(**(head_node_args or {}))
+            if connect:
+                self.connect()
+
+    @property
+    def address(self) -> str:
+        if self.head is None:
+            raise RuntimeError("the cluster has no head yet: call add_node() first")
+        return self.head._process.gcs_address
+
+    @property
+    def auth_token(self) -> str | None:
+        return self._token
+
+    def add_node(
+        self,
+        *,
+        num_cpus: float = 1,
+        num_gpus: float = 0,
+        resources: dict[str, float] | None = None,
+        object_store_memory: int = 128 * 1024 * 1024,
+        labels: dict[str, str] | None = None,
+        memory: int | None = None,
+        prestart: int | None = None,
+        wait: bool = True,
+    ) -> NodeHandle:
+        """Start a node with the given resources; the first one is the head."""
+        res = node_mod.node_resources(num_cpus, num_gpus, resources, memory)
+        is_head = self.head is None
+        process = node_mod.start_node(
+            head=is_head, resources=res, object_store_memory=object_store_memory,
+            session_name=self._session_name, session_dir=self.session_dir, token=self._token,
+            gcs_address="" if is_head else self.address, prestart=prestart, labels=labels,
+            dead_timeout_s=self._dead_timeout_s,
+        )
+        handle = NodeHandle(process)
+        if is_head:
+            self.head = handle
+            node_mod.register_token(process.gcs_address, self._token)
+        else:
+            self.worker_nodes.append(handle)
+        if wait:
+            self.wait_for_nodes()
+        return handle
+
+    def remove_node(self, node: NodeHandle, allow_graceful: bool = True) -> None:
+        """Stop a node's process tree (SIGKILL when not graceful)."""
+        if node is self.head:
+            raise ValueError("remove the head with shutdown(), not remove_node()")
+        if allow_graceful:
+            node._process.stop()
+        else:
+            import os
+            import signal
+
+            try:
+                os.killpg(node.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            node._process.proc.wait(timeout=10)
+            node._process.stop()
+        if node in self.worker_nodes:
+            self.worker_nodes.remove(node)
+
+    def list_all_nodes(self) -> list[NodeHandle]:
+        return ([self.head] if self.head else []) + list(self.worker_nodes)
+
+    def wait_for_nodes(self, timeout: float = 30.0) -> None:
+        """Block until the control store sees every node of this cluster alive."""
+        import asyncio
+
+        from distcore._private.rpc import RpcClient
+
+        want = {n.node_id for n in self.list_all_nodes() if n.is_alive()}
+
+        async def alive() -> set[str]:
+            client = RpcClient(self.address, self._token)
+            try:
+                nodes = await client.call("Gcs", "ListNodes", None, timeout=5)
+            finally:
+                await client.close()
+            return {n.node_id for n in nodes if n.state == "ALIVE"}
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if want <= asyncio.run(alive()):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nodes {sorted(want)} did not all register within {timeout} s")
+            time.sleep(0.05)
+
+    def connect(self, namespace: str | None = None, **init_kwargs: Any) -> dict[str, Any]:
+        """``distcore.init`` this process as a driver of the cluster."""
+        import distcore
+
+        ctx = distcore.init(address=self.address, namespace=namespace, **init_kwargs)
+        self._connected = True
+        return ctx
+
+    def shutdown(self) -> None:
+        """Disconnect the driver (if connected) and stop every node."""
+        import distcore
+
+        if self._connected and distcore.is_initialized():
+            distcore.shutdown()
+        self._connected = False
+        for node in list(self.worker_nodes):
+            self.remove_node(node)
+        if self.head is not None:
+            self.head._process.stop()
+            node_mod.register_token(self.head._process.gcs_address, None)
+            self.head = None
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
