@@ -310,6 +310,7 @@ class Heartbeat:
     available: dict[str, float]
     pending_demand: list[dict[str, float]] = field(default_factory=list)
     object_store_used: int = 0
+    infeasible_demand: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass(slots=True)

@@ -71,7 +71,7 @@ DISTCORE = CommandLine(
 )
 
 # Modules whose import registers core subcommands on DISTCORE (filled by later issues).
-_BUILTIN_MODULES: tuple[str, ...] = ()
+_BUILTIN_MODULES: tuple[str, ...] = ("distcore.scripts.cluster_commands",)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,6 +23,7 @@ class NodeTable:
         self.available: dict[str, dict[str, float]] = {n: dict(i.resources) for n, i in self.nodes.items()}
         self.last_seen: dict[str, float] = {n: time.monotonic() for n in self.nodes}
         self.pending_demand: dict[str, list[dict[str, float]]] = {}
+        self.infeasible_demand: dict[str, list[dict[str, float]]] = {}
         self.object_store_used: dict[str, int] = {}
         self.version = 0
         self.changed = asyncio.Event()
@@ -53,6 +54,7 @@ class NodeTable:
             self.available[hb.node_id] = dict(hb.available)
             self._bump()
         self.pending_demand[hb.node_id] = hb.pending_demand
+        self.infeasible_demand[hb.node_id] = hb.infeasible_demand
         self.object_store_used[hb.node_id] = hb.object_store_used
         return self.view()
 

@@ -98,6 +98,25 @@ class GcsService:
     async def rpc_ListNodes(self, _: None) -> list[p.NodeInfo]:
         return list(self.nodes.nodes.values())
 
+    async def rpc_GetStatus(self, _: None) -> dict:
+        """Nodes, resources and demands, for ``distcore status``."""
+        view = self.nodes.view()
+        nodes, total, available = [], {}, {}
+        for node_id, info in self.nodes.nodes.items():
+            v = view.nodes[node_id]
+            nodes.append({"node_id": node_id, "address": info.address, "state": info.state, "is_head": info.is_head,
+                          "total": dict(v.total), "available": dict(v.available)})
+            if info.state == "ALIVE":
+                for k, x in v.total.items():
+                    total[k] = total.get(k, 0.0) + x
+                for k, x in v.available.items():
+                    available[k] = available.get(k, 0.0) + x
+        alive = self.nodes.alive()
+        pending = [d for n, ds in self.nodes.pending_demand.items() if n in alive for d in ds]
+        infeasible = [d for n, ds in self.nodes.infeasible_demand.items() if n in alive for d in ds]
+        pending += [g.info.bundles for g in self.pgs.groups.values() if g.info.state == "PENDING"]
+        return {"nodes": nodes, "total": total, "available": available, "pending": pending, "infeasible": infeasible}
+
     async def rpc_DrainNode(self, node_id: str) -> bool:
         await self.nodes.mark_dead(node_id, "removed by request")
         return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -51,6 +52,8 @@ class LeaseManager:
         self.refresh_view: Callable[[], Awaitable[None]] | None = None
         self.policy = SchedulingPolicy()
         self.leases: dict[str, Lease] = {}
+        # Shapes recently refused as infeasible (owners retry them), for status.
+        self._infeasible: dict[tuple, tuple[dict[str, float], float]] = {}
         self.pending: dict[str, p.LeaseRequest] = {}
         self._changed = asyncio.Condition()
 
@@ -67,7 +70,15 @@ class LeaseManager:
         return nodes
 
     def pending_demand(self) -> list[dict[str, float]]:
-        return [dict(r.resources) for r in self.pending.values()]
+        return [dict(r.placement_resources or r.resources) for r in self.pending.values()]
+
+    def infeasible_demand(self, window_s: float = 5.0) -> list[dict[str, float]]:
+        now = time.monotonic()
+        self._infeasible = {k: v for k, v in self._infeasible.items() if now - v[1] < window_s}
+        return [dict(v[0]) for v in self._infeasible.values()]
+
+    def _note_infeasible(self, resources: dict[str, float]) -> None:
+        self._infeasible[tuple(sorted(resources.items()))] = (dict(resources), time.monotonic())
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -92,6 +103,8 @@ class LeaseManager:
                         await self.refresh_view()
                         reply = self._maybe_elsewhere(needed, req)
                     if reply is not None:
+                        if reply.infeasible:
+                            self._note_infeasible(needed.to_dict())
                         return reply
                 elif not self.resources.is_feasible(needed, bundle):
                     where = f"bundle {bundle}" if bundle else "this node"

@@ -92,7 +92,7 @@ class NodeManagerService:
             assert self.leases is not None
             hb = p.Heartbeat(
                 self.node_id, self.resources.available.to_dict(), self.leases.pending_demand(),
-                self.store.stats().get("used", 0),
+                self.store.stats().get("used", 0), self.leases.infeasible_demand(),
             )
             try:
                 view = await self._gcs().call("Gcs", "Heartbeat", hb, timeout=10)
