@@ -81,4 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable module's main, so subcommands register on one registry.
+    from distcore.scripts.cli import main as _main
+
+    sys.exit(_main())

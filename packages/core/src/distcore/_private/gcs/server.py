@@ -95,6 +95,15 @@ class GcsService:
     async def rpc_GetClusterView(self, _: None) -> p.ClusterView:
         return self.nodes.view()
 
+    async def rpc_WatchClusterView(self, version: int) -> p.ClusterView:
+        """Long poll: the view once it is newer than ``version`` (or after 10 s)."""
+        if self.nodes.version <= version:
+            try:
+                await asyncio.wait_for(self.nodes.changed.wait(), 10.0)
+            except asyncio.TimeoutError:
+                pass
+        return self.nodes.view()
+
     async def rpc_ListNodes(self, _: None) -> list[p.NodeInfo]:
         return list(self.nodes.nodes.values())
 
@@ -212,6 +221,14 @@ class GcsService:
         self.pgs.create(spec)
 
     async def rpc_RemovePlacementGroup(self, pg_id: str) -> None:
+        # Actors in the group die with it and are not restarted, as in Ray.
+        for actor in list(self.actors.actors.values()):
+            placement = actor.spec.creation.placement
+            if placement and placement[0] == pg_id and actor.info.state != p.ACTOR_DEAD:
+                await self.actors.kill(p.KillActor(
+                    actor.info.actor_id, force=True, no_restart=True,
+                    reason=f"its placement group {pg_id[:8]} was removed",
+                ))
         await self.pgs.remove(pg_id)
 
     async def rpc_GetPlacementGroup(self, req: p.GetPlacementGroup) -> p.PlacementGroupInfo | None:

@@ -76,6 +76,16 @@ class NodeManagerService:
         prestart = cfg.prestart if cfg.prestart is not None else int(cfg.resources.get("CPU", 1))
         self.pool.prestart(prestart)
         self._tasks.append(asyncio.ensure_future(self._heartbeat()))
+        self._tasks.append(asyncio.ensure_future(self._watch_view()))
+
+    async def _watch_view(self) -> None:
+        """Follow cluster changes (nodes joining, leaving) as they happen."""
+        while True:
+            version = self.view.version if self.view is not None else -1
+            try:
+                self.view = await self._gcs().call("Gcs", "WatchClusterView", version, timeout=30)
+            except (RpcError, TimeoutError):
+                await asyncio.sleep(1.0)
 
     async def _refresh_view(self) -> None:
         try:
@@ -105,6 +115,11 @@ class NodeManagerService:
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if not self.config.is_head:
+            try:  # tell the head at once instead of letting heartbeats time out
+                await self._gcs().call("Gcs", "DrainNode", self.node_id, timeout=2)
+            except (RpcError, TimeoutError):
+                pass
         if self.pool is not None:
             self.pool.shutdown()
         self.store.close()
@@ -219,7 +234,8 @@ class NodeManagerService:
         assert self.pool is not None
         workers = [
             {"worker_id": w.worker_id, "pid": w.pid, "job_id": w.job_id, "actor_id": w.actor_id,
-             "lease_id": w.lease_id, "idle": w in self.pool.idle, "log_path": w.log_path}
+             "lease_id": w.lease_id, "idle": w in self.pool.idle, "log_path": w.log_path,
+             "address": w.address.target if w.address else None}
             for w in self.pool.workers.values()
         ]
         return p.NodeStats(

@@ -1,0 +1,96 @@
+"""Several nodes as separate process trees on one machine."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+import distcore
+from distcore.util import placement_group, remove_placement_group
+from distcore.util.scheduling_strategies import (
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@distcore.remote
+def node_of(delay: float = 0.0) -> str:
+    time.sleep(delay)
+    return distcore.get_runtime_context().get_node_id()
+
+
+@distcore.remote
+class Where:
+    def node(self) -> str:
+        return distcore.get_runtime_context().get_node_id()
+
+
+def three_nodes(cluster):
+    head = cluster.add_node(num_cpus=1)
+    a = cluster.add_node(num_cpus=1, resources={"a": 1})
+    b = cluster.add_node(num_cpus=1, resources={"b": 1})
+    cluster.connect()
+    return head, a, b
+
+
+def test_tasks_and_actors_spread_over_three_nodes(cluster):
+    head, a, b = three_nodes(cluster)
+    assert distcore.cluster_resources()["CPU"] == 3
+    seen = set(distcore.get([node_of.options(scheduling_strategy="SPREAD").remote(0.5) for _ in range(6)]))
+    assert seen == {head.node_id, a.node_id, b.node_id}
+    assert distcore.get(node_of.options(resources={"b": 1}).remote()) == b.node_id
+    actor = Where.options(resources={"a": 1}).remote()
+    assert distcore.get(actor.node.remote()) == a.node_id
+    pinned = node_of.options(scheduling_strategy=NodeAffinitySchedulingStrategy(b.node_id, soft=False))
+    assert distcore.get(pinned.remote()) == b.node_id
+
+
+def test_placement_group_strict_spread_across_nodes(cluster):
+    three_nodes(cluster)
+    pg = placement_group([{"CPU": 1}] * 3, strategy="STRICT_SPREAD")
+    assert distcore.get(pg.ready(), timeout=30)
+    nodes = {
+        distcore.get(node_of.options(scheduling_strategy=PlacementGroupSchedulingStrategy(pg, i)).remote())
+        for i in range(3)
+    }
+    assert len(nodes) == 3
+    remove_placement_group(pg)
+
+
+def test_large_object_moves_between_nodes(cluster):
+    cluster.add_node(num_cpus=1, object_store_memory=400 * 1024 * 1024)
+    cluster.add_node(num_cpus=1, resources={"far": 1}, object_store_memory=400 * 1024 * 1024)
+    cluster.connect()
+
+    @distcore.remote(resources={"far": 1})
+    def make() -> np.ndarray:
+        return np.arange(25_000_000, dtype=np.int64)  # 200 MB on the far node
+
+    value = distcore.get(make.remote(), timeout=120)
+    assert value.shape == (25_000_000,)
+    assert int(value[-1]) == 24_999_999
+
+    @distcore.remote(resources={"far": 1})
+    def total(arr: np.ndarray) -> int:
+        return int(arr.sum())
+
+    local = distcore.put(np.ones(10_000_000, dtype=np.uint8))  # driver's node to the far node
+    assert distcore.get(total.remote(local), timeout=120) == 10_000_000
+
+
+def test_removed_node_leaves_the_cluster(cluster):
+    cluster.add_node(num_cpus=1)
+    worker = cluster.add_node(num_cpus=2)
+    cluster.connect()
+    assert distcore.cluster_resources()["CPU"] == 3
+    cluster.remove_node(worker)
+    deadline = time.monotonic() + 15
+    while distcore.cluster_resources().get("CPU") != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert distcore.cluster_resources()["CPU"] == 1
+    dead = [n for n in distcore.nodes() if not n["Alive"]]
+    assert [n["NodeID"] for n in dead] == [worker.node_id]
