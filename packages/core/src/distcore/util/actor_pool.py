@@ -93,9 +93,10 @@ class ActorPool:
         """Apply ``fn`` to every value on the pool; yield results in order of ``values``.
 
         Results still outstanding from earlier submissions are dropped first
-        (finished ones are fetched, unfinished ones ignored), so the iterator
-        yields exactly one result per value. All values are submitted before
-        this returns; iterate the result to collect them.
+        (finished ones are fetched, unfinished ones ignored; as in Ray, an
+        error from a finished one is raised here), so the iterator yields
+        exactly one result per value. All values are submitted before this
+        returns; iterate the result to collect them.
 
         Args:
             fn: ``fn(actor, value)`` starts a call on ``actor`` and returns its
@@ -109,7 +110,8 @@ class ActorPool:
         """
         while self.has_next():
             try:
-                self.get_next(timeout=0, ignore_if_timedout=True)
+                # Unordered, so leftovers of an earlier get_next_unordered() drain too.
+                self.get_next_unordered(timeout=0, ignore_if_timedout=True)
             except TimeoutError:
                 pass
         for v in values:
@@ -233,7 +235,9 @@ class ActorPool:
             ready, _ = distcore.wait(refs, num_returns=len(refs), timeout=timeout)
             if len(ready) < len(refs):
                 if not ignore_if_timedout:
-                    raise GetTimeoutError(f"{_TIMEOUT_MSG} after {timeout} s (submission #{index}).")
+                    raise GetTimeoutError(
+                        f"{_TIMEOUT_MSG} after {timeout} s (submission #{index})."
+                    )
                 timed_out = True
         del self._index_to_future[index]
         self._next_return_index += 1
@@ -362,8 +366,10 @@ class ActorPool:
     def _key_of(self, future: Any) -> _Key:
         if isinstance(future, distcore.ObjectRef):
             key: _Key = future
-        elif isinstance(future, list | tuple) and future and all(
-            isinstance(r, distcore.ObjectRef) for r in future
+        elif (
+            isinstance(future, list | tuple)
+            and future
+            and all(isinstance(r, distcore.ObjectRef) for r in future)
         ):
             key = tuple(future)
         else:
@@ -380,7 +386,11 @@ def _refs_of(future: Any) -> list[ObjectRef]:
 
 
 def _check_timeout(timeout: float | None) -> None:
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0
-    ):
-        raise ValueError(f"timeout must be None or a non-negative number of seconds, got {timeout!r}")
+    if timeout is None:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(
+            f"timeout must be a number of seconds or None, got {type(timeout).__name__}: {timeout!r}"
+        )
+    if timeout < 0:
+        raise ValueError(f"timeout must be None or a non-negative number of seconds, got {timeout}")

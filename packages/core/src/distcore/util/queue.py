@@ -83,7 +83,9 @@ class Queue:
 
     def __init__(self, maxsize: int = 0, actor_options: dict[str, Any] | None = None) -> None:
         if isinstance(maxsize, bool) or not isinstance(maxsize, int):
-            raise TypeError(f"maxsize must be an int (0 for unbounded), got {type(maxsize).__name__}: {maxsize!r}")
+            raise TypeError(
+                f"maxsize must be an int (0 for unbounded), got {type(maxsize).__name__}: {maxsize!r}"
+            )
         if actor_options is not None and not isinstance(actor_options, dict):
             raise TypeError(
                 f"actor_options must be a dict of actor options, got {type(actor_options).__name__}: {actor_options!r}"
@@ -180,7 +182,9 @@ class Queue:
             q.put_nowait_batch(range(10))
         """
         if isinstance(items, str | bytes) or not isinstance(items, Iterable):
-            raise TypeError(f"items must be an iterable of items, got {type(items).__name__}: {items!r}")
+            raise TypeError(
+                f"items must be an iterable of items, got {type(items).__name__}: {items!r}"
+            )
         batch = list(items)
         size = distcore.get(self._handle().put_nowait_batch.remote(batch))
         if size is not None:
@@ -249,7 +253,9 @@ class Queue:
             first_three = q.get_nowait_batch(3)
         """
         if isinstance(num_items, bool) or not isinstance(num_items, int):
-            raise TypeError(f"num_items must be an int, got {type(num_items).__name__}: {num_items!r}")
+            raise TypeError(
+                f"num_items must be an int, got {type(num_items).__name__}: {num_items!r}"
+            )
         if num_items < 0:
             raise ValueError(f"num_items must be non-negative, got {num_items}")
         found, result = distcore.get(self._handle().get_nowait_batch.remote(num_items))
@@ -282,10 +288,13 @@ class Queue:
             distcore.kill(actor, no_restart=True)
             return
         _check_timeout(grace_period_s, "grace_period_s")
+        # The exit call runs after every call this process made before it.
         done = actor.__ray_terminate__.remote()
-        ready, _ = distcore.wait([done], timeout=grace_period_s)
-        if not ready:
-            distcore.kill(actor, no_restart=True)
+        distcore.wait([done], timeout=grace_period_s)
+        # Kill whether or not it exited in time: the runtime may still run calls
+        # for a moment after the exit call's result is ready, and a queue that
+        # answers after shutdown() returned would hand out lost items.
+        distcore.kill(actor, no_restart=True)
 
     # ------------------------------------------------------------ internals
 
@@ -311,7 +320,9 @@ def _check_timeout(timeout: float | None, name: str = "timeout") -> None:
     if timeout is None:
         return
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
-        raise TypeError(f"{name} must be a number of seconds or None, got {type(timeout).__name__}: {timeout!r}")
+        raise TypeError(
+            f"{name} must be a number of seconds or None, got {type(timeout).__name__}: {timeout!r}"
+        )
     if timeout < 0:
         raise ValueError(f"'{name}' must be a non-negative number, got {timeout}")
 

@@ -16,6 +16,7 @@ import inspect
 import logging
 import os
 import queue
+import signal
 import threading
 import time
 import traceback
@@ -55,14 +56,25 @@ class Executor:
         self.running: dict[str, int] = {}  # task id -> thread id
         self.current_name = ""
         self.current_placement: tuple[str, int] | None = None
+        self.current_capture = False  # child tasks default to current_placement's group
         self.exiting = False
+        # Set once a reply says this worker exits: later actor calls fail at once.
+        self._closing = False
         self.main_thread_id = threading.get_ident()
+        # Cancelling a task on the main thread: a signal interrupts blocking
+        # calls (sleep, get) and its handler raises KeyboardInterrupt there.
+        self._cancellable: str | None = None  # main-thread task that may be interrupted now
+        self._cancel_requested: str | None = None
+        self._cancelled: dict[str, None] = {}  # task ids cancelled here (bounded)
+        self._calls: dict[str, int] = {}  # function id -> tasks run, for max_calls
 
     # ------------------------------------------------------------ io-loop side
 
     async def push(self, req: p.PushTask) -> p.TaskReply:
-        fut = asyncio.get_running_loop().create_future()
         spec = req.spec
+        if self._closing and spec.kind == p.ACTOR_TASK:
+            return p.TaskReply(self._error_returns(spec, _actor_exited()), worker_exiting=True)
+        fut = asyncio.get_running_loop().create_future()
         if spec.kind == p.ACTOR_TASK:
             self._order_actor_call(req, fut)
         else:
@@ -102,6 +114,8 @@ class Executor:
     # ------------------------------------------------------------ main thread
 
     def run_forever(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(_CANCEL_SIGNAL, self._on_cancel_signal)
         while not self.exiting:
             req, fut = self.main_queue.get()
             if req is None:
@@ -109,9 +123,27 @@ class Executor:
             self._execute_and_reply(req, fut)
 
     def _execute_and_reply(self, req: p.PushTask, fut: asyncio.Future) -> None:
+        if self._closing and req.spec.kind == p.ACTOR_TASK:
+            self._reply(fut, p.TaskReply(self._error_returns(req.spec, _actor_exited()), worker_exiting=True))
+            return
         start = time.time()
-        reply = self.execute(req)
+        self.core.task_events.record_started(req.spec, start)
+        try:
+            reply = self.execute(req)
+        except (TaskCancelledError, KeyboardInterrupt):
+            # The cancel signal landed in execute's own cleanup: still a cancellation.
+            self._cancellable = None
+            self.running.pop(req.spec.task_id, None)
+            self.core.current_task_id = None
+            reply = p.TaskReply(self._error_returns(req.spec, TaskCancelledError(req.spec.task_id)))
+        spec = req.spec
+        if spec.kind == p.NORMAL_TASK and spec.max_calls:
+            calls = self._calls[spec.function_id] = self._calls.get(spec.function_id, 0) + 1
+            if calls >= spec.max_calls:
+                reply.worker_exiting = True  # max_calls reached: this worker retires
         self._record(req.spec, start, reply)
+        if reply.worker_exiting:
+            self._closing = True
         self._reply(fut, reply)
         if reply.worker_exiting:
             self.core.call_soon(lambda: asyncio.ensure_future(self._exit_soon()))
@@ -132,10 +164,15 @@ class Executor:
         self.current_name = spec.name if spec.kind != p.ACTOR_TASK else self.actor_name
         if spec.kind != p.ACTOR_TASK:
             self.current_placement = spec.placement
+            self.current_capture = spec.capture_child_tasks
         try:
             if spec.kind == p.ACTOR_CREATION_TASK:
                 return self._create_actor(spec)
             fn = self._callable(spec)
+            if spec.kind == p.NORMAL_TASK and self.running[spec.task_id] == self.main_thread_id:
+                self._cancellable = spec.task_id  # actor methods are not interrupted this way
+            if spec.task_id in self._cancelled:
+                raise TaskCancelledError(spec.task_id)
             args, kwargs = self._load_args(spec)
             result = fn(*args, **kwargs)
             if inspect.iscoroutine(result):
@@ -146,16 +183,19 @@ class Executor:
         except BaseException as exc:  # noqa: BLE001 - every failure goes to the caller
             return self._failure(spec, exc)
         finally:
+            if self._cancellable == spec.task_id:
+                self._cancellable = None
+            self._cancelled.pop(spec.task_id, None)
             self.running.pop(spec.task_id, None)
             core.current_task_id = prev_task
 
     def _set_resources(self, req: p.PushTask) -> None:
         if req.spec.kind == p.ACTOR_TASK:
             return  # an actor keeps what its creation task was assigned
-        if req.assigned:
-            self.core.assigned_resources = dict(req.assigned)
-        if req.gpu_ids or "GPU" in req.assigned:
-            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in req.gpu_ids)
+        # Set on every task, so a reused worker never shows the last task's
+        # resources; no GPUs means CUDA_VISIBLE_DEVICES="" (as in Ray).
+        self.core.assigned_resources = dict(req.assigned)
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in req.gpu_ids)
         self.core.gpu_ids = list(req.gpu_ids)
 
     def _callable(self, spec: p.TaskSpec) -> Any:
@@ -239,8 +279,12 @@ class Executor:
     async def _run_async(self, req: p.PushTask, fut: asyncio.Future) -> None:
         spec = req.spec
         assert self.async_sem is not None
+        if self._closing:
+            self._reply(fut, p.TaskReply(self._error_returns(spec, _actor_exited()), worker_exiting=True))
+            return
         async with self.async_sem:
             start = time.time()
+            self.core.task_events.record_started(spec, start)
             self.core.current_task_id = spec.task_id
             try:
                 if spec.method_name == "__distcore_terminate__":
@@ -251,7 +295,12 @@ class Executor:
                 if inspect.isawaitable(result):
                     self.running[spec.task_id] = -1
                     result = await result
-                reply = await asyncio.to_thread(self._returns, spec, result)
+                if inspect.isasyncgen(result) and spec.num_returns == "streaming":
+                    # Iterate on the actor's own loop, beside its other coroutines.
+                    self.running[spec.task_id] = -1
+                    reply = await self._stream_async(spec, result)
+                else:
+                    reply = await asyncio.to_thread(self._returns, spec, result)
             except (_ExitActor, AsyncioActorExit):
                 reply = p.TaskReply(self._error_returns(spec, _actor_exited()), worker_exiting=True)
             except BaseException as exc:  # noqa: BLE001
@@ -259,13 +308,14 @@ class Executor:
             finally:
                 self.running.pop(spec.task_id, None)
         self._record(spec, start, reply)
+        if reply.worker_exiting:
+            self._closing = True
         self._reply(fut, reply)
         if reply.worker_exiting:
             self.core.call_soon(lambda: asyncio.ensure_future(self._exit_soon()))
 
     def _record(self, spec: p.TaskSpec, start: float, reply: p.TaskReply) -> None:
-        failed = reply.is_application_error or any(r.is_error for r in reply.returns)
-        self.core.task_events.record(spec, start, time.time(), failed)
+        self.core.task_events.record_reply(spec, start, reply)
 
     # ------------------------------------------------------------ results
 
@@ -296,7 +346,7 @@ class Executor:
         if serialized.total_size <= INLINE_MAX_BYTES:
             return p.ReturnObject(object_id, p.SerializedValue(serialized.to_bytes(), contained), size=serialized.total_size)
         self.core.run(write_to_store(self.core.node(), object_id, serialized, spec.owner))
-        return p.ReturnObject(object_id, None, plasma_node=self.core.node_id, size=serialized.total_size)
+        return p.ReturnObject(object_id, None, plasma_node=self.core.node_id, size=serialized.total_size, contained=contained)
 
     def _lend_to_owner(self, spec: p.TaskSpec, refs: list) -> None:
         """Refs inside a return value: register the caller as their borrower."""
@@ -328,16 +378,16 @@ class Executor:
 
     def _stream(self, spec: p.TaskSpec, result: Any) -> p.TaskReply:
         owner = self.core.clients.get(spec.owner.target)
-        index = 0
+        index = 0  # items the owner has acknowledged
         try:
             if inspect.isasyncgen(result):
                 result = _sync_iter(result)
             for value in result:
-                index += 1
-                oid = ids.object_id_for_return(spec.task_id, index)
+                oid = ids.object_id_for_return(spec.task_id, index + 1)
                 obj = self._return_object(spec, oid, value)
-                self.core.run(owner.call("CoreWorker", "ReportGeneratorItem", p.GeneratorItem(spec.task_id, index, obj)))
-        except BaseException as exc:  # noqa: BLE001 - the error becomes the next item
+                self.core.run(owner.call("CoreWorker", "ReportGeneratorItem", p.GeneratorItem(spec.task_id, index + 1, obj)))
+                index += 1
+        except BaseException as exc:  # noqa: BLE001 - the error becomes the next item, leaving no gap
             index += 1
             oid = ids.object_id_for_return(spec.task_id, index)
             err = self._error_value(spec, exc)
@@ -345,13 +395,38 @@ class Executor:
             self.core.run(owner.call("CoreWorker", "ReportGeneratorItem", p.GeneratorItem(spec.task_id, index, obj)))
         return p.TaskReply([])
 
+    async def _stream_async(self, spec: p.TaskSpec, agen: Any) -> p.TaskReply:
+        """``_stream`` for an async generator of an async actor, run on the actor's loop."""
+        index = 0
+        try:
+            async for value in agen:
+                index += 1
+                await asyncio.to_thread(self._report_item, spec, index, value)
+        except BaseException as exc:  # noqa: BLE001 - the error becomes the next item
+            index += 1
+            await asyncio.to_thread(self._report_item, spec, index, None, exc)
+        return p.TaskReply([])
+
+    def _report_item(self, spec: p.TaskSpec, index: int, value: Any, error: BaseException | None = None) -> None:
+        oid = ids.object_id_for_return(spec.task_id, index)
+        if error is None:
+            obj = self._return_object(spec, oid, value)
+        else:
+            obj = p.ReturnObject(oid, self._error_value(spec, error), is_error=True)
+        owner = self.core.clients.get(spec.owner.target)
+        self.core.run(owner.call("CoreWorker", "ReportGeneratorItem", p.GeneratorItem(spec.task_id, index, obj)))
+
     def _error_value(self, spec: p.TaskSpec, exc: BaseException) -> p.SerializedValue:
         if isinstance(exc, _ArgError):
             error = exc.error
-        elif isinstance(exc, TaskCancelledError):
+        elif getattr(exc, "_distcore_system", False):
+            error = exc  # the runtime's own verdict (the actor exited), not the user's error
+        elif isinstance(exc, TaskCancelledError) or (
+            isinstance(exc, KeyboardInterrupt) and spec.task_id in self._cancelled
+        ):
             error = TaskCancelledError(spec.task_id)
         else:
-            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            tb = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
             cause: BaseException | None = exc
             try:
                 cloudpickle.dumps(exc)
@@ -367,7 +442,7 @@ class Executor:
 
     def _failure(self, spec: p.TaskSpec, exc: BaseException) -> p.TaskReply:
         reply = p.TaskReply(self._error_returns(spec, exc), is_application_error=True)
-        if _retryable(spec.retry_exceptions, exc):
+        if spec.task_id not in self._cancelled and _retryable(spec.retry_exceptions, exc):
             reply.retryable_error_type = type(exc).__name__
         if spec.kind == p.ACTOR_CREATION_TASK:
             reply.worker_exiting = False
@@ -376,10 +451,33 @@ class Executor:
     # ------------------------------------------------------------ cancel / exit
 
     def cancel(self, req: p.CancelTask) -> None:
-        thread_id = self.running.get(req.task_id)
-        if thread_id is None or thread_id == -1:
+        """Cancel a task here (called on the io loop); ``recursive`` also cancels its children."""
+        submitter = self.core.submitter
+        children = [t.spec.task_id for t in submitter.tasks.values() if t.spec.parent_task_id == req.task_id]
+        cancels = [submitter.cancel(c, req.force, True) for c in children] if req.recursive else []
+        if req.force:
+            asyncio.ensure_future(_exit_after(cancels))
             return
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(TaskCancelledError))
+        for coro in cancels:
+            asyncio.ensure_future(coro)
+        # Recorded first, so a task that has not started yet fails when it
+        # does (execute checks after marking itself cancellable: no gap).
+        self._cancelled[req.task_id] = None
+        while len(self._cancelled) > 1000:
+            self._cancelled.pop(next(iter(self._cancelled)))
+        thread_id = self.running.get(req.task_id)
+        if thread_id == self.main_thread_id:
+            self._cancel_requested = req.task_id
+            signal.pthread_kill(self.main_thread_id, _CANCEL_SIGNAL)
+        elif thread_id is not None and thread_id != -1:
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(TaskCancelledError))
+
+    def _on_cancel_signal(self, signum: int, frame: Any) -> None:
+        task_id = self._cancel_requested
+        if task_id is not None and task_id == self._cancellable:
+            self._cancel_requested = None
+            # As in Ray: a KeyboardInterrupt, which `except Exception` in user code does not swallow.
+            raise KeyboardInterrupt(f"task {task_id} was cancelled")
 
     def exit(self, req: p.ExitWorker) -> None:
         if req.force:
@@ -393,9 +491,34 @@ class _ArgError(Exception):
         self.error = error
 
 
+_CANCEL_SIGNAL = signal.SIGUSR1
+
+
+async def _exit_after(cancels: list) -> None:
+    """Force-cancel: cancel the task's children (bounded), then exit; the owner sees the task cancelled."""
+    if cancels:
+        await asyncio.wait([asyncio.ensure_future(c) for c in cancels], timeout=2.0)
+    os._exit(1)
+
+
+_PRIVATE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _user_frames(tb: Any) -> Any:
+    """The traceback from the first frame outside distcore's internals (all of it if none is)."""
+    first = tb
+    while first is not None and first.tb_frame.f_code.co_filename.startswith(_PRIVATE_DIR):
+        first = first.tb_next
+    return first if first is not None else tb
+
+
 def _retryable(retry_exceptions: Any, exc: BaseException) -> bool:
     if isinstance(exc, (_ArgError, TaskCancelledError)):
         return False
+    if isinstance(retry_exceptions, bytes):
+        # A list of exception classes, cloudpickled by the caller (plain pickle
+        # cannot carry classes defined in a script or a function).
+        retry_exceptions = cloudpickle.loads(retry_exceptions)
     if retry_exceptions is True:
         return isinstance(exc, Exception)
     if isinstance(retry_exceptions, (list, tuple)):
@@ -406,7 +529,9 @@ def _retryable(retry_exceptions: Any, exc: BaseException) -> bool:
 def _actor_exited() -> BaseException:
     from distcore.exceptions import ActorDiedError
 
-    return ActorDiedError("The actor exited (exit_actor was called) before this call ran")
+    error = ActorDiedError("The actor exited (exit_actor was called) before this call ran")
+    error._distcore_system = True  # type: ignore[attr-defined]
+    return error
 
 
 async def _construct_async(cls: Any, args: list, kwargs: dict) -> Any:
