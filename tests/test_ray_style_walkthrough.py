@@ -14,7 +14,11 @@ import numpy as np
 import pytest
 
 import distcore as ray
-from distcore.util.placement_group import placement_group, placement_group_table, remove_placement_group
+from distcore.util.placement_group import (
+    placement_group,
+    placement_group_table,
+    remove_placement_group,
+)
 from distcore.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 pytestmark = pytest.mark.integration
@@ -109,8 +113,7 @@ def test_async_actor(cluster):
 def test_generators(cluster):
     @ray.remote(num_returns="streaming")
     def gen(n):
-        for i in range(n):
-            yield i
+        yield from range(n)
 
     assert [ray.get(ref) for ref in gen.remote(5)] == [0, 1, 2, 3, 4]
 

@@ -1,0 +1,1 @@
+"""Internals of distcore.rllib: not public API; no other package may import them."""

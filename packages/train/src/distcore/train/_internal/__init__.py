@@ -1,0 +1,1 @@
+"""Internals of distcore.train: not public API; no other package may import them."""
