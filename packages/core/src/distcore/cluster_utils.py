@@ -66,12 +66,14 @@ class Cluster:
         *,
         auth_token: str | None = None,
         node_dead_timeout_s: float = 30.0,
+        include_dashboard: bool = False,
     ) -> None:
         self._session_name, self.session_dir = node_mod.new_session()
         self._token = auth_token if auth_token is not None else node_mod.new_token()
         if self._token:
             node_mod.write_token(self.session_dir, self._token)
         self._dead_timeout_s = node_dead_timeout_s
+        self._include_dashboard = include_dashboard
         self.head: NodeHandle | None = None
         self.worker_nodes: list[NodeHandle] = []
         self._connected = False
@@ -89,6 +91,23 @@ class Cluster:
     @property
     def auth_token(self) -> str | None:
         return self._token
+
+    @property
+    def dashboard_address(self) -> str:
+        """The head's jobs API, ``http://host:port`` (needs ``Cluster(include_dashboard=True)``).
+
+        Example::
+
+            cluster = Cluster(initialize_head=True, include_dashboard=True)
+            client = JobSubmissionClient(cluster.dashboard_address)
+        """
+        if self.head is None:
+            raise RuntimeError("the cluster has no head yet: call add_node() first")
+        process = self.head._process
+        if process.dashboard_address is None:
+            why = process.dashboard_error or "pass Cluster(include_dashboard=True)"
+            raise RuntimeError(f"the head serves no jobs API: {why}")
+        return process.dashboard_address
 
     def add_node(
         self,
@@ -110,11 +129,14 @@ class Cluster:
             session_name=self._session_name, session_dir=self.session_dir, token=self._token,
             gcs_address="" if is_head else self.address, prestart=prestart, labels=labels,
             dead_timeout_s=self._dead_timeout_s,
+            dashboard_port=0 if is_head and self._include_dashboard else None,
         )
         handle = NodeHandle(process)
         if is_head:
             self.head = handle
             node_mod.register_token(process.gcs_address, self._token)
+            if process.dashboard_address:
+                node_mod.register_token(process.dashboard_address, self._token)
         else:
             self.worker_nodes.append(handle)
         if wait:
@@ -187,6 +209,8 @@ class Cluster:
         if self.head is not None:
             self.head._process.stop()
             node_mod.register_token(self.head._process.gcs_address, None)
+            if self.head._process.dashboard_address:
+                node_mod.register_token(self.head._process.dashboard_address, None)
             self.head = None
 
     def __enter__(self) -> Cluster:

@@ -40,6 +40,8 @@ class NodeProcess:
     session_name: str
     token: str | None
     is_head: bool
+    dashboard_address: str | None = None  # the head's jobs API, ``http://host:port``
+    dashboard_error: str | None = None  # why the head has none, when one was asked for
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.proc.poll() is None:
@@ -129,6 +131,7 @@ def start_node(
     prestart: int | None = None,
     labels: dict | None = None,
     dead_timeout_s: float = 30.0,
+    dashboard_port: int | None = None,
 ) -> NodeProcess:
     node_id = new_node_id()
     ready = os.path.join(session_dir, f"node-{node_id[:12]}.json")
@@ -141,6 +144,8 @@ def start_node(
     ]
     if head:
         cmd.append("--head")
+        if dashboard_port is not None:
+            cmd += ["--dashboard-port", str(dashboard_port)]
     else:
         cmd += ["--gcs-address", gcs_address]
     if parent_pid:
@@ -171,7 +176,8 @@ def start_node(
         time.sleep(0.01)
     with open(ready) as f:
         info = json.load(f)
-    return NodeProcess(proc, info["address"], info["gcs_address"], node_id, session_dir, session_name, token, head)
+    return NodeProcess(proc, info["address"], info["gcs_address"], node_id, session_dir, session_name, token, head,
+                       info.get("dashboard_address"), info.get("dashboard_error"))
 
 
 def _tail(path: str, limit: int = 3000) -> str:

@@ -36,6 +36,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--parent-pid", type=int, default=0)
     ap.add_argument("--prestart", type=int, default=None)
     ap.add_argument("--dead-timeout-s", type=float, default=30.0)
+    ap.add_argument("--dashboard-port", type=int, default=None,
+                    help="head only: serve the jobs HTTP API on this port (0: any free port; default: off)")
     return ap.parse_args(argv)
 
 
@@ -66,18 +68,30 @@ async def _serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    dashboard, dashboard_error = None, None
     try:
         await nm.start(address)
+        if gcs is not None and args.dashboard_port is not None:
+            from distcore._private.jobs.head import start_if_available
+
+            dashboard, dashboard_error = await start_if_available(
+                gcs, nm, host=bind, advertise_host=args.node_ip, port=args.dashboard_port,
+                session_dir=args.session_dir, session_name=args.session_name, gcs_address=address, token=token,
+            )
         tmp = args.ready_file + ".tmp"
         with open(tmp, "w") as f:
             json.dump({"address": address, "gcs_address": config.gcs_address, "node_id": args.node_id,
-                       "pid": os.getpid(), "session_dir": args.session_dir}, f)
+                       "pid": os.getpid(), "session_dir": args.session_dir,
+                       "dashboard_address": dashboard.address if dashboard else None,
+                       "dashboard_error": dashboard_error}, f)
         os.replace(tmp, args.ready_file)
         watch = asyncio.ensure_future(_watch_parent(args.parent_pid, stop)) if args.parent_pid else None
         await stop.wait()
         if watch:
             watch.cancel()
     finally:
+        if dashboard is not None:
+            await dashboard.close()
         await nm.close()
         if gcs is not None:
             await gcs.close()

@@ -16,6 +16,7 @@ import sys
 import time
 
 from distcore._private import node as node_mod
+from distcore._private.jobs.common import DEFAULT_DASHBOARD_PORT
 from distcore.scripts.cli import DISTCORE
 
 DEFAULT_PORT = 6379
@@ -41,6 +42,10 @@ def _configure_start(p: argparse.ArgumentParser) -> None:
     p.add_argument("--disable-auth", action="store_true",
                    help="run without a cluster token (anyone who can reach the port can run code)")
     p.add_argument("--block", action="store_true", help="stay in the foreground until interrupted")
+    p.add_argument("--dashboard-port", type=int, default=DEFAULT_DASHBOARD_PORT,
+                   help=f"head: port of the jobs HTTP API (default {DEFAULT_DASHBOARD_PORT}; 0: any free port)")
+    p.add_argument("--include-dashboard", choices=("true", "false"), default="true",
+                   help="head: serve the jobs HTTP API (needs distcore[default]; default true)")
 
 
 def _json_arg(text: str, what: str) -> dict:
@@ -78,6 +83,7 @@ def _start(args: argparse.Namespace) -> int:
             head=args.head, resources=resources, object_store_memory=store, session_name=session_name,
             session_dir=session_dir, token=token, gcs_address=args.address or "", node_ip=args.node_ip_address,
             port=args.port if args.head else 0, labels=_json_arg(args.labels, "labels"),
+            dashboard_port=args.dashboard_port if args.head and args.include_dashboard == "true" else None,
         )
     except (RuntimeError, TimeoutError) as exc:
         print(f"distcore start: {exc}", file=sys.stderr)
@@ -93,6 +99,10 @@ def _start(args: argparse.Namespace) -> int:
         if token:
             print(f"  cluster token file: {token_file} (other machines: export DISTCORE_AUTH_TOKEN=...)")
         print(f"  logs:               {session_dir}/logs")
+        if process.dashboard_address:
+            print(f"  jobs API:           {process.dashboard_address}  (distcore job submit -- python script.py)")
+        elif process.dashboard_error:
+            print(f"distcore: WARNING: no jobs API: {process.dashboard_error}", file=sys.stderr)
     else:
         print(f"distcore worker node started (node {process.node_id[:8]}), joined {args.address}")
     if args.block:
