@@ -34,4 +34,4 @@ def start_cluster():
 def _no_leaks_at_exit():
     yield
     _manager.stop()
-    assert_no_leaks()
+    assert_no_leaks(_manager.sessions)

@@ -79,7 +79,8 @@ class TaskError(DistcoreError):
         self.pid = pid
         self.ip = ip
         self.actor_repr = actor_repr
-        super().__init__(function_name, traceback_str, cause, pid, ip, actor_repr)
+        # Not super(): in the dual class the next __init__ is the user's, with its own signature.
+        Exception.__init__(self, function_name, traceback_str, cause, pid, ip, actor_repr)
 
     def __reduce__(self) -> Any:
         return (

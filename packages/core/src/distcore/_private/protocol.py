@@ -13,7 +13,10 @@ Services and their methods (request -> reply):
     KillActor(KillActor) -> None; ReportWorkerDeath(WorkerDeath) -> None;
     CreatePlacementGroup(PlacementGroupSpec) -> None; RemovePlacementGroup(str) -> None;
     GetPlacementGroup(GetPlacementGroup) -> PlacementGroupInfo | None;
-    ListPlacementGroups(None) -> list[PlacementGroupInfo]
+    ListPlacementGroups(None) -> list[PlacementGroupInfo];
+    AddTaskEvents(list[TaskEvent]) -> None; GetTaskEvents(str | None) -> list[TaskEvent];
+    ListTasks(TaskQuery) -> TaskList; GetTask(str) -> TaskRecord | None; SummarizeTasks(TaskQuery) -> dict
+    (task events: ``core_worker/task_events.py``; task table messages: ``gcs/tasks.py``)
 
 ``NodeManager`` (every node)
     RegisterWorker(RegisterWorker) -> WorkerConfig; RequestWorkerLease(LeaseRequest) -> LeaseReply;
@@ -23,12 +26,15 @@ Services and their methods (request -> reply):
     GetObjects(list[str]) -> list[tuple[str, int] | None]; FreeObjects(list[str]) -> None;
     ReadObject(str) -> bytes | None;
     ReserveBundles(ReserveBundles) -> bool; ReleaseBundles(ReleaseBundles) -> None;
-    KillWorker(KillWorker) -> bool; GetNodeStats(None) -> NodeStats
+    KillWorker(KillWorker) -> bool; GetNodeStats(None) -> NodeStats;
+    ListLogs(None) -> list[LogFile]; ReadLog(ReadLog) -> LogChunk; GetObjectInfos(list[str]) -> list[dict | None]
+    (log and object introspection messages: ``node_manager/introspection.py``)
 
 ``CoreWorker`` (every driver and worker)
     PushTask(PushTask) -> TaskReply; GetObject(GetObject) -> ObjectStatus;
     UpdateBorrowers(UpdateBorrowers) -> None; ReportGeneratorItem(GeneratorItem) -> None;
-    CancelTask(CancelTask) -> None; Exit(ExitWorker) -> None
+    CancelTask(CancelTask) -> None; Exit(ExitWorker) -> None;
+    GetObjectRefs(None) -> WorkerRefs (``core_worker/ref_table.py``)
 """
 
 from __future__ import annotations
@@ -90,6 +96,8 @@ class ReturnObject:
     plasma_node: str | None = None  # or: sealed in this node's store
     size: int = 0
     is_error: bool = False
+    # Refs inside a value sealed in a store (inline values carry their own).
+    contained: list[tuple[str, Address]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -151,6 +159,7 @@ class TaskSpec:
     runtime_env_key: str = ""
     strategy: Any = None
     placement: tuple[str, int] | None = None
+    capture_child_tasks: bool = False  # tasks created inside default to ``placement``'s group
     namespace: str = ""
     # actor creation
     actor_id: str | None = None
@@ -162,6 +171,7 @@ class TaskSpec:
     seq_no: int = 0
     incarnation: int = 0
     parent_task_id: str | None = None
+    max_calls: int = 0  # normal tasks: the worker exits after running this function so often (0: never)
 
 
 @dataclass(slots=True)
@@ -368,6 +378,7 @@ class JobInfo:
     is_dead: bool = False
     runtime_env: dict | None = None
     version: str = ""
+    submission_id: str = ""  # set when the jobs API started the driver (DISTCORE_JOB_SUBMISSION_ID)
 
 
 # ------------------------------------------------------------------- actors

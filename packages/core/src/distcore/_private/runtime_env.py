@@ -373,6 +373,28 @@ def package_module_file(path: str, *, max_size: int = MAX_PACKAGE_SIZE) -> tuple
     return _build_zip(repr(path), [(os.path.basename(source), source)], max_size)
 
 
+_PACKAGE_CACHE_SIZE = 64
+_PACKAGES: dict[tuple[str, tuple[str, ...], bool], tuple[tuple, str]] = {}
+"""(directory, excludes, include_parent_dir) -> (tree stamp, URI) of its last package."""
+
+
+def _tree_stamp(root: str, excludes: Iterable[str]) -> tuple:
+    """What a directory's package depends on: each shipped entry's path, size,
+    mode and modification time (cheap: no file is read)."""
+    stamp = []
+    for arcname, source in _zip_entries(os.path.abspath(root), excludes):
+        if source is None:
+            stamp.append((arcname,))
+            continue
+        try:
+            st = os.stat(source)
+        except OSError:
+            stamp.append((arcname, None))
+            continue
+        stamp.append((arcname, st.st_size, st.st_mtime_ns, st.st_mode))
+    return tuple(stamp)
+
+
 def upload_packages(
     runtime_env: Mapping[str, Any] | None,
     kv_put: Callable[[str, bytes], None],
@@ -382,7 +404,9 @@ def upload_packages(
 
     Each package is stored with ``kv_put(uri, bytes)`` unless ``kv_exists(uri)``
     says it is already there (the URI is the content hash). ``excludes`` is
-    applied and dropped from the result.
+    applied and dropped from the result. A directory is zipped again only when
+    a shipped file's size, mode or modification time changed since its last
+    package (or that package is no longer in the store).
     """
     env = validate(runtime_env)
     excludes = env.pop("excludes", [])
@@ -394,15 +418,31 @@ def upload_packages(
         done.add(uri)
         return uri
 
+    def store_dir(path: str, include_parent_dir: bool = False) -> str:
+        # Zipping is the costly part of a .remote() call: skip it while the
+        # tree is unchanged and its package is still in the cluster.
+        key = (os.path.abspath(path), tuple(excludes), include_parent_dir)
+        stamp = _tree_stamp(path, excludes)
+        cached = _PACKAGES.get(key)
+        if cached is not None and cached[0] == stamp and (cached[1] in done or kv_exists(cached[1])):
+            done.add(cached[1])
+            return cached[1]
+        uri = store(*package_dir(path, excludes, include_parent_dir=include_parent_dir))
+        _PACKAGES.pop(key, None)
+        _PACKAGES[key] = (stamp, uri)
+        while len(_PACKAGES) > _PACKAGE_CACHE_SIZE:
+            _PACKAGES.pop(next(iter(_PACKAGES)))
+        return uri
+
     wd = env.get("working_dir")
     if wd is not None and not wd.startswith(URI_SCHEME):
-        env["working_dir"] = store(*package_dir(wd, excludes))
+        env["working_dir"] = store_dir(wd)
     modules = []
     for item in env.get("py_modules", []):
         if item.startswith(URI_SCHEME):
             modules.append(item)
         elif os.path.isdir(item):
-            modules.append(store(*package_dir(item, excludes, include_parent_dir=True)))
+            modules.append(store_dir(item, include_parent_dir=True))
         elif item.endswith(".whl"):
             with open(item, "rb") as f:
                 data = f.read()

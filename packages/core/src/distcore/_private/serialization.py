@@ -63,14 +63,24 @@ class SerializedObject:
 
     def write_to(self, out: memoryview) -> None:
         """Write the layout into ``out`` (at least ``total_size`` bytes)."""
-        _HEAD.pack_into(out, 0, _MAGIC, len(self.buffers), len(self.pickled))
+        for off, chunk in self.chunks():
+            out[off : off + chunk.nbytes] = chunk
+
+    def chunks(self) -> list[tuple[int, memoryview]]:
+        """The layout as ``(offset, bytes)`` pieces, for ``pwrite`` into a segment.
+
+        The gaps between pieces (alignment padding) are left unwritten.
+        """
+        head = bytearray(_HEAD.size + _BUF.size * len(self.buffers))
+        _HEAD.pack_into(head, 0, _MAGIC, len(self.buffers), len(self.pickled))
         pos = _HEAD.size
         for off, buf in zip(self._offsets, self.buffers, strict=False):
-            _BUF.pack_into(out, pos, off, buf.nbytes)
+            _BUF.pack_into(head, pos, off, buf.nbytes)
             pos += _BUF.size
-        out[pos : pos + len(self.pickled)] = self.pickled
+        out = [(0, memoryview(head)), (pos, memoryview(self.pickled))]
         for off, buf in zip(self._offsets, self.buffers, strict=False):
-            out[off : off + buf.nbytes] = buf.cast("B") if buf.format != "B" or buf.ndim != 1 else buf
+            out.append((off, buf.cast("B") if buf.format != "B" or buf.ndim != 1 else buf))
+        return out
 
     def to_bytes(self) -> bytes:
         if not self.buffers:

@@ -7,6 +7,7 @@ tasks on the main thread until told to exit or its node manager goes away.
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import os
@@ -29,6 +30,7 @@ class _PrefixedStream(io.TextIOBase):
         self._pid = os.getpid()
         self._at_line_start = True
         self._lock = threading.Lock()
+        self._buffer: _PrefixedBytes | None = None
 
     def write(self, text: str) -> int:
         if not text:
@@ -51,12 +53,48 @@ class _PrefixedStream(io.TextIOBase):
     def isatty(self) -> bool:
         return False
 
+    def writable(self) -> bool:
+        return True
+
     @property
     def encoding(self) -> str:  # type: ignore[override]
-        return getattr(self._raw, "encoding", "utf-8")
+        return getattr(self._raw, "encoding", None) or "utf-8"
+
+    @property
+    def errors(self) -> str:  # type: ignore[override]
+        return getattr(self._raw, "errors", None) or "strict"
+
+    @property
+    def buffer(self) -> _PrefixedBytes:  # type: ignore[override]
+        """Bytes written here are decoded and prefixed like text (``sys.stdout.buffer.write``)."""
+        if self._buffer is None:
+            self._buffer = _PrefixedBytes(self)
+        return self._buffer
 
     def fileno(self) -> int:
         return self._raw.fileno()
+
+
+class _PrefixedBytes(io.BufferedIOBase):
+    """The binary side of a :class:`_PrefixedStream`."""
+
+    def __init__(self, text: _PrefixedStream) -> None:
+        self._text = text
+        self._decoder = codecs.getincrementaldecoder(text.encoding)("replace")
+
+    def write(self, data) -> int:  # type: ignore[override]
+        data = bytes(data)
+        self._text.write(self._decoder.decode(data))
+        return len(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        self._text.flush()
+
+    def fileno(self) -> int:
+        return self._text.fileno()
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -87,7 +125,11 @@ def main() -> None:
     runtime_env = env.get("DISTCORE_RUNTIME_ENV")
     setup_error = None
     if runtime_env:
-        setup_error = _apply_runtime_env(core, json.loads(runtime_env))
+        env_dict = json.loads(runtime_env)
+        setup_error = _apply_runtime_env(core, env_dict)
+        # Tasks and actors created here inherit this environment (the job's
+        # merged with the task's), as in Ray.
+        core.job_runtime_env = env_dict
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
     if setup_error is not None:
         print(setup_error, file=sys.stderr)

@@ -15,9 +15,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from distcore._private import ids
+from distcore._private import ids, worker_state
 from distcore._private import protocol as p
-from distcore._private import worker_state
 from distcore._private.scheduling.placement import VALID_STRATEGIES, validate_bundles
 
 __all__ = [
@@ -35,7 +34,20 @@ class PlacementGroup:
 
     def __init__(self, pg_id: str, bundles: list[dict[str, float]] | None = None) -> None:
         self.id = pg_id
-        self.bundle_specs = list(bundles or [])
+        self._bundles = None if bundles is None else [dict(b) for b in bundles]
+
+    @property
+    def bundle_specs(self) -> list[dict[str, float]]:
+        """The bundles, as given to ``placement_group`` (fetched once when this
+        handle was made from an id alone, e.g. by ``get_current_placement_group``)."""
+        if self._bundles is None:
+            from distcore._private.api.runtime import auto_init
+
+            info = auto_init().gcs_call("GetPlacementGroup", p.GetPlacementGroup(pg_id=self.id))
+            if info is None:
+                return []
+            self._bundles = [dict(b) for b in info.bundles]
+        return list(self._bundles)
 
     @property
     def bundle_count(self) -> int:
@@ -61,7 +73,7 @@ class PlacementGroup:
         return info is not None and info.state == "CREATED"
 
     def __reduce__(self) -> Any:
-        return (PlacementGroup, (self.id, self.bundle_specs))
+        return (PlacementGroup, (self.id, self._bundles))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PlacementGroup) and other.id == self.id
@@ -70,7 +82,7 @@ class PlacementGroup:
         return hash(self.id)
 
     def __repr__(self) -> str:
-        return f"PlacementGroup({self.id}, bundles={self.bundle_specs})"
+        return f"PlacementGroup({self.id}, bundles={self._bundles if self._bundles is not None else '?'})"
 
 
 async def _fill_when_ready(core: Any, pg_id: str, object_id: str) -> None:
@@ -105,6 +117,9 @@ def placement_group(
         raise ValueError(f"invalid placement strategy {strategy!r}; use one of {', '.join(VALID_STRATEGIES)}")
     if lifetime not in (None, "detached"):
         raise ValueError(f"lifetime must be None or 'detached', got {lifetime!r}")
+    if not isinstance(name, str):
+        raise TypeError(f"placement group name must be a str, got {name!r} ({type(name).__name__})")
+    _check_bundle_list(bundles)
     validate_bundles(bundles, strategy)
     core = auto_init()
     pg_id = ids.new_placement_group_id()
@@ -114,6 +129,20 @@ def placement_group(
     )
     core.gcs_call("CreatePlacementGroup", spec)
     return PlacementGroup(pg_id, spec.bundles)
+
+
+def _check_bundle_list(bundles: Any) -> None:
+    if not isinstance(bundles, (list, tuple)):
+        raise ValueError(
+            "placement_group bundles must be a list of dicts like [{'CPU': 1}, {'GPU': 1}], "
+            f"got {bundles!r} ({type(bundles).__name__})"
+        )
+    for i, bundle in enumerate(bundles):
+        if not isinstance(bundle, dict):
+            raise ValueError(
+                f"bundle {i} must be a dict of resource name to quantity like {{'CPU': 1}}, "
+                f"got {bundle!r} ({type(bundle).__name__})"
+            )
 
 
 def remove_placement_group(placement_group: PlacementGroup) -> None:

@@ -121,7 +121,8 @@ class ActorClass:
             function_id=self._exporter.function_id(core), args=task_args, kwargs=task_kwargs, num_returns=1,
             return_ids=[ids.object_id_for_return(task_id, 1)], owner=core.address,  # type: ignore[arg-type]
             resources=running_res, placement_resources=placement_res, runtime_env=runtime_env,
-            runtime_env_key=env_key, strategy=strategy, placement=placement, namespace=namespace,
+            runtime_env_key=env_key, strategy=strategy, placement=placement,
+            capture_child_tasks=tb.capture_child_tasks(options), namespace=namespace,
             actor_id=actor_id, max_concurrency=max_concurrency, is_asyncio=self._is_asyncio,
         )
         detached = options.get("lifetime") == "detached"
@@ -130,10 +131,19 @@ class ActorClass:
             namespace=namespace, detached=detached, max_restarts=options.get("max_restarts") or 0,
             get_if_exists=bool(options.get("get_if_exists")), owner=core.address, method_meta=self._meta,
         )
-        # Arguments are resolved now: the control store pushes them as values.
-        core.run(core.submitter._resolve_args(creation))
-        del keep, deps
-        info: p.ActorInfo = core.gcs_call("RegisterActor", spec)
+        # The actor's worker fetches ref arguments itself, so this call does not
+        # wait for them; they stay pinned while a (re)start may still read them.
+        core.refs.add_submitted(deps)
+        del keep
+        try:
+            info: p.ActorInfo = core.gcs_call("RegisterActor", spec)
+        except BaseException:
+            core.refs.remove_submitted(deps)
+            raise
+        if info.actor_id != actor_id:
+            core.refs.remove_submitted(deps)  # get_if_exists found a live actor: nothing was created
+        elif deps:
+            core.spawn(core.actors.release_when_dead(actor_id, deps))
         max_task_retries = options.get("max_task_retries") or 0
         owns = info.actor_id == actor_id and name is None and not detached
         return ActorHandle(info.actor_id, info.class_name, info.method_meta, max_task_retries, original=owns)

@@ -87,16 +87,43 @@ class ObjectRef:
         return (_rebuild_ref, (self._id, self.owner_address()))
 
     def future(self) -> concurrent.futures.Future:
-        """A ``concurrent.futures.Future`` of the value."""
+        """A ``concurrent.futures.Future`` of the value.
+
+        No thread waits while the value is pending: the io loop watches for
+        it, and only then is ``get`` run (on a small pool), so any number of
+        futures can be pending at once.
+        """
         from distcore._private.api.runtime import get
 
-        return _pool().submit(get, self)
+        core = self._core
+        if core is None or core._closed or core is not worker_state.core_worker():
+            return _pool().submit(get, self)  # get raises the clear error, or auto-inits
+        out: concurrent.futures.Future = concurrent.futures.Future()
+
+        def on_ready(_: concurrent.futures.Future) -> None:
+            if not out.cancelled():
+                _pool().submit(_complete, out, self)
+
+        # resolve's errors are ignored here: get raises them into ``out``.
+        core.spawn(core.resolve(self._id, self.owner_address(), None)).add_done_callback(on_ready)
+        return out
 
     def __await__(self):
         return asyncio.wrap_future(self.future()).__await__()
 
     def as_future(self) -> asyncio.Future:
         return asyncio.wrap_future(self.future())
+
+
+def _complete(out: concurrent.futures.Future, ref: ObjectRef) -> None:
+    from distcore._private.api.runtime import get
+
+    if not out.set_running_or_notify_cancel():
+        return
+    try:
+        out.set_result(get(ref))
+    except BaseException as exc:  # noqa: BLE001 - the future carries it
+        out.set_exception(exc)
 
 
 def _rebuild_ref(object_id: str, owner: Address) -> ObjectRef:

@@ -69,9 +69,10 @@ class RemoteFunction:
             function_id=self._exporter.function_id(core), args=task_args, kwargs=task_kwargs,
             num_returns=num_returns, return_ids=return_ids, owner=core.address,  # type: ignore[arg-type]
             resources=task_resources(options), max_retries=3 if max_retries is None else max_retries,
-            retry_exceptions=options.get("retry_exceptions") or False, runtime_env=runtime_env,
-            runtime_env_key=env_key, strategy=strategy, placement=placement, namespace=core.namespace,
-            parent_task_id=core.current_task_id,
+            retry_exceptions=tb.retry_exceptions_for_spec(options.get("retry_exceptions")), runtime_env=runtime_env,
+            runtime_env_key=env_key, strategy=strategy, placement=placement,
+            capture_child_tasks=tb.capture_child_tasks(options), namespace=core.namespace,
+            parent_task_id=core.current_task_id, max_calls=options.get("max_calls") or 0,
         )
         core.refs.add_submitted(deps)
         del keep

@@ -105,6 +105,11 @@ def init(
             )
         from distcore._private import runtime_env as renv
 
+        submitted_env = os.environ.get("DISTCORE_JOB_RUNTIME_ENV")
+        if submitted_env:  # a driver the jobs API started: its submission's runtime_env is the job's
+            import json
+
+            runtime_env = renv.merge(json.loads(submitted_env), runtime_env)
         job_env = renv.validate(runtime_env) if runtime_env else None
         gcs_address = _resolve_address(address)
         if gcs_address is None:
@@ -116,6 +121,7 @@ def init(
             _head = node_mod.start_node(
                 head=True, resources=res, object_store_memory=store, session_name=session_name,
                 session_dir=session_dir, token=token, parent_pid=os.getpid(), node_ip=_node_ip_address,
+                dashboard_port=0 if include_dashboard else None,
             )
             node_mod.write_address_file(session_dir, _head.gcs_address)
             gcs_address = _head.gcs_address
@@ -167,9 +173,20 @@ def _connect(gcs_address: str, token: str | None, namespace: str | None, job_env
     )
     core.job_runtime_env = job_env
     core.start()
+    if job_env:
+        # Ship the job's working_dir / py_modules once, now, as Ray does (not on
+        # every .remote(): files the driver writes later do not change the job's env).
+        from distcore._private.api.task_builder import prepare_runtime_env
+
+        try:
+            core.job_runtime_env, _ = prepare_runtime_env(core, None)
+        except BaseException:
+            core.shutdown()
+            raise
     job = core.gcs_call("RegisterJob", p.JobInfo(
         job_id="", driver_address=core.address, driver_pid=os.getpid(), namespace=core.namespace,
         entrypoint=" ".join(sys.argv), runtime_env=job_env, version=__version__,
+        submission_id=os.environ.get("DISTCORE_JOB_SUBMISSION_ID", ""),
     ))
     core.job_id = job.job_id
     return core
@@ -316,12 +333,18 @@ def wait(
     return core.wait(refs, num_returns, timeout, fetch_local)
 
 
-def cancel(object_ref: ObjectRef, *, force: bool = False, recursive: bool = True) -> None:
-    """Cancel the task that makes ``object_ref``; ``get`` then raises ``TaskCancelledError``."""
+def cancel(object_ref: Any, *, force: bool = False, recursive: bool = True) -> None:
+    """Cancel the task that makes ``object_ref`` (or a streaming generator); ``get`` then raises ``TaskCancelledError``."""
+    from distcore._private.api.object_ref import ObjectRefGenerator
+
     core = auto_init()
-    if not isinstance(object_ref, ObjectRef):
-        raise TypeError(f"cancel expects an ObjectRef, got {type(object_ref).__name__}")
-    core.run(core.submitter.cancel(object_ref.task_id(), force, recursive))
+    if isinstance(object_ref, ObjectRefGenerator) and object_ref._task_id is not None:
+        task_id = object_ref._task_id
+    elif isinstance(object_ref, ObjectRef):
+        task_id = object_ref.task_id()
+    else:
+        raise TypeError(f"cancel expects an ObjectRef or a streaming ObjectRefGenerator, got {type(object_ref).__name__}")
+    core.run(core.submitter.cancel(task_id, force, recursive))
 
 
 # ---------------------------------------------------------------- actors

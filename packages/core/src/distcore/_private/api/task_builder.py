@@ -5,6 +5,9 @@ Shared by remote functions, actor creation and actor method calls.
 
 from __future__ import annotations
 
+import io
+import types
+from collections import ChainMap
 from typing import Any
 
 import cloudpickle
@@ -63,6 +66,8 @@ def strategy_and_placement(options: dict) -> tuple[Any, tuple[str, int] | None]:
     )
 
     strategy = resolve_scheduling_strategy(options)
+    if strategy is None and _captured_placement() is not None:
+        return None, _captured_placement()
     if strategy is None or strategy == "DEFAULT":
         return DefaultStrategy(), None
     if strategy == "SPREAD":
@@ -75,6 +80,36 @@ def strategy_and_placement(options: dict) -> tuple[Any, tuple[str, int] | None]:
             return DefaultStrategy(), None
         return None, (pg.id, int(strategy.placement_group_bundle_index))
     return DefaultStrategy(), None
+
+
+def _captured_placement() -> tuple[str, int] | None:
+    """The running task's placement group, if it captures child tasks (any bundle)."""
+    from distcore._private import worker_state
+
+    core = worker_state.core_worker()
+    executor = getattr(core, "executor", None)
+    placement = getattr(executor, "current_placement", None)
+    if placement is None or not getattr(executor, "current_capture", False):
+        return None
+    return (placement[0], -1)
+
+
+def capture_child_tasks(options: dict) -> bool:
+    """Whether tasks and actors created inside this one default to its placement group.
+
+    As in Ray: the strategy's ``placement_group_capture_child_tasks`` when set,
+    else inherited from a capturing parent whose group this task runs in.
+    """
+    from distcore._private.options import resolve_scheduling_strategy
+    from distcore.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    strategy = resolve_scheduling_strategy(options)
+    if isinstance(strategy, PlacementGroupSchedulingStrategy) and strategy.placement_group is not None:
+        if strategy.placement_group_capture_child_tasks is not None:
+            return strategy.placement_group_capture_child_tasks
+        captured = _captured_placement()
+        return captured is not None and captured[0] == strategy.placement_group.id
+    return strategy is None and _captured_placement() is not None
 
 
 def prepare_runtime_env(core: CoreWorker, runtime_env: dict | None) -> tuple[dict | None, str]:
@@ -108,7 +143,7 @@ class FunctionExporter:
         if fid is None:
             if self._blob is None:
                 try:
-                    self._blob = cloudpickle.dumps(self._obj)
+                    self._blob = dumps_keeping_filenames(self._obj)
                 except Exception as exc:
                     name = getattr(self._obj, "__qualname__", repr(self._obj))
                     raise TypeError(
@@ -134,3 +169,40 @@ def new_return_refs(core: CoreWorker, task_id: str, num_returns: Any) -> tuple[l
         core.refs.add_owned(rid)
         refs.append(ObjectRef(rid, core.address))
     return return_ids, refs
+
+
+def retry_exceptions_for_spec(value: Any) -> Any:
+    """``retry_exceptions`` as it travels in a spec: a list of classes is cloudpickled.
+
+    The wire pickles specs with plain pickle, which refers to classes by
+    module path; a class from the user's script or a test function would not
+    load in the worker, or load as a different class than the task raises.
+    """
+    if isinstance(value, (list, tuple)):
+        return cloudpickle.dumps(list(value))
+    return bool(value)
+
+
+def dumps_keeping_filenames(obj: Any) -> bytes:
+    """``cloudpickle.dumps`` that keeps the source file names of code objects.
+
+    cloudpickle writes ``<dynamic-code>`` as the file of functions pickled by
+    value; keeping the real path gives remote tracebacks their ``File
+    "...", line N`` and source lines, as users see them locally.
+    """
+    out = io.BytesIO()
+    _SourcePickler(out, protocol=5).dump(obj)
+    return out.getvalue()
+
+
+def _code_reduce_keeping_filename(code: types.CodeType) -> Any:
+    constructor, args = _CLOUDPICKLE_CODE_REDUCE(code)
+    return constructor, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+
+
+_CLOUDPICKLE_CODE_REDUCE = getattr(cloudpickle.cloudpickle, "_code_reduce", None)
+
+
+class _SourcePickler(cloudpickle.Pickler):
+    if _CLOUDPICKLE_CODE_REDUCE is not None:
+        dispatch_table = ChainMap({types.CodeType: _code_reduce_keeping_filename}, cloudpickle.Pickler.dispatch_table)

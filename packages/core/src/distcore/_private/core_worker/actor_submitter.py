@@ -62,6 +62,7 @@ class ActorSubmitter:
 
     async def submit(self, spec: p.TaskSpec, deps: list[str], max_task_retries: int) -> None:
         assert spec.actor_id is not None
+        self.core.task_events.record_submitted(spec)
         state = self._state(spec.actor_id)
         if spec.num_returns == "streaming":
             self.core.submitter.start_generator(spec.task_id)
@@ -186,9 +187,23 @@ class ActorSubmitter:
             self._flush(state)
 
     def _fail(self, call: _Call, error: BaseException) -> None:
+        self.core.task_events.record_failed(call.spec, error)
         self.core.store_error(list(call.spec.return_ids), error)
         self.core.submitter.finish_generator(call.spec.task_id, error)
         self.core.refs.remove_submitted(call.deps)
+
+    async def release_when_dead(self, actor_id: str, deps: list[str]) -> None:
+        """Unpin an actor's creation arguments once the control store says it is dead."""
+        while True:
+            try:
+                info: p.ActorInfo | None = await self.core.gcs().call(
+                    "Gcs", "GetActorInfo", p.GetActor(actor_id, wait_for_alive=True, timeout=60.0, after_incarnation=2**62)
+                )
+            except RpcError:
+                return  # the cluster is gone, and the objects with it
+            if info is None or info.state == p.ACTOR_DEAD:
+                break
+        self.core.refs.remove_submitted(deps)
 
     def forget(self, actor_id: str) -> None:
         self.actors.pop(actor_id, None)

@@ -20,7 +20,12 @@ from typing import Any
 from distcore._private import ids
 from distcore._private import protocol as p
 from distcore._private.core_worker.memory_store import MemoryStore, StoredObject
-from distcore._private.core_worker.objects import INLINE_MAX_BYTES, read_segment, write_to_store
+from distcore._private.core_worker.objects import (
+    INLINE_MAX_BYTES,
+    node_gone_message,
+    read_segment,
+    write_to_store,
+)
 from distcore._private.core_worker.references import RefEntry, ReferenceCounter
 from distcore._private.rpc import ClientPool, RpcClient, RpcError, RpcServer, RpcUnavailable
 from distcore._private.serialization import ErrorValue, SerializedObject, deserialize, serialize
@@ -32,6 +37,9 @@ from distcore.exceptions import (
 )
 
 logger = logging.getLogger(__name__)
+
+# Tries to map a store object that keeps being spilled before it is mapped.
+_MAP_ATTEMPTS = 20
 
 
 class CoreWorker:
@@ -77,6 +85,7 @@ class CoreWorker:
         self._to_register: dict[str, tuple[p.Address, list[str]]] = {}
         self._to_free: dict[str, list[str]] = {}
         self._flush_scheduled = False
+        self._flush_lock = asyncio.Lock()
         self._closed = False
         self.executor = None  # set by worker_main: the task executor
         self.job_runtime_env: dict | None = None
@@ -85,7 +94,6 @@ class CoreWorker:
         self.cluster_view: p.ClusterView | None = None
         from distcore._private.core_worker.actor_submitter import ActorSubmitter
         from distcore._private.core_worker.submitter import TaskSubmitter
-
         from distcore._private.core_worker.task_events import TaskEventBuffer
 
         self.submitter = TaskSubmitter(self)
@@ -118,7 +126,7 @@ class CoreWorker:
         fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return fut.result(timeout)
-        except concurrent.futures.TimeoutError:
+        except BaseException:  # a timeout, or the caller interrupted (task cancelled)
             fut.cancel()
             raise
 
@@ -144,6 +152,7 @@ class CoreWorker:
         self._thread.join(timeout=5)
 
     async def _stop(self) -> None:
+        await self.task_events.flush(timeout=2.0)
         await self.submitter.close()
         if self._server is not None:
             await self._server.stop(0.2)
@@ -177,9 +186,16 @@ class CoreWorker:
         return ObjectRef(object_id, owner or self.address)
 
     def on_ref_deserialized(self, object_id: str, owner: p.Address) -> None:
-        """A borrowed ref arrived in this process: tell its owner, batched."""
+        """A borrowed ref arrived in this process: tell its owner, batched.
+
+        Any thread may call this; the queues are kept on the io loop, so
+        registrations and releases are queued in the order they happened.
+        """
         if owner.worker_id == self.worker_id:
             return
+        self.call_soon(self._queue_borrow, owner, object_id)
+
+    def _queue_borrow(self, owner: p.Address, object_id: str) -> None:
         slot = self._to_register.get(owner.target)
         if slot is None:
             self._to_register[owner.target] = (owner, [object_id])
@@ -193,19 +209,28 @@ class CoreWorker:
             self.call_soon(lambda: asyncio.ensure_future(self.flush_ref_updates()))
 
     async def flush_ref_updates(self) -> None:
-        """Send pending borrower registrations and frees; await their replies."""
+        """Send pending borrower registrations and frees; await their replies.
+
+        Flushes run one at a time, so an update never overtakes an earlier
+        one and a caller returns only once everything queued before it
+        reached the owners (a task's reply must not beat its borrows).
+        Within a batch, frees go before registrations: an id may be handed
+        back and borrowed again in one batch, and must end up borrowed.
+        """
         self._flush_scheduled = False
-        register, self._to_register = self._to_register, {}
-        free, self._to_free = self._to_free, {}
-        calls = []
-        for target, (_owner, object_ids) in register.items():
-            for object_id in object_ids:
-                self.refs.mark_registered(object_id)
-            calls.append(self._send_borrow(target, p.UpdateBorrowers(self.address, add=object_ids)))
-        for target, object_ids in free.items():
-            calls.append(self._send_free(target, object_ids))
-        if calls:
-            await asyncio.gather(*calls)
+        async with self._flush_lock:
+            register, self._to_register = self._to_register, {}
+            free, self._to_free = self._to_free, {}
+            for _owner, object_ids in register.values():
+                for object_id in object_ids:
+                    self.refs.mark_registered(object_id)
+            if free:
+                await asyncio.gather(*(self._send_free(target, ids_) for target, ids_ in free.items()))
+            if register:
+                await asyncio.gather(*(
+                    self._send_borrow(target, p.UpdateBorrowers(self.address, add=object_ids))
+                    for target, (_owner, object_ids) in register.items()
+                ))
 
     async def _send_borrow(self, target: str, update: p.UpdateBorrowers) -> None:
         try:
@@ -227,17 +252,29 @@ class CoreWorker:
             pass
 
     def _on_release(self, object_id: str, entry: RefEntry) -> None:
-        """Reference counting says ``object_id`` is no longer needed here."""
+        """Reference counting says ``object_id`` is no longer needed here (any thread)."""
         if self._closed:
             return
-        self.call_soon(self.memory.delete, object_id)
+        self.call_soon(self._queue_release, object_id, entry)
+
+    def _queue_release(self, object_id: str, entry: RefEntry) -> None:
+        self.memory.delete(object_id)
         if entry.owned:
             if entry.plasma_node:
                 self._to_free.setdefault(f"node:{entry.plasma_node}", []).append(object_id)
                 self._schedule_flush()
-        elif entry.registered and entry.owner is not None:
-            self._to_free.setdefault(entry.owner.target, []).append(object_id)
-            self._schedule_flush()
+            return
+        if entry.owner is None:
+            return
+        slot = self._to_register.get(entry.owner.target)
+        if slot is not None and object_id in slot[1]:
+            # Dropped before its registration went out: send neither.
+            slot[1].remove(object_id)
+            if not slot[1]:
+                del self._to_register[entry.owner.target]
+            return
+        self._to_free.setdefault(entry.owner.target, []).append(object_id)
+        self._schedule_flush()
 
     # ------------------------------------------------------------ put
 
@@ -310,7 +347,10 @@ class CoreWorker:
         wanted = [oid for oid, obj in objs if obj.plasma_node is not None]
         if not wanted:
             return names
-        found = await self.node().call("NodeManager", "GetObjects", wanted)
+        try:
+            found = await self.node().call("NodeManager", "GetObjects", wanted)
+        except RpcUnavailable:
+            raise ObjectLostError(wanted[0], "", node_gone_message(self.node_address, f"get object {wanted[0]}")) from None
         for oid, loc in zip(wanted, found, strict=False):
             if loc is not None:
                 names[oid] = loc[0]
@@ -345,7 +385,7 @@ class CoreWorker:
             if obj.value is not None:
                 value = deserialize(obj.value.data)
             else:
-                value = read_segment(names[ref.hex()])
+                value = self._read_plasma(ref.hex(), obj, names[ref.hex()])
             if isinstance(value, ErrorValue):
                 err = value.error
                 if isinstance(err, TaskError):
@@ -353,6 +393,25 @@ class CoreWorker:
                 raise err
             values.append(value)
         return values
+
+    def _read_plasma(self, object_id: str, obj: StoredObject, name: str) -> Any:
+        """Map a store object read-only and deserialize it zero-copy.
+
+        Restoring one object of a batch may spill another that was located
+        before it (a get of more than the store holds): its segment is gone,
+        so locate (restore) it again. A mapping stays valid once made.
+        """
+        for _ in range(_MAP_ATTEMPTS):
+            try:
+                return read_segment(name)
+            except FileNotFoundError:
+                name = self.run(self._locate_segments([(object_id, obj)]))[object_id]
+        raise ObjectLostError(
+            object_id, "",
+            f"Object {object_id} could not be read: the object store spilled it again {_MAP_ATTEMPTS} times "
+            "before it could be mapped. Other readers need more than the store holds at once; raise "
+            "object_store_memory or read fewer objects at a time.",
+        )
 
     def _fetch(self, refs: list, deadline: float | None) -> list[StoredObject]:
         pending = [r for r in refs if not self.memory.contains(r.hex())]
@@ -382,7 +441,16 @@ class CoreWorker:
             pass
 
     def wait(self, refs: list, num_returns: int, timeout: float | None, fetch_local: bool) -> tuple[list, list]:
-        return self.run(self._wait(refs, num_returns, timeout, fetch_local))
+        # A task blocked in wait lends its CPUs, as in get (else nested waits deadlock).
+        ready = sum(1 for r in refs if self.memory.contains(r.hex()))
+        blocked = ready < num_returns and timeout != 0 and self.current_task_id is not None and not self.is_driver
+        if blocked:
+            self._notify_blocked(True)
+        try:
+            return self.run(self._wait(refs, num_returns, timeout, fetch_local))
+        finally:
+            if blocked:
+                self._notify_blocked(False)
 
     async def _wait(self, refs: list, num_returns: int, timeout: float | None, fetch_local: bool) -> tuple[list, list]:
         ready_ids: set[str] = set()
@@ -421,9 +489,13 @@ class CoreWorker:
 
     def store_return(self, ret: p.ReturnObject, owner_of_contained_registered: bool = True) -> None:
         """Record a task's return value (on the io loop)."""
-        if ret.value is not None and ret.value.contained:
+        contained = ret.value.contained if ret.value is not None else ret.contained
+        if self.refs.get(ret.object_id) is None:
+            self._drop_return(ret, contained)
+            return
+        if contained:
             inner_ids = []
-            for inner_id, inner_owner in ret.value.contained:
+            for inner_id, inner_owner in contained:
                 inner_ids.append(inner_id)
                 if inner_owner.worker_id == self.worker_id:
                     self.refs.add_owned(inner_id)
@@ -438,10 +510,24 @@ class CoreWorker:
             self.refs.set_location(ret.object_id, ret.plasma_node, ret.size)
         self.memory.put(ret.object_id, StoredObject(value=ret.value, plasma_node=ret.plasma_node, size=ret.size))
 
+    def _drop_return(self, ret: p.ReturnObject, contained: list[tuple[str, p.Address]]) -> None:
+        """Every ref to this return was dropped before it arrived: free it now.
+
+        Its store copy goes, and so does our borrow of the refs inside it
+        (the executor registered us as their borrower when it returned them).
+        """
+        if ret.plasma_node:
+            self._to_free.setdefault(f"node:{ret.plasma_node}", []).append(ret.object_id)
+        for inner_id, inner_owner in contained:
+            if inner_owner.worker_id != self.worker_id and self.refs.get(inner_id) is None:
+                self._to_free.setdefault(inner_owner.target, []).append(inner_id)
+        self._schedule_flush()
+
     def store_error(self, object_ids: list[str], error: BaseException) -> None:
         value = p.SerializedValue(serialize(ErrorValue(error)).to_bytes())
         for oid in object_ids:
-            self.memory.put(oid, StoredObject(value=value))
+            if self.refs.get(oid) is not None:  # else every ref to it is gone
+                self.memory.put(oid, StoredObject(value=value))
 
     # ------------------------------------------------------------ misc
 
@@ -484,6 +570,12 @@ class _OwnerService:
             node_address = await core.node_address_of(obj.plasma_node)
         return p.ObjectStatus(True, obj.value, obj.plasma_node, node_address, obj.size)
 
+    async def rpc_GetObjectRefs(self, _: None) -> Any:
+        """A snapshot of this process's reference table (for ``list_objects``)."""
+        from distcore._private.core_worker.ref_table import snapshot
+
+        return snapshot(self.core)
+
     async def rpc_UpdateBorrowers(self, req: p.UpdateBorrowers) -> None:
         refs = self.core.refs
         for object_id in req.add:
@@ -502,6 +594,10 @@ class _OwnerService:
     async def rpc_CancelTask(self, req: p.CancelTask) -> None:
         if self.core.executor is not None:
             self.core.executor.cancel(req)
+
+    async def rpc_OwnsObjects(self, _: None) -> bool:
+        """Asked before an idle worker is retired: its owned objects would be lost."""
+        return self.core.refs.owns_objects_in_use()
 
     async def rpc_Exit(self, req: p.ExitWorker) -> None:
         if self.core.executor is not None:

@@ -7,11 +7,12 @@ read-only, so large buffers are never copied on the same node.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from distcore._private import protocol as p
 from distcore._private.object_store.shm import create_segment, open_segment
-from distcore._private.rpc import RpcClient
+from distcore._private.rpc import RpcClient, RpcUnavailable
 from distcore._private.serialization import SerializedObject, deserialize
 
 # Values up to this size travel inline (in RPC messages); larger ones go to
@@ -22,18 +23,38 @@ INLINE_MAX_BYTES = 100 * 1024
 async def write_to_store(
     node: RpcClient, object_id: str, serialized: SerializedObject, owner: p.Address | None, pinned: bool = True
 ) -> None:
-    """Reserve, fill and seal one object in the local node's store."""
-    name = await node.call("NodeManager", "CreateObject", p.CreateObject(object_id, serialized.total_size))
-    _fill(name, serialized)
-    await node.call("NodeManager", "SealObject", p.SealObject(object_id, owner, pinned))
+    """Reserve, fill and seal one object in the local node's store.
+
+    Raises ``ConnectionError`` when the node manager is gone (the cluster
+    stopped or crashed) and ``ObjectStoreFullError`` when room cannot be made.
+    """
+    try:
+        name = await node.call("NodeManager", "CreateObject", p.CreateObject(object_id, serialized.total_size))
+        try:
+            # Off the io loop: a large copy must not stall every other RPC.
+            await asyncio.get_running_loop().run_in_executor(None, _fill, name, serialized)
+        except BaseException:
+            # Give the reservation back (and remove the partial segment).
+            await node.call("NodeManager", "FreeObjects", [object_id])
+            raise
+        await node.call("NodeManager", "SealObject", p.SealObject(object_id, owner, pinned))
+    except RpcUnavailable:
+        raise ConnectionError(node_gone_message(node.address, f"store object {object_id}")) from None
+
+
+def node_gone_message(address: str, action: str) -> str:
+    """The error text for an unreachable local node manager."""
+    return (
+        f"Cannot {action}: this process's node manager at {address} is unreachable, so the distcore "
+        "cluster is gone (it was stopped or crashed). Objects do not outlive their cluster; call "
+        "distcore.shutdown() and distcore.init() to start again."
+    )
 
 
 def _fill(name: str, serialized: SerializedObject) -> None:
-    seg = create_segment(name, serialized.total_size)
-    try:
-        serialized.write_to(seg.buffer)
-    finally:
-        seg.close()
+    with create_segment(name, serialized.total_size) as seg:
+        for offset, chunk in serialized.chunks():
+            seg.write(chunk, offset)
 
 
 def read_segment(name: str) -> Any:

@@ -204,6 +204,11 @@ class ReferenceCounter:
         with self._lock:
             return [(i, e.owner) for i, e in self._refs.items() if e.owner is not None and not e.registered and e.in_use()]
 
+    def owns_objects_in_use(self) -> bool:
+        """Whether anything still refers to an object this process owns (it must not exit)."""
+        with self._lock:
+            return any(e.owned and e.in_use() for e in self._refs.values())
+
     def num_objects(self) -> int:
         return len(self._refs)
 

@@ -74,6 +74,7 @@ class TaskSubmitter:
     # ------------------------------------------------------------ submission
 
     async def submit(self, spec: p.TaskSpec, deps: list[str]) -> None:
+        self.core.task_events.record_submitted(spec)
         task = _Task(spec, deps)
         self.tasks[spec.task_id] = task
         if spec.num_returns == "streaming":
@@ -81,11 +82,11 @@ class TaskSubmitter:
         try:
             await self._resolve_args(spec)
         except Exception as exc:  # noqa: BLE001 - a lost argument fails the task
-            self._finish_with_error(task, exc)
+            if not task.cancelled:
+                self._finish_with_error(task, exc)
             return
         if task.cancelled:
-            self._finish_with_error(task, TaskCancelledError(spec.task_id))
-            return
+            return  # cancel() already failed it
         key = _scheduling_key(spec)
         state = self.keys.setdefault(key, _KeyState())
         state.queue.append(task)
@@ -178,7 +179,10 @@ class TaskSubmitter:
                                "It stays queued until a node that fits joins the cluster.")
                 await asyncio.sleep(INFEASIBLE_RETRY_S)
                 target, spilled_from = core.node_address, None
-                continue
+                if spec.placement is not None:
+                    reply.rejected = True  # re-find the bundle's node: the group may be gone
+                else:
+                    continue
             if reply.failed:
                 from distcore.exceptions import RuntimeEnvSetupError
 
@@ -187,7 +191,13 @@ class TaskSubmitter:
             if reply.rejected:
                 await asyncio.sleep(0.2)
                 if spec.placement is not None:
-                    target = await self._bundle_node(spec) or core.node_address
+                    found = await self._bundle_node(spec)
+                    if found is None:
+                        self._fail_queue(state, TaskUnschedulableError(
+                            f"task {spec.name} cannot run: its placement group {spec.placement[0][:8]} was removed"
+                        ))
+                        return None
+                    target = found
                 continue
         return None
 
@@ -278,6 +288,7 @@ class TaskSubmitter:
         self._done(task)
 
     def _finish_with_error(self, task: _Task, error: BaseException) -> None:
+        self.core.task_events.record_failed(task.spec, error)
         self.core.store_error(list(task.spec.return_ids), error)
         self.finish_generator(task.spec.task_id, error)
         self._done(task)
@@ -325,8 +336,8 @@ class TaskSubmitter:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while index not in gen.items:
-            if gen.total is not None and index > gen.total:
-                return None
+            if gen.total is not None:
+                return None  # the stream ended before this item
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 raise TimeoutError(f"no item {index} of the generator within {timeout} s")
@@ -354,19 +365,17 @@ class TaskSubmitter:
                 return True
         leased = task.running_on
         if leased is None:
-            return True  # still resolving arguments: it is failed before it runs
-        if force:
-            try:
-                await self.core.clients.get(leased.worker.target).call("CoreWorker", "Exit", p.ExitWorker(force=True))
-            except RpcError:
-                pass
-        else:
-            try:
-                await self.core.clients.get(leased.worker.target).call(
-                    "CoreWorker", "CancelTask", p.CancelTask(task_id, force, recursive)
-                )
-            except RpcError:
-                pass
+            # Still waiting for its arguments: fail it now; submit() drops it once they resolve.
+            self._finish_with_error(task, TaskCancelledError(task_id))
+            return True
+        # The worker cancels the task's children first (recursive), then
+        # interrupts the task, or exits at once (force).
+        try:
+            await self.core.clients.get(leased.worker.target).call(
+                "CoreWorker", "CancelTask", p.CancelTask(task_id, force, recursive)
+            )
+        except RpcError:
+            pass
         return True
 
     async def close(self) -> None:

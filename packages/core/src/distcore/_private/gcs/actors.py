@@ -152,6 +152,11 @@ class ActorTable:
                 logger.warning("lease for actor %s on node %s failed: %s", actor.info.actor_id[:8], node_id[:8], exc)
                 await asyncio.sleep(0.5)
                 continue
+            if reply.failed:  # its worker cannot start (e.g. runtime_env setup fails): retrying won't help
+                actor.no_restart = True
+                self._set_state(actor, p.ACTOR_DEAD, address=None,
+                                death_cause=f"the actor's worker could not start: {reply.reason}")
+                return
             if not reply.granted:
                 await self._wait_cluster_change(0.5)
                 continue

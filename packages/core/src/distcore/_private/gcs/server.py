@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 
 from distcore._private import protocol as p
 from distcore._private.gcs.actors import ActorTable
 from distcore._private.gcs.nodes import NodeTable
 from distcore._private.gcs.placement_groups import PlacementGroupTable
 from distcore._private.gcs.storage import Storage
+from distcore._private.gcs.tasks import TaskList, TaskQuery, TaskRecord, TaskTable
 from distcore._private.rpc import ClientPool
 from distcore._private.scheduling.policy import (
     DefaultStrategy,
@@ -27,8 +27,6 @@ from distcore._private.scheduling.policy import (
 from distcore._private.scheduling.resources import ResourceSet
 
 logger = logging.getLogger(__name__)
-
-MAX_TASK_EVENTS = 100_000
 
 
 class GcsService:
@@ -47,8 +45,8 @@ class GcsService:
         self.nodes.on_node_dead.append(self.actors.on_node_death)
         self.nodes.on_node_dead.append(self.pgs.on_node_death)
         self._monitor: asyncio.Task | None = None
-        # The latest task events, bounded; they are observability, not state.
-        self.task_events: deque = deque(maxlen=MAX_TASK_EVENTS)
+        # Task events merged into a bounded task table; observability, not state.
+        self.tasks = TaskTable()
 
     def start_background(self) -> None:
         self._monitor = asyncio.ensure_future(self.nodes.monitor())
@@ -100,7 +98,7 @@ class GcsService:
         if self.nodes.version <= version:
             try:
                 await asyncio.wait_for(self.nodes.changed.wait(), 10.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         return self.nodes.view()
 
@@ -210,10 +208,20 @@ class GcsService:
     # ---------------------------------------------------------------- task events
 
     async def rpc_AddTaskEvents(self, events: list) -> None:
-        self.task_events.extend(events)
+        self.tasks.add_events(events)
 
     async def rpc_GetTaskEvents(self, job_id: str | None) -> list:
-        return [e for e in self.task_events if job_id is None or e.job_id == job_id]
+        """Finished executions (for ``timeline()``), oldest first."""
+        return self.tasks.execution_events(job_id)
+
+    async def rpc_ListTasks(self, query: TaskQuery) -> TaskList:
+        return self.tasks.list(query)
+
+    async def rpc_GetTask(self, task_id: str) -> TaskRecord | None:
+        return self.tasks.get(task_id)
+
+    async def rpc_SummarizeTasks(self, query: TaskQuery) -> dict:
+        return self.tasks.summarize(query)
 
     # ---------------------------------------------------------------- placement groups
 

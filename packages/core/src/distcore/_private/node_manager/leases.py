@@ -35,6 +35,7 @@ class Lease:
     allocation: Allocation | None
     worker: WorkerProc
     blocked: bool = False
+    running: Allocation | None = None  # while blocked: what the lease held before lending its CPUs
 
 
 class LeaseManager:
@@ -179,7 +180,7 @@ class LeaseManager:
         await self._notify()
 
     def _free(self, lease: Lease) -> None:
-        if lease.allocation is not None and not lease.blocked:
+        if lease.allocation is not None:
             self.resources.release(lease.allocation)
         lease.allocation = None
 
@@ -191,23 +192,42 @@ class LeaseManager:
         return lease
 
     async def set_blocked(self, worker_id: str, blocked: bool) -> None:
-        """A worker blocked in ``get`` lends its CPUs back until it resumes."""
+        """A worker blocked in ``get`` lends its CPUs back until it resumes.
+
+        Only the CPUs are lent, as in Ray: custom resources, memory and GPUs
+        stay held (a lease with GPUs keeps everything, so its GPU ids stay).
+        ``lease.allocation`` is always what the lease holds right now.
+        """
         worker = self.pool.workers.get(worker_id)
         lease = self.leases.get(worker.lease_id) if worker and worker.lease_id else None
-        if lease is None or lease.allocation is None or lease.allocation.gpu_ids or lease.blocked == blocked:
+        if lease is None or lease.blocked == blocked:
             return
+        held = lease.allocation
         if blocked:
-            self.resources.release(lease.allocation)
+            if held is None or held.gpu_ids or not held.resources.units("CPU"):
+                return
+            self.resources.release(held)
+            # Just released, so the rest fits again.
+            lease.allocation = self.resources.allocate(_without_cpu(held.resources), held.bundle)
+            lease.running = held
             lease.blocked = True
             await self._notify()
-        else:
-            lease.blocked = False
-            again = self.resources.allocate(lease.allocation.resources, lease.allocation.bundle)
-            # Oversubscribe briefly rather than stall a running task.
-            lease.allocation = again if again is not None else None
+            return
+        lease.blocked = False
+        running, lease.running = lease.running, None
+        if held is None or running is None:
+            return  # its bundle was removed meanwhile
+        self.resources.release(held)
+        again = self.resources.allocate(running.resources, running.bundle)
+        # Oversubscribe the CPUs briefly rather than stall a running task.
+        lease.allocation = again if again is not None else self.resources.allocate(held.resources, held.bundle)
 
     def leases_of_bundle(self, pg_id: str) -> list[Lease]:
         return [
             lease for lease in self.leases.values()
             if lease.allocation is not None and lease.allocation.bundle and lease.allocation.bundle[0] == pg_id
         ]
+
+
+def _without_cpu(resources: ResourceSet) -> ResourceSet:
+    return ResourceSet.from_units({n: resources.units(n) for n in resources if n != "CPU"})

@@ -6,11 +6,13 @@ import asyncio
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from distcore._private import protocol as p
 from distcore._private.node import store_session
+from distcore._private.node_manager import introspection
 from distcore._private.node_manager.leases import LeaseManager
 from distcore._private.node_manager.worker_pool import WorkerPool, WorkerProc
 from distcore._private.object_store.store import LocalObjectStore
@@ -53,6 +55,7 @@ class NodeManagerService:
         self.pool: WorkerPool | None = None
         self.leases: LeaseManager | None = None
         self._tasks: list[asyncio.Task] = []
+        self.dead_worker_logs: deque[str] = deque(maxlen=10_000)  # for ListLogs
 
     async def start(self, address: str) -> None:
         """Register with the control store, then start heartbeats and workers."""
@@ -156,6 +159,8 @@ class NodeManagerService:
 
     async def _on_worker_death(self, worker: WorkerProc, code: int | None) -> None:
         assert self.leases is not None
+        self._free_objects_of(worker.worker_id)
+        self.dead_worker_logs.append(os.path.basename(worker.log_path))
         lease = await self.leases.on_worker_death(worker)
         actor_id = worker.actor_id or (lease.request.for_actor if lease else None)
         if actor_id is None:
@@ -188,6 +193,14 @@ class NodeManagerService:
         self.store.delete(ids)
         for i in ids:
             self.object_owners.pop(i, None)
+
+    def _free_objects_of(self, worker_id: str) -> None:
+        """An owner died: its objects are lost (gets raise OwnerDiedError), so their copies here go."""
+        dead = [i for i, owner in self.object_owners.items() if owner is not None and owner.worker_id == worker_id]
+        if dead:
+            self.store.delete(dead)
+            for i in dead:
+                del self.object_owners[i]
 
     async def rpc_ReadObject(self, object_id: str) -> bytes | None:
         from distcore._private.object_store.shm import open_segment
@@ -235,7 +248,7 @@ class NodeManagerService:
         workers = [
             {"worker_id": w.worker_id, "pid": w.pid, "job_id": w.job_id, "actor_id": w.actor_id,
              "lease_id": w.lease_id, "idle": w in self.pool.idle, "log_path": w.log_path,
-             "address": w.address.target if w.address else None}
+             "address": w.address.target if w.address else None, "start_time": w.start_time}
             for w in self.pool.workers.values()
         ]
         return p.NodeStats(
@@ -243,13 +256,28 @@ class NodeManagerService:
             self.resources.available.to_dict(), self.resources.total.to_dict(), workers,
         )
 
+    async def rpc_ListLogs(self, _: None) -> list[introspection.LogFile]:
+        """The files in this node's log directory (for ``distcore logs``)."""
+        assert self.pool is not None
+        own = {os.path.basename(w.log_path) for w in self.pool.workers.values()} | set(self.dead_worker_logs)
+        return introspection.list_logs(os.path.join(self.config.session_dir, "logs"), self.node_id, own)
+
+    async def rpc_ReadLog(self, req: introspection.ReadLog) -> introspection.LogChunk:
+        """A tail or a slice of one of this node's log files."""
+        log_dir = os.path.join(self.config.session_dir, "logs")
+        return await asyncio.to_thread(introspection.read_log, log_dir, req, self.node_id)
+
+    async def rpc_GetObjectInfos(self, object_ids: list[str]) -> list[dict | None]:
+        """Size and in-memory / spilled / pinned state of objects in this node's store."""
+        return introspection.object_infos(self.store, object_ids)
+
     async def stream_StreamLogs(self, job_id: str) -> AsyncIterator[list[str]]:
         """Yield batches of new output lines from this job's workers."""
         assert self.pool is not None
         offsets: dict[str, int] = {}
         while True:
             lines: list[str] = []
-            for worker in self.pool.job_workers(job_id) + [w for w in self.pool.workers.values() if not w.job_id]:
+            for worker in self.pool.log_sources(job_id) + [w for w in self.pool.workers.values() if not w.job_id]:
                 if not worker.job_id:
                     # Not yet serving a job: skip its startup output.
                     offsets[worker.log_path] = _size(worker.log_path)

@@ -14,15 +14,19 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from distcore._private import protocol as p
 from distcore._private.ids import new_worker_id
+from distcore._private.rpc import ClientPool, RpcError
 
 logger = logging.getLogger(__name__)
 
 WORKER_START_TIMEOUT_S = 60.0
+EXITED_LOG_GRACE_S = 5.0
+"""How long an exited worker's log is still streamed to its driver."""
 
 
 @dataclass
@@ -67,9 +71,12 @@ class WorkerPool:
         self.soft_limit = max(1, soft_limit)
         self.workers: dict[str, WorkerProc] = {}
         self.idle: list[WorkerProc] = []
+        self.exited: deque[tuple[float, WorkerProc]] = deque(maxlen=1000)  # (when, worker), oldest first
         self._log_dir = os.path.join(session_dir, "logs")
         os.makedirs(self._log_dir, exist_ok=True)
         self._monitor: asyncio.Task | None = None
+        self._clients = ClientPool(token)
+        self._retiring = False
 
     def start_monitor(self) -> None:
         self._monitor = asyncio.ensure_future(self._watch())
@@ -157,8 +164,28 @@ class WorkerPool:
             return
         self.idle.append(worker)
         # Keep the pool bounded: retire the oldest idle workers past the limit.
-        while len(self.idle) > self.soft_limit * 2:
-            self.kill(self.idle.pop(0), "idle pool above its limit")
+        if len(self.idle) > self.soft_limit * 2 and not self._retiring:
+            self._retiring = True
+            asyncio.ensure_future(self._retire_excess())
+
+    async def _retire_excess(self) -> None:
+        """Kill idle workers past the limit, oldest first, but never one that
+        owns objects still in use: killing it would lose them (Ray's rule too)."""
+        try:
+            for worker in list(self.idle):
+                if len(self.idle) <= self.soft_limit * 2:
+                    break
+                owns = False
+                if worker.address is not None:
+                    try:
+                        owns = await self._clients.get(worker.address.target).call(
+                            "CoreWorker", "OwnsObjects", None, timeout=5)
+                    except (RpcError, TimeoutError):
+                        owns = False  # unreachable: nothing to protect
+                if not owns and worker in self.idle:  # still idle: it took no task meanwhile
+                    self.kill(worker, "idle pool above its limit")
+        finally:
+            self._retiring = False
 
     def kill(self, worker: WorkerProc, reason: str, force: bool = True) -> None:
         worker.killed_reason = worker.killed_reason or reason
@@ -173,6 +200,15 @@ class WorkerPool:
     def job_workers(self, job_id: str) -> list[WorkerProc]:
         return [w for w in self.workers.values() if w.job_id == job_id]
 
+    def log_sources(self, job_id: str) -> list[WorkerProc]:
+        """Workers whose output goes to ``job_id``'s driver: the live ones, and
+        ones that exited in the last few seconds, so a crashed worker's last
+        lines still reach the driver."""
+        cutoff = time.monotonic() - EXITED_LOG_GRACE_S
+        while self.exited and self.exited[0][0] < cutoff:
+            self.exited.popleft()
+        return self.job_workers(job_id) + [w for _, w in self.exited if w.job_id == job_id]
+
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(0.05)
@@ -181,6 +217,7 @@ class WorkerPool:
                 if code is None:
                     continue
                 del self.workers[worker.worker_id]
+                self.exited.append((time.monotonic(), worker))
                 if worker in self.idle:
                     self.idle.remove(worker)
                 try:
