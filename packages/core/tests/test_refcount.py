@@ -357,3 +357,22 @@ def test_many_small_refs_do_not_leak(shared_cluster):
     gc.collect()
     wait_for(lambda: core.refs.num_objects() <= before, timeout=10,
              message=f"{core.refs.num_objects() - before} reference entries leaked")
+
+
+def test_object_borrowed_by_a_killed_actor_is_freed(baseline):
+    @distcore.remote
+    class Keeper:
+        def keep(self, box):
+            self.kept = box[0]
+            return True
+
+    keeper = Keeper.remote()
+    ref = distcore.put(np.ones(6 * MB, dtype=np.uint8))
+    assert distcore.get(keeper.keep.remote([ref]))
+    del ref
+    gc.collect()
+    time.sleep(0.5)
+    assert _used() >= baseline + 6 * MB, "freed while the actor still borrows it"
+    distcore.kill(keeper)
+    # The owner notices the borrower's process is gone and frees the object.
+    _wait_used(baseline, timeout=20, what="after the borrowing actor was killed")

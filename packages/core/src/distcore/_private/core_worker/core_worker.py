@@ -38,6 +38,9 @@ from distcore.exceptions import (
 
 logger = logging.getLogger(__name__)
 
+# How often an owner checks that the processes borrowing its objects live.
+BORROWER_CHECK_INTERVAL_S = 2.0
+
 # Tries to map a store object that keeps being spilled before it is mapped.
 _MAP_ATTEMPTS = 20
 
@@ -115,6 +118,20 @@ class CoreWorker:
         self._server.add_service("CoreWorker", _OwnerService(self))
         port = await self._server.start()
         self.address = p.Address(self.ip, port, self.worker_id, self.node_id)
+        self._borrower_watch = asyncio.ensure_future(self._watch_borrowers())
+
+    async def _watch_borrowers(self) -> None:
+        """Drop borrowers whose process died, so their objects can be freed."""
+        while True:
+            await asyncio.sleep(BORROWER_CHECK_INTERVAL_S)
+            for worker_id, address in self.refs.borrowers().items():
+                try:
+                    await self.clients.get(address.target).call("Health", "Check", None, timeout=5)
+                except RpcUnavailable:
+                    self.clients.drop(address.target)
+                    self.refs.remove_borrower_everywhere(worker_id)
+                except Exception:  # noqa: BLE001 - slow or busy: try again next round
+                    pass
 
     def run(self, coro: Coroutine, timeout: float | None = None) -> Any:
         """Run ``coro`` on the io loop and wait for its result."""
@@ -152,6 +169,8 @@ class CoreWorker:
         self._thread.join(timeout=5)
 
     async def _stop(self) -> None:
+        if getattr(self, "_borrower_watch", None) is not None:
+            self._borrower_watch.cancel()
         await self.task_events.flush(timeout=2.0)
         await self.submitter.close()
         if self._server is not None:
@@ -355,24 +374,20 @@ class CoreWorker:
             if loc is not None:
                 names[oid] = loc[0]
         missing = [(oid, obj) for oid, obj in objs if obj.plasma_node is not None and oid not in names]
-        for oid, obj in missing:
-            names[oid] = await self._pull(oid, obj)
+        if missing:  # pulled concurrently: each is its own stream between node managers
+            pulled = await asyncio.gather(*(self._pull(oid, obj) for oid, obj in missing))
+            names.update(zip([oid for oid, _ in missing], pulled, strict=True))
         return names
 
     async def _pull(self, object_id: str, obj: StoredObject) -> str:
-        address = await self.node_address_of(obj.plasma_node or "")
-        if address is None or address == self.node_address:
-            raise ObjectLostError(object_id, "", f"Object {object_id} is lost: no node holds a copy any more")
-        data = await self.clients.get(address).call("NodeManager", "ReadObject", object_id)
-        if data is None:
-            raise ObjectLostError(object_id, "", f"Object {object_id} is lost: node {obj.plasma_node[:8]} no longer has it")
-        name = await self.node().call("NodeManager", "CreateObject", p.CreateObject(object_id, len(data)))
-        from distcore._private.object_store.shm import create_segment
+        """Have the local node manager copy a remote object here (streamed, deduplicated per node)."""
+        from distcore._private.node_manager.object_transfer import PullObject
 
-        seg = create_segment(name, len(data))
-        seg.buffer[:] = data
-        seg.close()
-        await self.node().call("NodeManager", "SealObject", p.SealObject(object_id, None, pinned=False))
+        request = PullObject(object_id, obj.plasma_node or "", obj.size)
+        try:
+            name, _size = await self.node().call("NodeManager", "PullObject", request)
+        except RpcUnavailable:
+            raise ObjectLostError(object_id, "", node_gone_message(self.node_address, f"get object {object_id}")) from None
         return name
 
     def get(self, refs: list, timeout: float | None = None) -> list[Any]:

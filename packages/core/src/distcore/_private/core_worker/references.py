@@ -130,6 +130,11 @@ class ReferenceCounter:
                 released = self._maybe_release(object_id, entry)
         self._fire(released)
 
+    def borrowers(self) -> dict[str, Address]:
+        """Every process that borrows an object from this one, by worker id."""
+        with self._lock:
+            return {w: a for e in self._refs.values() for w, a in e.borrowers.items()}
+
     def remove_borrower_everywhere(self, worker_id: str) -> None:
         """A borrowing process died: drop it from every entry."""
         with self._lock:
