@@ -317,4 +317,22 @@ def test_stats_keys() -> None:
         "pinned_bytes": 10,
         "in_use_bytes": 20,
         "num_deleted_in_use": 0,
+        "num_spilled_total": 0,
+        "num_restored_total": 0,
     }
+
+
+def test_spill_and_restore_totals_only_grow() -> None:
+    st = StoreState(30)
+    _sealed(st, "a", 20, pinned=True)
+    res = st.reserve("b", 20)
+    assert res.spill == ["a"]
+    st.on_spilled("a", "/spill/a")
+    st.seal("b")
+    st.delete("b")
+    st.restore("a")
+    st.seal("a")
+    st.delete("a")
+    stats = st.stats()
+    assert (stats["num_spilled_total"], stats["num_restored_total"]) == (1, 1)
+    assert stats["num_spilled"] == 0 and stats["spilled_bytes"] == 0

@@ -114,20 +114,21 @@ def test_task_error_keeps_exception_attributes(shared_cluster):
     assert isinstance(info2.value, TaskError)
 
 
-def test_error_propagates_through_dependent_tasks(shared_cluster):
+def test_error_propagates_through_dependent_tasks(shared_cluster, tmp_path):
+    marker = str(tmp_path / "consumer-ran")
+
     @distcore.remote
     def fails():
         raise AppError("upstream failed")
 
     @distcore.remote
-    def consumer(x):
+    def consumer(x, marker):
+        open(marker, "w").close()
         return x
 
-    ran = []
-
     with pytest.raises(AppError, match="upstream failed"):
-        distcore.get(consumer.remote(fails.remote()))
-    assert not ran
+        distcore.get(consumer.remote(fails.remote(), marker))
+    assert not os.path.exists(marker), "a task whose argument failed must not run"
 
 
 def test_unpicklable_argument_is_a_type_error_naming_it(shared_cluster):
@@ -368,7 +369,9 @@ def test_cancel_running_task(shared_cluster, tmp_path):
 
     @distcore.remote(max_retries=2, retry_exceptions=True)
     def sleeper(started):
-        open(started, "w").close()
+        with open(started + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.rename(started + ".tmp", started)
         for _ in range(600):
             try:
                 time.sleep(0.1)
@@ -383,8 +386,11 @@ def test_cancel_running_task(shared_cluster, tmp_path):
     with pytest.raises(TaskCancelledError):
         distcore.get(ref, timeout=20)
     assert time.monotonic() - start < 10
+    # Not retried (despite retry_exceptions), and the worker survives a non-forced cancel.
+    time.sleep(0.5)
+    with open(started) as f:
+        assert not process_gone(int(f.read()))
 
-    # The worker survives a non-forced cancel and runs the next task.
     @distcore.remote
     def ping():
         return "pong"

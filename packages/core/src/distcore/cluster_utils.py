@@ -48,6 +48,12 @@ class NodeHandle:
     def pid(self) -> int:
         return self._process.proc.pid
 
+    @property
+    def metrics_address(self) -> str | None:
+        """``host:port`` of the node's Prometheus endpoint (scrape ``http://<it>/metrics`` with the
+        cluster token as a bearer token); None unless ``add_node(metrics_export_port=...)``."""
+        return self._process.metrics_address
+
     def is_alive(self) -> bool:
         return self._process.proc.poll() is None
 
@@ -120,8 +126,13 @@ class Cluster:
         memory: int | None = None,
         prestart: int | None = None,
         wait: bool = True,
+        metrics_export_port: int | None = None,
     ) -> NodeHandle:
-        """Start a node with the given resources; the first one is the head."""
+        """Start a node with the given resources; the first one is the head.
+
+        ``metrics_export_port``: serve the node's Prometheus metrics on this port
+        (0: any free port; default: no metrics); see ``NodeHandle.metrics_address``.
+        """
         res = node_mod.node_resources(num_cpus, num_gpus, resources, memory)
         is_head = self.head is None
         process = node_mod.start_node(
@@ -130,6 +141,7 @@ class Cluster:
             gcs_address="" if is_head else self.address, prestart=prestart, labels=labels,
             dead_timeout_s=self._dead_timeout_s,
             dashboard_port=0 if is_head and self._include_dashboard else None,
+            metrics_export_port=metrics_export_port,
         )
         handle = NodeHandle(process)
         if is_head:

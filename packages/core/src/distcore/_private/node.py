@@ -42,6 +42,8 @@ class NodeProcess:
     is_head: bool
     dashboard_address: str | None = None  # the head's jobs API, ``http://host:port``
     dashboard_error: str | None = None  # why the head has none, when one was asked for
+    metrics_address: str | None = None  # ``host:port`` of its Prometheus endpoint (``/metrics``)
+    metrics_error: str | None = None  # why it has none, when one was asked for
 
     def stop(self, timeout: float = 5.0) -> None:
         if self.proc.poll() is None:
@@ -132,6 +134,7 @@ def start_node(
     labels: dict | None = None,
     dead_timeout_s: float = 30.0,
     dashboard_port: int | None = None,
+    metrics_export_port: int | None = None,
 ) -> NodeProcess:
     node_id = new_node_id()
     ready = os.path.join(session_dir, f"node-{node_id[:12]}.json")
@@ -148,6 +151,8 @@ def start_node(
             cmd += ["--dashboard-port", str(dashboard_port)]
     else:
         cmd += ["--gcs-address", gcs_address]
+    if metrics_export_port is not None:
+        cmd += ["--metrics-export-port", str(metrics_export_port)]
     if parent_pid:
         cmd += ["--parent-pid", str(parent_pid)]
     if prestart is not None:
@@ -177,7 +182,8 @@ def start_node(
     with open(ready) as f:
         info = json.load(f)
     return NodeProcess(proc, info["address"], info["gcs_address"], node_id, session_dir, session_name, token, head,
-                       info.get("dashboard_address"), info.get("dashboard_error"))
+                       info.get("dashboard_address"), info.get("dashboard_error"),
+                       metrics_address=info.get("metrics_address"), metrics_error=info.get("metrics_error"))
 
 
 def _tail(path: str, limit: int = 3000) -> str:

@@ -38,6 +38,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--dead-timeout-s", type=float, default=30.0)
     ap.add_argument("--dashboard-port", type=int, default=None,
                     help="head only: serve the jobs HTTP API on this port (0: any free port; default: off)")
+    ap.add_argument("--metrics-export-port", type=int, default=None,
+                    help="serve Prometheus metrics on this port (0: any free port; default: off)")
     return ap.parse_args(argv)
 
 
@@ -69,7 +71,14 @@ async def _serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     dashboard, dashboard_error = None, None
+    metrics, metrics_error = None, None
     try:
+        if args.metrics_export_port is not None:  # before start(): NodeInfo carries its address
+            from distcore._private.metrics import start_if_available as start_metrics
+
+            metrics, metrics_error = await start_metrics(
+                nm, gcs, host=bind, advertise_host=args.node_ip, port=args.metrics_export_port, token=token)
+            config.metrics_address = metrics.address if metrics else ""
         await nm.start(address)
         if gcs is not None and args.dashboard_port is not None:
             from distcore._private.jobs.head import start_if_available
@@ -83,7 +92,8 @@ async def _serve(args: argparse.Namespace) -> None:
             json.dump({"address": address, "gcs_address": config.gcs_address, "node_id": args.node_id,
                        "pid": os.getpid(), "session_dir": args.session_dir,
                        "dashboard_address": dashboard.address if dashboard else None,
-                       "dashboard_error": dashboard_error}, f)
+                       "dashboard_error": dashboard_error,
+                       "metrics_address": metrics.address if metrics else None, "metrics_error": metrics_error}, f)
         os.replace(tmp, args.ready_file)
         watch = asyncio.ensure_future(_watch_parent(args.parent_pid, stop)) if args.parent_pid else None
         await stop.wait()
@@ -92,6 +102,8 @@ async def _serve(args: argparse.Namespace) -> None:
     finally:
         if dashboard is not None:
             await dashboard.close()
+        if metrics is not None:
+            await metrics.close()
         await nm.close()
         if gcs is not None:
             await gcs.close()

@@ -24,7 +24,8 @@ Services and their methods (request -> reply):
     WorkerBlocked(WorkerBlocked) -> None;
     CreateObject(CreateObject) -> str; SealObject(SealObject) -> None;
     GetObjects(list[str]) -> list[tuple[str, int] | None]; FreeObjects(list[str]) -> None;
-    ReadObject(str) -> bytes | None;
+    ReadObject(str) -> bytes | None; PullObject(PullObject) -> tuple[str, int];
+    stream ReadObjectChunks(ReadChunks) -> ObjectChunk... (node-to-node transfer: ``node_manager/object_transfer.py``)
     ReserveBundles(ReserveBundles) -> bool; ReleaseBundles(ReleaseBundles) -> None;
     KillWorker(KillWorker) -> bool; GetNodeStats(None) -> NodeStats;
     ListLogs(None) -> list[LogFile]; ReadLog(ReadLog) -> LogChunk; GetObjectInfos(list[str]) -> list[dict | None]
@@ -312,6 +313,7 @@ class NodeInfo:
     state: str = "ALIVE"
     start_time: float = 0.0
     death_reason: str = ""
+    metrics_address: str = ""  # host:port of its Prometheus endpoint ("": metrics off)
 
 
 @dataclass(slots=True)

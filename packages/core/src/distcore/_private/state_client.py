@@ -157,6 +157,7 @@ class StateClient:
                 resources_available=dict(v.available) if v is not None and n.state == "ALIVE" else {},
                 labels=dict(n.labels), start_time_ms=_ms(n.start_time), node_manager_address=n.address,
                 object_store_memory=n.object_store_memory, session_dir=n.session_dir,
+                metrics_address=n.metrics_address,
             ))
         return out
 

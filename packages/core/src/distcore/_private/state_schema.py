@@ -83,6 +83,7 @@ class NodeState(StateSchema):
     node_manager_address: str = ""
     object_store_memory: int = 0
     session_dir: str = ""
+    metrics_address: str = ""  # host:port of the node's Prometheus endpoint ("": metrics off)
 
 
 @dataclass

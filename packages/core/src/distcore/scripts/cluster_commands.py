@@ -46,6 +46,9 @@ def _configure_start(p: argparse.ArgumentParser) -> None:
                    help=f"head: port of the jobs HTTP API (default {DEFAULT_DASHBOARD_PORT}; 0: any free port)")
     p.add_argument("--include-dashboard", choices=("true", "false"), default="true",
                    help="head: serve the jobs HTTP API (needs distcore[default]; default true)")
+    p.add_argument("--metrics-export-port", type=int, default=0,
+                   help="port of this node's Prometheus metrics (needs distcore[default]; default 0: any free "
+                        "port; -1: off)")
 
 
 def _json_arg(text: str, what: str) -> dict:
@@ -84,6 +87,7 @@ def _start(args: argparse.Namespace) -> int:
             session_dir=session_dir, token=token, gcs_address=args.address or "", node_ip=args.node_ip_address,
             port=args.port if args.head else 0, labels=_json_arg(args.labels, "labels"),
             dashboard_port=args.dashboard_port if args.head and args.include_dashboard == "true" else None,
+            metrics_export_port=args.metrics_export_port if args.metrics_export_port >= 0 else None,
         )
     except (RuntimeError, TimeoutError) as exc:
         print(f"distcore start: {exc}", file=sys.stderr)
@@ -105,6 +109,10 @@ def _start(args: argparse.Namespace) -> int:
             print(f"distcore: WARNING: no jobs API: {process.dashboard_error}", file=sys.stderr)
     else:
         print(f"distcore worker node started (node {process.node_id[:8]}), joined {args.address}")
+    if process.metrics_address:
+        print(f"  metrics:            http://{process.metrics_address}/metrics  (bearer token: the cluster token)")
+    elif process.metrics_error:
+        print(f"distcore: metrics are off: {process.metrics_error}", file=sys.stderr)
     if args.block:
         try:
             while process.proc.poll() is None:
@@ -207,7 +215,8 @@ def format_status(address: str, status: dict) -> str:
     for n in status["nodes"]:
         used = {k: n["total"].get(k, 0) - n["available"].get(k, 0) for k in n["total"]}
         res = ", ".join(f"{_fmt(used[k])}/{_fmt(v)} {k}" for k, v in sorted(n["total"].items()) if k != "memory")
-        lines.append(f"  {n['state']:<5} {n['node_id'][:12]} {n['address']:<22} {'head' if n['is_head'] else 'worker'}  {res}")
+        metrics = f"  metrics http://{n['metrics_address']}/metrics" if n.get("metrics_address") else ""
+        lines.append(f"  {n['state']:<5} {n['node_id'][:12]} {n['address']:<22} {'head' if n['is_head'] else 'worker'}  {res}{metrics}")
     lines.append("Resources (used/total):")
     for k, v in sorted(status["total"].items()):
         lines.append(f"  {_fmt(v - status['available'].get(k, 0))}/{_fmt(v)} {k}")

@@ -78,6 +78,7 @@ def init(
     logging_level: int = logging.INFO,
     _memory: int | None = None,
     _node_ip_address: str = "127.0.0.1",
+    _metrics_export_port: int | None = None,
     **_ignored: Any,
 ) -> dict[str, Any]:
     """Connect to a cluster, or start a one-node cluster in the background.
@@ -85,7 +86,8 @@ def init(
     With no ``address`` (and no ``DISTCORE_ADDRESS``), starts a local head
     node with ``num_cpus`` CPUs (default: all) and stops it when this process
     exits. ``address="auto"`` or ``"host:port"`` connects to a running
-    cluster.
+    cluster. ``_metrics_export_port`` (0: any free port) serves the local
+    head's Prometheus metrics (off by default; see ``docs/ports.md``).
 
     Example::
 
@@ -121,7 +123,7 @@ def init(
             _head = node_mod.start_node(
                 head=True, resources=res, object_store_memory=store, session_name=session_name,
                 session_dir=session_dir, token=token, parent_pid=os.getpid(), node_ip=_node_ip_address,
-                dashboard_port=0 if include_dashboard else None,
+                dashboard_port=0 if include_dashboard else None, metrics_export_port=_metrics_export_port,
             )
             node_mod.write_address_file(session_dir, _head.gcs_address)
             gcs_address = _head.gcs_address
@@ -386,6 +388,7 @@ def nodes() -> list[dict[str, Any]]:
             "NodeID": n.node_id, "Alive": n.state == "ALIVE", "NodeManagerAddress": n.ip,
             "NodeManagerPort": int(n.address.rsplit(":", 1)[1]), "Resources": dict(n.resources),
             "Labels": dict(n.labels), "IsHead": n.is_head, "state": n.state, "DeathReason": n.death_reason,
+            "MetricsExportPort": int(n.metrics_address.rsplit(":", 1)[1]) if n.metrics_address else None,
         })
     return out
 

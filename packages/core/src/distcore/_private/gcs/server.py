@@ -112,7 +112,8 @@ class GcsService:
         for node_id, info in self.nodes.nodes.items():
             v = view.nodes[node_id]
             nodes.append({"node_id": node_id, "address": info.address, "state": info.state, "is_head": info.is_head,
-                          "total": dict(v.total), "available": dict(v.available)})
+                          "total": dict(v.total), "available": dict(v.available),
+                          "metrics_address": info.metrics_address})
             if info.state == "ALIVE":
                 for k, x in v.total.items():
                     total[k] = total.get(k, 0.0) + x

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from distcore._private import protocol as p
+from distcore._private.metrics.stats import LeaseStats
 from distcore._private.node_manager.worker_pool import WorkerPool, WorkerProc
 from distcore._private.scheduling.policy import (
     DefaultStrategy,
@@ -57,6 +58,7 @@ class LeaseManager:
         self._infeasible: dict[tuple, tuple[dict[str, float], float]] = {}
         self.pending: dict[str, p.LeaseRequest] = {}
         self._changed = asyncio.Condition()
+        self.stats = LeaseStats()  # outcome counters and grant latency, read by the metrics endpoint
 
     # ------------------------------------------------------------ views
 
@@ -88,6 +90,7 @@ class LeaseManager:
     # ------------------------------------------------------------ requests
 
     async def request(self, req: p.LeaseRequest) -> p.LeaseReply:
+        arrived = time.monotonic()
         request = ResourceSet.from_dict(req.resources)
         # Actors may need more to be placed than they hold while running.
         needed = ResourceSet.from_dict(req.placement_resources) if req.placement_resources else request
@@ -106,9 +109,11 @@ class LeaseManager:
                     if reply is not None:
                         if reply.infeasible:
                             self._note_infeasible(needed.to_dict())
+                        self.stats.count("infeasible" if reply.infeasible else "spilled_back", req.job_id)
                         return reply
                 elif not self.resources.is_feasible(needed, bundle):
                     where = f"bundle {bundle}" if bundle else "this node"
+                    self.stats.count("infeasible", req.job_id)
                     return p.LeaseReply(False, infeasible=True, reason=f"{needed} never fits {where}")
                 allocation = self._allocate(needed, request, bundle)
                 if allocation is not None:
@@ -131,6 +136,7 @@ class LeaseManager:
         worker.lease_id = req.lease_id
         worker.actor_id = req.for_actor
         self.leases[req.lease_id] = Lease(req.lease_id, req, allocation, worker)
+        self.stats.on_granted(req.job_id, time.monotonic() - arrived)
         return p.LeaseReply(
             True, worker=worker.address, lease_id=req.lease_id, gpu_ids=list(allocation.gpu_ids),
             assigned=allocation.resources.to_dict(),

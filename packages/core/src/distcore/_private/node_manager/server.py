@@ -14,6 +14,7 @@ from distcore._private import protocol as p
 from distcore._private.node import store_session
 from distcore._private.node_manager import introspection
 from distcore._private.node_manager.leases import LeaseManager
+from distcore._private.node_manager.object_transfer import ObjectChunk, ObjectTransfer, PullObject, ReadChunks
 from distcore._private.node_manager.worker_pool import WorkerPool, WorkerProc
 from distcore._private.object_store.store import LocalObjectStore
 from distcore._private.rpc import ClientPool, RpcError
@@ -38,6 +39,7 @@ class NodeConfig:
     is_head: bool = False
     prestart: int | None = None
     labels: dict[str, str] | None = None
+    metrics_address: str = ""  # host:port of this node's metrics endpoint, set before start()
 
 
 class NodeManagerService:
@@ -51,6 +53,7 @@ class NodeManagerService:
             store_session(config.session_name, config.node_id), config.object_store_memory, os.path.join(config.session_dir, "spill", config.node_id[:12])
         )
         self.object_owners: dict[str, p.Address | None] = {}
+        self.transfer = ObjectTransfer(self.store, self.clients, self.node_id, lambda: self.view, self._refresh_view)
         self.view: p.ClusterView | None = None
         self.pool: WorkerPool | None = None
         self.leases: LeaseManager | None = None
@@ -72,7 +75,7 @@ class NodeManagerService:
             node_id=cfg.node_id, address=address, ip=cfg.ip, resources=dict(cfg.resources),
             labels=dict(cfg.labels or {}), is_head=cfg.is_head, version=__version__,
             session_dir=cfg.session_dir, object_store_memory=cfg.object_store_memory, pid=os.getpid(),
-            start_time=time.time(),
+            start_time=time.time(), metrics_address=cfg.metrics_address,
         )
         self.view = await self._gcs().call("Gcs", "RegisterNode", info)
         self.pool.start_monitor()
@@ -202,6 +205,14 @@ class NodeManagerService:
             for i in dead:
                 del self.object_owners[i]
 
+    async def rpc_PullObject(self, req: PullObject) -> tuple[str, int]:
+        """Make an object of another node local (streamed, deduplicated): ``(segment name, size)``."""
+        return await self.transfer.pull(req)
+
+    def stream_ReadObjectChunks(self, req: ReadChunks) -> AsyncIterator[ObjectChunk]:
+        """Stream an object of this node to a node manager pulling it."""
+        return self.transfer.read_chunks(req)
+
     async def rpc_ReadObject(self, object_id: str) -> bytes | None:
         from distcore._private.object_store.shm import open_segment
 
@@ -252,7 +263,7 @@ class NodeManagerService:
             for w in self.pool.workers.values()
         ]
         return p.NodeStats(
-            self.node_id, len(self.pool.workers), self.store.stats(),
+            self.node_id, len(self.pool.workers), {**self.store.stats(), **self.transfer.stats()},
             self.resources.available.to_dict(), self.resources.total.to_dict(), workers,
         )
 

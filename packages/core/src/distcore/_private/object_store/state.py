@@ -109,6 +109,7 @@ class StoreState:
         self._lru: OrderedDict[str, None] = OrderedDict()
         self._used = 0
         self._spilled_bytes = 0
+        self._spilled_total = self._restored_total = 0  # objects, since the store started
 
     # ---- events -------------------------------------------------------
 
@@ -171,6 +172,8 @@ class StoreState:
         entry = self._get(object_id)
         if entry.state not in (ObjectState.CREATING, ObjectState.RESTORING):
             raise InvalidTransition(f"cannot seal object {object_id}: it is {entry.state.value}")
+        if entry.state is ObjectState.RESTORING:
+            self._restored_total += 1
         entry.state = ObjectState.SEALED_IN_MEMORY
         entry.spill_path = None
         if pinned is not None:
@@ -259,6 +262,7 @@ class StoreState:
                 f"object {object_id} was not being spilled (it is {entry.state.value})"
             )
         entry.spill_path = path
+        self._spilled_total += 1
 
     def on_spill_failed(self, object_id: str) -> None:
         """A spill instruction could not be carried out: the object is back in
@@ -330,6 +334,8 @@ class StoreState:
             "in_use_bytes": sum(e.size for e in in_memory if e.in_use)
             + sum(e.size for e in self._zombies.values()),
             "num_deleted_in_use": len(self._zombies),
+            "num_spilled_total": self._spilled_total,
+            "num_restored_total": self._restored_total,
         }
 
     # ---- internals ----------------------------------------------------
