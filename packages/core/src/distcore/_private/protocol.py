@@ -15,7 +15,8 @@ Services and their methods (request -> reply):
     GetPlacementGroup(GetPlacementGroup) -> PlacementGroupInfo | None;
     ListPlacementGroups(None) -> list[PlacementGroupInfo];
     AddTaskEvents(list[TaskEvent]) -> None; GetTaskEvents(str | None) -> list[TaskEvent];
-    ListTasks(TaskQuery) -> TaskList; GetTask(str) -> TaskRecord | None; SummarizeTasks(TaskQuery) -> dict
+    ListTasks(TaskQuery) -> TaskList; GetTask(str) -> TaskRecord | None; SummarizeTasks(TaskQuery) -> dict;
+    GetStatus(None) -> dict; GetAutoscalerStatus(None) -> dict | None (``_private/autoscaler/monitor.py``)
     (task events: ``core_worker/task_events.py``; task table messages: ``gcs/tasks.py``)
 
 ``NodeManager`` (every node)
@@ -224,6 +225,7 @@ class LeaseRequest:
     spilled_from: str | None = None
     name: str = ""
     placement_resources: dict[str, float] | None = None  # must fit to schedule; ``resources`` are held
+    backlog: int = 0  # tasks of this shape queued at the owner (autoscaler demand); 0: unknown
 
 
 @dataclass(slots=True)
@@ -270,6 +272,14 @@ class WorkerConfig:
     node_id: str
     gcs_address: str
     session_dir: str
+
+
+@dataclass(slots=True)
+class JobCleanup:
+    """A job ended: its workers go, except those hosting ``keep_actor_ids``."""
+
+    job_id: str
+    keep_actor_ids: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)

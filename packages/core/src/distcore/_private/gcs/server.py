@@ -47,6 +47,7 @@ class GcsService:
         self._monitor: asyncio.Task | None = None
         # Task events merged into a bounded task table; observability, not state.
         self.tasks = TaskTable()
+        self.autoscaler = None  # set on a head started with an autoscaling config (``autoscaler/monitor.py``)
 
     def start_background(self) -> None:
         self._monitor = asyncio.ensure_future(self.nodes.monitor())
@@ -123,7 +124,12 @@ class GcsService:
         pending = [d for n, ds in self.nodes.pending_demand.items() if n in alive for d in ds]
         infeasible = [d for n, ds in self.nodes.infeasible_demand.items() if n in alive for d in ds]
         pending += [g.info.bundles for g in self.pgs.groups.values() if g.info.state == "PENDING"]
-        return {"nodes": nodes, "total": total, "available": available, "pending": pending, "infeasible": infeasible}
+        return {"nodes": nodes, "total": total, "available": available, "pending": pending, "infeasible": infeasible,
+                "autoscaler": await self.rpc_GetAutoscalerStatus(None)}
+
+    async def rpc_GetAutoscalerStatus(self, _: None) -> dict | None:
+        """Node counts per type, nodes, demands and recent decisions; None without an autoscaler."""
+        return self.autoscaler.status() if self.autoscaler is not None else None
 
     async def rpc_DrainNode(self, node_id: str) -> bool:
         await self.nodes.mark_dead(node_id, "removed by request")
@@ -185,6 +191,21 @@ class GcsService:
         self.storage.put("jobs", job_id, job)
         await self.actors.on_job_finished(job_id)
         await self.pgs.on_job_finished(job_id)
+        await self._cleanup_job_workers(job_id)
+
+    async def _cleanup_job_workers(self, job_id: str) -> None:
+        """Tell every node to end the finished job's workers (detached actors stay)."""
+        keep = [
+            a.info.actor_id for a in self.actors.actors.values()
+            if a.info.job_id == job_id and a.info.detached and a.info.state != p.ACTOR_DEAD
+        ]
+        for info in self.nodes.alive().values():
+            try:
+                await self.clients.get(info.address).call(
+                    "NodeManager", "JobFinished", p.JobCleanup(job_id, keep), timeout=10
+                )
+            except Exception:  # noqa: BLE001 - a node that is going away cleans up anyway
+                pass
 
     async def rpc_ListJobs(self, _: None) -> list[p.JobInfo]:
         return list(self.jobs.values())

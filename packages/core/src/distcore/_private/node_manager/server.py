@@ -14,7 +14,12 @@ from distcore._private import protocol as p
 from distcore._private.node import store_session
 from distcore._private.node_manager import introspection
 from distcore._private.node_manager.leases import LeaseManager
-from distcore._private.node_manager.object_transfer import ObjectChunk, ObjectTransfer, PullObject, ReadChunks
+from distcore._private.node_manager.object_transfer import (
+    ObjectChunk,
+    ObjectTransfer,
+    PullObject,
+    ReadChunks,
+)
 from distcore._private.node_manager.worker_pool import WorkerPool, WorkerProc
 from distcore._private.object_store.store import LocalObjectStore
 from distcore._private.rpc import ClientPool, RpcError
@@ -151,6 +156,22 @@ class NodeManagerService:
     async def rpc_WorkerBlocked(self, req: p.WorkerBlocked) -> None:
         assert self.leases is not None
         await self.leases.set_blocked(req.worker_id, req.blocked)
+
+    async def rpc_JobFinished(self, req: p.JobCleanup) -> int:
+        """End the workers of a finished job; returns how many were ended."""
+        assert self.pool is not None
+        ended = 0
+        for worker in self.pool.job_workers(req.job_id):
+            if worker.actor_id and worker.actor_id in req.keep_actor_ids:
+                continue
+            self.pool.kill(worker, f"its job {req.job_id} finished")
+            ended += 1
+        # Keep warm workers for the next job, as at start-up.
+        unbound = sum(1 for w in self.pool.idle if not w.job_id)
+        want = self.config.prestart if self.config.prestart is not None else int(self.config.resources.get("CPU", 1))
+        if ended and unbound < want:
+            self.pool.prestart(want - unbound)
+        return ended
 
     async def rpc_KillWorker(self, req: p.KillWorker) -> bool:
         assert self.pool is not None
