@@ -94,3 +94,48 @@ def test_removed_node_leaves_the_cluster(cluster):
     assert distcore.cluster_resources()["CPU"] == 1
     dead = [n for n in distcore.nodes() if not n["Alive"]]
     assert [n["NodeID"] for n in dead] == [worker.node_id]
+
+
+def _memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak resident memory) of a process, in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f) if k in ("VmRSS", "VmHWM")}
+
+
+def _reset_peak(pid: int) -> None:
+    try:  # Linux >= 4.0: "5" resets VmHWM to the current RSS
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # then the peak since the start is compared, which only makes the check stricter
+
+
+def test_500mb_object_streams_between_nodes_in_bounded_memory(cluster):
+    size = 500 * 1024 * 1024
+    head = cluster.add_node(num_cpus=1, object_store_memory=1200 * 1024 * 1024)
+    far = cluster.add_node(num_cpus=1, resources={"far": 1}, object_store_memory=1200 * 1024 * 1024)
+    cluster.connect()
+
+    @distcore.remote(resources={"far": 1})
+    def make() -> np.ndarray:
+        arr = np.full(size, 3, dtype=np.uint8)
+        arr[::4096] = 5  # one marked byte per page
+        return arr
+
+    ref = make.remote()
+    distcore.wait([ref], timeout=120)
+    managers = {"head": head.pid, "far": far.pid}
+    base = {}
+    for name, pid in managers.items():
+        _reset_peak(pid)
+        base[name] = _memory_kib(pid)["VmRSS"]
+    start = time.monotonic()
+    value = distcore.get(ref, timeout=120)  # the head's node manager pulls it from the far node's
+    elapsed = time.monotonic() - start
+    assert value.nbytes == size
+    assert int(value[::4096].sum()) == 5 * (size // 4096)
+    assert int(value[1::4096].sum()) == 3 * (size // 4096)
+    for name, pid in managers.items():
+        grown_mib = (_memory_kib(pid)["VmHWM"] - base[name]) / 1024
+        assert grown_mib < 200, f"{name} node manager's peak RSS grew {grown_mib:.0f} MiB moving 500 MB"
+    assert elapsed < 60, f"moving 500 MB took {elapsed:.1f} s"

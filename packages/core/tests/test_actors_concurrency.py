@@ -10,6 +10,7 @@ import time
 import pytest
 
 import distcore
+from distcore.exceptions import TaskCancelledError
 
 # ---------------------------------------------------------------- threaded actors
 
@@ -237,3 +238,78 @@ def test_generator_error_is_the_last_item(shared_cluster):
     assert distcore.get(next(gen), timeout=30) == 1
     with pytest.raises(RuntimeError, match="generator broke"):
         distcore.get(next(gen), timeout=30)
+
+
+# ---------------------------------------------------------------- cancellation
+
+
+@distcore.remote
+class Worker:
+    def __init__(self):
+        self.finished = []
+
+    def work(self, name, seconds):
+        time.sleep(seconds)
+        self.finished.append(name)
+        return name
+
+    def finished_(self):
+        return list(self.finished)
+
+
+def test_cancel_a_queued_actor_call(shared_cluster):
+    w = Worker.remote()
+    running = w.work.remote("running", 1.5)
+    queued = w.work.remote("queued", 0)
+    distcore.cancel(queued)
+    with pytest.raises(TaskCancelledError):
+        distcore.get(queued, timeout=30)
+    # The running call is not interrupted: actors keep their state consistent.
+    assert distcore.get(running, timeout=30) == "running"
+    assert distcore.get(w.finished_.remote(), timeout=30) == ["running"]
+
+
+def test_cancel_does_not_interrupt_a_running_threaded_actor_call(shared_cluster):
+    w = Worker.options(max_concurrency=2).remote()
+    distcore.get(w.finished_.remote(), timeout=30)
+    running = w.work.remote("threaded", 1.0)
+    time.sleep(0.3)
+    distcore.cancel(running)
+    distcore.wait([running], timeout=30)
+    assert distcore.get(w.finished_.remote(), timeout=30) == ["threaded"]
+
+
+def test_cancel_a_running_async_actor_call(shared_cluster):
+    @distcore.remote
+    class AsyncWorker:
+        def __init__(self):
+            self.cleaned_up = False
+
+        async def wait_forever(self):
+            try:
+                await asyncio.sleep(60)
+            except asyncio.CancelledError:
+                self.cleaned_up = True
+                raise
+
+        async def cleaned_up_(self):
+            return self.cleaned_up
+
+    a = AsyncWorker.remote()
+    distcore.get(a.cleaned_up_.remote(), timeout=30)
+    ref = a.wait_forever.remote()
+    time.sleep(0.5)
+    start = time.monotonic()
+    distcore.cancel(ref)
+    with pytest.raises(TaskCancelledError):
+        distcore.get(ref, timeout=30)
+    assert time.monotonic() - start < 5
+    assert distcore.get(a.cleaned_up_.remote(), timeout=30) is True
+
+
+def test_force_cancel_of_an_actor_call_is_refused(shared_cluster):
+    w = Worker.remote()
+    ref = w.work.remote("x", 1.0)
+    with pytest.raises(ValueError, match="force=True"):
+        distcore.cancel(ref, force=True)
+    assert distcore.get(ref, timeout=30) == "x"

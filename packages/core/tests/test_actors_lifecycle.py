@@ -260,8 +260,28 @@ def test_actor_stays_alive_while_a_task_holds_its_handle(shared_cluster):
     assert not _pid_gone(pid)
 
 
-def test_named_actor_is_not_terminated_when_its_handle_goes_out_of_scope(shared_cluster):
-    c = Counter.options(name="kept_by_name").remote()
+def test_named_actor_ends_with_its_creator_handle_as_in_ray(shared_cluster):
+    c = Counter.options(name="ends_with_handle").remote()
+    pid = distcore.get(c.pid.remote(), timeout=30)
+    by_name = distcore.get_actor("ends_with_handle")
+    del c
+    # A handle from get_actor does not keep a non-detached actor alive.
+    wait_for(lambda: _pid_gone(pid), timeout=15, message="the named actor outlived its creator's handle")
+    with pytest.raises(ActorDiedError):
+        distcore.get(by_name.pid.remote(), timeout=30)
+
+    def name_free():
+        try:
+            distcore.get_actor("ends_with_handle")
+        except ValueError:
+            return True
+        return False
+
+    wait_for(name_free, timeout=10, message="the dead actor's name is still registered")
+
+
+def test_detached_actor_survives_its_handle_going_out_of_scope(shared_cluster):
+    c = Counter.options(name="kept_by_name", lifetime="detached").remote()
     pid = distcore.get(c.pid.remote(), timeout=30)
     del c
     again = distcore.get_actor("kept_by_name")
@@ -360,3 +380,44 @@ def test_retried_calls_keep_their_order_on_the_restarted_actor(shared_cluster, t
     for i in range(10):
         j.append.remote(i)
     assert distcore.get(j.items_.remote(), timeout=60) == list(range(10))
+
+
+def test_actor_ends_once_a_task_that_borrowed_its_handle_is_done(shared_cluster):
+    @distcore.remote
+    def use(handles):
+        return distcore.get(handles[0].incr.remote())
+
+    c = Counter.remote()
+    pid = distcore.get(c.pid.remote(), timeout=30)
+    assert distcore.get(use.remote([c]), timeout=30) == 1
+    del c
+    wait_for(lambda: _pid_gone(pid), timeout=20, message="the actor outlived every handle to it")
+
+
+def test_actor_lives_while_another_actor_keeps_its_handle(shared_cluster):
+    @distcore.remote
+    class Keeper:
+        def __init__(self):
+            self.kept = None
+
+        def keep(self, handles):
+            self.kept = handles[0]
+
+        def drop(self):
+            self.kept = None
+
+        def use(self):
+            return distcore.get(self.kept.incr.remote())
+
+    c = Counter.remote()
+    pid = distcore.get(c.pid.remote(), timeout=30)
+    keeper = Keeper.remote()
+    distcore.get(keeper.keep.remote([c]), timeout=30)
+    del c
+    import time
+
+    time.sleep(1.0)
+    assert distcore.get(keeper.use.remote(), timeout=30) == 1
+    assert not _pid_gone(pid)
+    distcore.get(keeper.drop.remote(), timeout=30)
+    wait_for(lambda: _pid_gone(pid), timeout=20, message="the actor outlived the last borrowed handle")

@@ -73,7 +73,23 @@ class Cluster:
         auth_token: str | None = None,
         node_dead_timeout_s: float = 30.0,
         include_dashboard: bool = False,
+        autoscaling_config: dict[str, Any] | None = None,
     ) -> None:
+        """``autoscaling_config`` (the fields of ``distcore up``'s YAML) runs the autoscaler on the head.
+
+        Example::
+
+            cluster = Cluster(autoscaling_config={
+                "idle_timeout_s": 3,
+                "available_node_types": {"cpu": {"resources": {"CPU": 1}, "max_workers": 2}},
+            })
+            cluster.add_node(num_cpus=0)  # the head; worker nodes come and go with demand
+        """
+        if autoscaling_config is not None:
+            from distcore._private.autoscaler.config import AutoscalingConfig
+
+            AutoscalingConfig.from_dict(autoscaling_config)  # a bad config fails here, not in the head
+        self._autoscaling_config = autoscaling_config
         self._session_name, self.session_dir = node_mod.new_session()
         self._token = auth_token if auth_token is not None else node_mod.new_token()
         if self._token:
@@ -141,6 +157,7 @@ class Cluster:
             gcs_address="" if is_head else self.address, prestart=prestart, labels=labels,
             dead_timeout_s=self._dead_timeout_s,
             dashboard_port=0 if is_head and self._include_dashboard else None,
+            autoscaling_config=self._autoscaling_config if is_head else None,
             metrics_export_port=metrics_export_port,
         )
         handle = NodeHandle(process)

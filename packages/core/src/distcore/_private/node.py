@@ -135,6 +135,7 @@ def start_node(
     dead_timeout_s: float = 30.0,
     dashboard_port: int | None = None,
     metrics_export_port: int | None = None,
+    autoscaling_config: dict | None = None,
 ) -> NodeProcess:
     node_id = new_node_id()
     ready = os.path.join(session_dir, f"node-{node_id[:12]}.json")
@@ -149,6 +150,8 @@ def start_node(
         cmd.append("--head")
         if dashboard_port is not None:
             cmd += ["--dashboard-port", str(dashboard_port)]
+        if autoscaling_config is not None:
+            cmd += ["--autoscaling-config", write_autoscaling_config(session_dir, autoscaling_config)]
     else:
         cmd += ["--gcs-address", gcs_address]
     if metrics_export_port is not None:
@@ -184,6 +187,16 @@ def start_node(
     return NodeProcess(proc, info["address"], info["gcs_address"], node_id, session_dir, session_name, token, head,
                        info.get("dashboard_address"), info.get("dashboard_error"),
                        metrics_address=info.get("metrics_address"), metrics_error=info.get("metrics_error"))
+
+
+def write_autoscaling_config(session_dir: str, config: dict) -> str:
+    """Validate an autoscaling config (raises ``AutoscalingConfigError``) and write it for the head."""
+    from distcore._private.autoscaler.config import AutoscalingConfig
+
+    path = os.path.join(session_dir, "autoscaling_config.json")
+    with open(path, "w") as f:
+        f.write(AutoscalingConfig.from_dict(config).to_json())
+    return path
 
 
 def _tail(path: str, limit: int = 3000) -> str:

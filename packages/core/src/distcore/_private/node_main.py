@@ -38,6 +38,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--dead-timeout-s", type=float, default=30.0)
     ap.add_argument("--dashboard-port", type=int, default=None,
                     help="head only: serve the jobs HTTP API on this port (0: any free port; default: off)")
+    ap.add_argument("--autoscaling-config", default=None,
+                    help="head only: JSON file of the autoscaling config; runs the autoscaler (default: off)")
     ap.add_argument("--metrics-export-port", type=int, default=None,
                     help="serve Prometheus metrics on this port (0: any free port; default: off)")
     return ap.parse_args(argv)
@@ -72,6 +74,7 @@ async def _serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     dashboard, dashboard_error = None, None
     metrics, metrics_error = None, None
+    autoscaler = None
     try:
         if args.metrics_export_port is not None:  # before start(): NodeInfo carries its address
             from distcore._private.metrics import start_if_available as start_metrics
@@ -87,6 +90,13 @@ async def _serve(args: argparse.Namespace) -> None:
                 gcs, nm, host=bind, advertise_host=args.node_ip, port=args.dashboard_port,
                 session_dir=args.session_dir, session_name=args.session_name, gcs_address=address, token=token,
             )
+        if gcs is not None and args.autoscaling_config:
+            from distcore._private.autoscaler.monitor import start_autoscaler
+
+            autoscaler = start_autoscaler(
+                gcs, args.autoscaling_config, gcs_address=address, session_name=args.session_name,
+                session_dir=args.session_dir, token=token, node_ip=args.node_ip, dead_timeout_s=args.dead_timeout_s,
+            )
         tmp = args.ready_file + ".tmp"
         with open(tmp, "w") as f:
             json.dump({"address": address, "gcs_address": config.gcs_address, "node_id": args.node_id,
@@ -100,6 +110,8 @@ async def _serve(args: argparse.Namespace) -> None:
         if watch:
             watch.cancel()
     finally:
+        if autoscaler is not None:  # first: its nodes drain while the control store still answers
+            await autoscaler.close()
         if dashboard is not None:
             await dashboard.close()
         if metrics is not None:

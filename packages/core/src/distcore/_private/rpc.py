@@ -197,6 +197,12 @@ class RpcClient:
             raw = await stub(request, timeout=timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             raise _translate(exc, self.address, f"{service}.{method}") from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # grpc cancels the calls of a channel closed under them (ClientPool.drop).
+            raise RpcUnavailable(f"{service}.{method} to {self.address} failed: the channel was closed") from None
         return _decode(raw)
 
     async def stream(self, service: str, method: str, request: Any = None) -> AsyncIterator[Any]:

@@ -224,6 +224,10 @@ def format_status(address: str, status: dict) -> str:
     lines += [f"  {d}" for d in status["pending"]] or ["  (none)"]
     lines.append("Infeasible demands:")
     lines += [f"  {d}" for d in status["infeasible"]] or ["  (none)"]
+    if "autoscaler" in status:
+        from distcore._private.autoscaler.status import format_autoscaler_status
+
+        lines += format_autoscaler_status(status["autoscaler"])
     return "\n".join(lines)
 
 

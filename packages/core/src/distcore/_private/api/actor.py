@@ -9,14 +9,13 @@ from typing import Any
 from distcore._private import ids, worker_state
 from distcore._private import protocol as p
 from distcore._private.api import task_builder as tb
+from distcore._private.core_worker.actor_submitter import TERMINATE_METHOD as _TERMINATE
 from distcore._private.options import (
     actor_resources,
     merge_options,
     validate_actor_options,
     validate_method_options,
 )
-
-_TERMINATE = "__distcore_terminate__"
 
 
 def method(**options: Any) -> Any:
@@ -145,8 +144,14 @@ class ActorClass:
         elif deps:
             core.spawn(core.actors.release_when_dead(actor_id, deps))
         max_task_retries = options.get("max_task_retries") or 0
-        owns = info.actor_id == actor_id and name is None and not detached
-        return ActorHandle(info.actor_id, info.class_name, info.method_meta, max_task_retries, original=owns)
+        anchor = None
+        if info.actor_id == actor_id and not detached:
+            # The actor lives while refs to this anchor do: every copy of the
+            # handle carries it, so borrowers in tasks and actors count too. As
+            # in Ray, handles from get_actor do not, even for a named actor.
+            anchor = core.put(None)
+            core.actors.anchors[anchor.hex()] = (actor_id, info.class_name)
+        return ActorHandle(info.actor_id, info.class_name, info.method_meta, max_task_retries, anchor)
 
 
 class _ClassWithOptions:
@@ -168,14 +173,13 @@ class ActorHandle:
     """
 
     def __init__(
-        self, actor_id: str, class_name: str, meta: dict, max_task_retries: int = 0, original: bool = False
+        self, actor_id: str, class_name: str, meta: dict, max_task_retries: int = 0, anchor: Any = None
     ) -> None:
         self._actor_id = actor_id
         self._class_name = class_name
         self._meta = meta
         self._max_task_retries = max_task_retries
-        self._original = original
-        self._shared = False
+        self._anchor = anchor  # ObjectRef whose release ends the actor (None: not owned)
 
     def __getattr__(self, name: str) -> ActorMethod:
         if name.startswith("__") and name not in ("__call__", "__ray_terminate__", _TERMINATE):
@@ -188,8 +192,7 @@ class ActorHandle:
         return ActorMethod(self, name, (meta or {}).get("num_returns", 1))
 
     def __reduce__(self) -> Any:
-        self._shared = True
-        return (ActorHandle, (self._actor_id, self._class_name, self._meta, self._max_task_retries, False))
+        return (ActorHandle, (self._actor_id, self._class_name, self._meta, self._max_task_retries, self._anchor))
 
     def __repr__(self) -> str:
         return f"Actor({self._class_name}, {self._actor_id})"
@@ -203,19 +206,6 @@ class ActorHandle:
     @property
     def _actor_id_hex(self) -> str:
         return self._actor_id
-
-    def __del__(self) -> None:
-        # The creator's only handle went away and was never shared: end the actor
-        # after its queued calls, as Ray does for out-of-scope actors.
-        if not self._original or self._shared:
-            return
-        core = worker_state.core_worker()
-        if core is None or core._closed:
-            return
-        try:
-            ActorMethod(self, _TERMINATE, 1)._remote((), {}, {})
-        except Exception:  # noqa: BLE001 - best effort at teardown
-            pass
 
 
 class ActorMethod:

@@ -32,6 +32,10 @@ DEFAULT_MAX_WORKERS = 8
 DEFAULT_UPDATE_INTERVAL_S = 1.0
 DEFAULT_OBJECT_STORE_MEMORY = 128 * 1024 * 1024
 
+# Where ``request_resources`` keeps the standing request in the control store's key-value store.
+REQUEST_KV_NAMESPACE = "autoscaler"
+REQUEST_KV_KEY = "resource_request"
+
 # Resources a node type may leave out: the node gets this machine's default.
 UNDECLARED_UNLIMITED = ("memory", "object_store_memory")
 

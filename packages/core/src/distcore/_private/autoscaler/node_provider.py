@@ -84,3 +84,4 @@ class NodeProvider(ABC):
         A local provider stops the node processes it started; a cloud provider
         usually leaves instances to ``distcore down``.
         """
+        return None

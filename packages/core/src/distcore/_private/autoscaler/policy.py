@@ -68,7 +68,8 @@ class NodeSnapshot:
 
     ``node_type`` is None for nodes the autoscaler does not manage (the head,
     nodes added by hand): they offer capacity but are never terminated.
-    A ``launching`` node offers its type's whole capacity.
+    A ``launching`` node offers its type's whole capacity. ``idle_s`` is
+    how long the node has been idle, None while it is busy.
     """
 
     node_id: str
@@ -76,7 +77,7 @@ class NodeSnapshot:
     total: Shape
     available: Shape
     status: Literal["launching", "active"] = "active"
-    idle_s: float = 0.0
+    idle_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -206,11 +207,12 @@ class ScalingPolicy:
         remaining = Counter(counts)
         idle = sorted(
             (n for n in managed
-             if n.status == "active" and n.idle_s >= cfg.idle_timeout_s and n.node_id not in protected),
-            key=lambda n: (-n.idle_s, n.node_id),
+             if n.status == "active" and n.idle_s is not None and n.idle_s >= cfg.idle_timeout_s
+             and n.node_id not in protected),
+            key=lambda n: (-(n.idle_s or 0.0), n.node_id),
         )
         for n in idle:
-            assert n.node_type is not None
+            assert n.node_type is not None and n.idle_s is not None
             node_type = cfg.node_types.get(n.node_type)
             floor = node_type.min_workers if node_type else 0
             if remaining[n.node_type] - 1 < floor:
@@ -231,7 +233,7 @@ class ScalingPolicy:
             elif n.status == "launching":
                 kind = "launching"
             else:
-                kind = "idle" if n.idle_s > 0 else "busy"
+                kind = "busy" if n.idle_s is None else "idle"
             node_type = self.config.node_types.get(n.node_type or "")
             if n.status == "launching" and node_type is not None:
                 free: Shape = node_type.capacity()

@@ -16,15 +16,18 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from distcore._private import ids
 from distcore._private import protocol as p
 from distcore._private.rpc import RpcError, RpcUnavailable
 from distcore._private.serialization import ErrorValue, deserialize
-from distcore.exceptions import ActorDiedError, ActorUnavailableError, TaskError
+from distcore.exceptions import ActorDiedError, ActorUnavailableError, TaskCancelledError, TaskError
 
 if TYPE_CHECKING:
     from distcore._private.core_worker.core_worker import CoreWorker
 
 logger = logging.getLogger(__name__)
+
+TERMINATE_METHOD = "__distcore_terminate__"
 
 
 @dataclass
@@ -34,6 +37,7 @@ class _Call:
     deps: list[str]
     retries_left: int
     resolved: asyncio.Future
+    cancelled: bool = False
 
 
 @dataclass
@@ -44,6 +48,7 @@ class _Actor:
     seq: int = 0
     waiting: deque = field(default_factory=deque)
     in_flight: dict[str, _Call] = field(default_factory=dict)
+    stale: int = 0  # in-flight calls pushed to an earlier incarnation
     resolving: bool = False
     dead: BaseException | None = None
 
@@ -53,6 +58,9 @@ class ActorSubmitter:
         self.core = core
         self.actors: dict[str, _Actor] = {}
         self._order = itertools.count()
+        # anchor object id -> (actor id, class name): actors this process created,
+        # ended when no handle (here or borrowed elsewhere) refers to them any more.
+        self.anchors: dict[str, tuple[str, str]] = {}
 
     def _state(self, actor_id: str) -> _Actor:
         state = self.actors.get(actor_id)
@@ -75,8 +83,9 @@ class ActorSubmitter:
             await self.core.submitter._resolve_args(spec)
             call.resolved.set_result(None)
         except Exception as exc:  # noqa: BLE001
-            state.waiting.remove(call)
-            self._fail(call, exc)
+            if not call.cancelled:
+                state.waiting.remove(call)
+                self._fail(call, exc)
             return
         self._flush(state)
 
@@ -85,6 +94,10 @@ class ActorSubmitter:
             if not state.resolving and state.dead is None:
                 state.resolving = True
                 asyncio.ensure_future(self._resolve(state))
+            return
+        if state.stale:
+            # Calls to the previous incarnation land first: those that must be
+            # retried go back into the queue in order before anything is pushed.
             return
         while state.waiting and state.waiting[0].resolved.done():
             call = state.waiting.popleft()
@@ -117,6 +130,7 @@ class ActorSubmitter:
                     state.address = info.address
                     state.incarnation = info.incarnation
                     state.seq = 0
+                    state.stale = len(state.in_flight)
                     break
         finally:
             state.resolving = False
@@ -128,20 +142,26 @@ class ActorSubmitter:
         while state.waiting:
             self._fail(state.waiting.popleft(), error)
 
+    def _land(self, state: _Actor, call: _Call) -> None:
+        """A pushed call came back (replied or failed)."""
+        if state.in_flight.pop(call.spec.task_id, None) is not None and call.spec.incarnation < state.incarnation:
+            state.stale -= 1
+            if not state.stale:
+                self._flush(state)
+
     async def _push(self, state: _Actor, call: _Call, address: p.Address) -> None:
         try:
             reply: p.TaskReply = await self.core.clients.get(address.target).call(
                 "CoreWorker", "PushTask", p.PushTask(call.spec)
             )
         except RpcUnavailable:
-            state.in_flight.pop(call.spec.task_id, None)
             await self._on_actor_unreachable(state, call, address)
             return
         except RpcError as exc:
-            state.in_flight.pop(call.spec.task_id, None)
+            self._land(state, call)
             self._fail(call, ActorDiedError(f"calling {call.spec.name} failed: {exc}", state.actor_id))
             return
-        state.in_flight.pop(call.spec.task_id, None)
+        self._land(state, call)
         if reply.system_error:
             self._fail(call, ActorDiedError(reply.system_error, state.actor_id))
             return
@@ -159,8 +179,10 @@ class ActorSubmitter:
             # Back into the queue in submission order, for the next incarnation.
             state.waiting.append(call)
             state.waiting = deque(sorted(state.waiting, key=lambda c: c.order))
+            self._land(state, call)
             self._flush(state)
             return
+        self._land(state, call)
         # No retries: tell the caller why, once the control store knows.
         info = None
         try:
@@ -191,6 +213,51 @@ class ActorSubmitter:
         self.core.store_error(list(call.spec.return_ids), error)
         self.core.submitter.finish_generator(call.spec.task_id, error)
         self.core.refs.remove_submitted(call.deps)
+
+    async def cancel(self, task_id: str, force: bool, recursive: bool) -> bool:
+        """Cancel an actor call, as Ray does: a queued call never runs; a running
+        one is left alone, unless the actor is async (its asyncio task is cancelled)."""
+        for state in self.actors.values():
+            queued = next((c for c in state.waiting if c.spec.task_id == task_id), None)
+            call = queued or state.in_flight.get(task_id)
+            if call is None:
+                continue
+            if force:
+                raise ValueError(
+                    f"cancel(force=True) is not supported for actor tasks ({call.spec.name}): the actor's "
+                    "state would be lost; use distcore.kill(actor) to stop the whole actor instead"
+                )
+            call.cancelled = True
+            call.retries_left = 0  # cancelled calls are not retried
+            if queued is not None:
+                state.waiting.remove(queued)
+                self._fail(queued, TaskCancelledError(task_id))
+                self._flush(state)
+                return True
+            if state.address is not None and call.spec.incarnation == state.incarnation:
+                try:
+                    await self.core.clients.get(state.address.target).call(
+                        "CoreWorker", "CancelTask", p.CancelTask(task_id, False, recursive)
+                    )
+                except RpcError:
+                    pass
+            return True
+        return False
+
+    def on_released(self, object_id: str) -> None:
+        """Reference counting released ``object_id`` (on the io loop)."""
+        target = self.anchors.pop(object_id, None)
+        if target is None:
+            return
+        actor_id, class_name = target
+        # Out of scope: end the actor after the calls already queued, as Ray does.
+        spec = p.TaskSpec(
+            task_id=ids.new_task_id(), job_id=self.core.job_id, kind=p.ACTOR_TASK,
+            name=f"{class_name}.__ray_terminate__", function_id="", args=[], kwargs={}, num_returns=0,
+            return_ids=[], owner=self.core.address, resources={}, actor_id=actor_id,  # type: ignore[arg-type]
+            method_name=TERMINATE_METHOD, namespace=self.core.namespace,
+        )
+        asyncio.ensure_future(self.submit(spec, [], 0))
 
     async def release_when_dead(self, actor_id: str, deps: list[str]) -> None:
         """Unpin an actor's creation arguments once the control store says it is dead."""

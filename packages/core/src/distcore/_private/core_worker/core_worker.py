@@ -279,6 +279,7 @@ class CoreWorker:
     def _queue_release(self, object_id: str, entry: RefEntry) -> None:
         self.memory.delete(object_id)
         if entry.owned:
+            self.actors.on_released(object_id)  # an actor's last handle may be gone
             if entry.plasma_node:
                 self._to_free.setdefault(f"node:{entry.plasma_node}", []).append(object_id)
                 self._schedule_flush()

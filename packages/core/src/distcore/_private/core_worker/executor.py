@@ -66,6 +66,7 @@ class Executor:
         self._cancellable: str | None = None  # main-thread task that may be interrupted now
         self._cancel_requested: str | None = None
         self._cancelled: dict[str, None] = {}  # task ids cancelled here (bounded)
+        self._async_tasks: dict[str, asyncio.Future] = {}  # running coroutines of an async actor
         self._calls: dict[str, int] = {}  # function id -> tasks run, for max_calls
 
     # ------------------------------------------------------------ io-loop side
@@ -289,12 +290,17 @@ class Executor:
             try:
                 if spec.method_name == "__distcore_terminate__":
                     raise _ExitActor()
+                if spec.task_id in self._cancelled:
+                    raise TaskCancelledError(spec.task_id)
                 method = getattr(self.actor, spec.method_name or "")
                 args, kwargs = await asyncio.to_thread(self._load_args, spec)
                 result = method(*args, **kwargs)
                 if inspect.isawaitable(result):
                     self.running[spec.task_id] = -1
-                    result = await result
+                    inner = self._async_tasks[spec.task_id] = asyncio.ensure_future(result)
+                    if spec.task_id in self._cancelled:
+                        inner.cancel()
+                    result = await inner
                 if inspect.isasyncgen(result) and spec.num_returns == "streaming":
                     # Iterate on the actor's own loop, beside its other coroutines.
                     self.running[spec.task_id] = -1
@@ -307,6 +313,8 @@ class Executor:
                 reply = self._failure(spec, exc)
             finally:
                 self.running.pop(spec.task_id, None)
+                self._async_tasks.pop(spec.task_id, None)
+                self._cancelled.pop(spec.task_id, None)
         self._record(spec, start, reply)
         if reply.worker_exiting:
             self._closing = True
@@ -422,7 +430,7 @@ class Executor:
         elif getattr(exc, "_distcore_system", False):
             error = exc  # the runtime's own verdict (the actor exited), not the user's error
         elif isinstance(exc, TaskCancelledError) or (
-            isinstance(exc, KeyboardInterrupt) and spec.task_id in self._cancelled
+            isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) and spec.task_id in self._cancelled
         ):
             error = TaskCancelledError(spec.task_id)
         else:
@@ -465,6 +473,13 @@ class Executor:
         self._cancelled[req.task_id] = None
         while len(self._cancelled) > 1000:
             self._cancelled.pop(next(iter(self._cancelled)))
+        if self.actor is not None:
+            # As in Ray: a running actor method is not interrupted (the actor has
+            # state); an async actor's coroutine is cancelled like an asyncio task.
+            inner = self._async_tasks.get(req.task_id)
+            if inner is not None and self.async_loop is not None:
+                self.async_loop.call_soon_threadsafe(inner.cancel)
+            return
         thread_id = self.running.get(req.task_id)
         if thread_id == self.main_thread_id:
             self._cancel_requested = req.task_id

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from distcore._private import ids
 from distcore._private import protocol as p
+from distcore._private.core_worker.locality import leases_follow_locality, preferred_nodes
 from distcore._private.rpc import RpcError, RpcUnavailable
 from distcore._private.serialization import ErrorValue, deserialize
 from distcore.exceptions import TaskCancelledError, TaskUnschedulableError, WorkerCrashedError
@@ -141,6 +142,8 @@ class TaskSubmitter:
     async def _acquire(self, state: _KeyState, spec: p.TaskSpec) -> _Leased | None:
         core = self.core
         target = core.node_address
+        # Nodes holding the task's large arguments, most bytes first (``locality.py``).
+        preferred = preferred_nodes(spec, lambda oid: getattr(core.memory.get(oid), "size", 0))
         if spec.placement is not None:
             target = await self._bundle_node(spec)
             if target is None:
@@ -148,12 +151,16 @@ class TaskSubmitter:
                     f"task {spec.name} cannot run: its placement group {spec.placement[0][:8]} was removed or never created"
                 ))
                 return None
+        elif preferred and leases_follow_locality(spec):
+            target = await core.node_address_of(preferred[0]) or core.node_address
         spilled_from = None
         while state.queue and not self._closing:
             request = p.LeaseRequest(
                 lease_id=ids.random_hex(8), resources=spec.resources, runtime_env=spec.runtime_env,
                 runtime_env_key=spec.runtime_env_key, job_id=spec.job_id, owner=core.address,
                 strategy=spec.strategy, placement=spec.placement, spilled_from=spilled_from, name=spec.name,
+                preferred_nodes=preferred,
+                backlog=len(state.queue),
             )
             try:
                 reply: p.LeaseReply = await core.clients.get(target).call("NodeManager", "RequestWorkerLease", request)
@@ -356,7 +363,7 @@ class TaskSubmitter:
     async def cancel(self, task_id: str, force: bool, recursive: bool) -> bool:
         task = self.tasks.get(task_id)
         if task is None:
-            return False
+            return await self.core.actors.cancel(task_id, force, recursive)
         task.cancelled = True
         for state in self.keys.values():
             if task in state.queue:

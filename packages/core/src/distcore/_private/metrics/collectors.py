@@ -40,7 +40,6 @@ ACTOR_STATES = (p.ACTOR_PENDING, p.ACTOR_ALIVE, p.ACTOR_RESTARTING, p.ACTOR_DEAD
 PLACEMENT_GROUP_STATES = ("PENDING", "CREATED", "REMOVED")
 NODE_STATES = ("ALIVE", "DEAD")
 WORKER_STATES = ("starting", "idle", "leased", "actor")
-TASK_STATES = ("PENDING_NODE_ASSIGNMENT", "RUNNING", "RUNNING_IN_RAY_GET")
 
 
 class NodeCollector:
@@ -120,23 +119,24 @@ class NodeCollector:
 
     def _leases(self, node: str) -> Iterator[Metric]:
         leases = self._nm.leases
-        tasks: Counter[tuple[str, str, str]] = Counter()
+        # A lease runs one task at a time, and owners reuse it for further tasks
+        # of the same shape: so no task name here, only the job.
+        tasks: Counter[tuple[str, str]] = Counter()
         for req in list(leases.pending.values()):
             if req.for_actor is None:
-                tasks[("PENDING_NODE_ASSIGNMENT", req.job_id, req.name)] += 1
+                tasks[("PENDING_NODE_ASSIGNMENT", req.job_id)] += 1
         for lease in list(leases.leases.values()):
-            req = lease.request
-            if req.for_actor is None:
-                tasks[("RUNNING_IN_RAY_GET" if lease.blocked else "RUNNING", req.job_id, req.name)] += 1
+            if lease.request.for_actor is None:
+                tasks[("RUNNING_IN_RAY_GET" if lease.blocked else "RUNNING", lease.request.job_id)] += 1
         family = GaugeMetricFamily(
             "distcore_tasks",
             "Task leases at this node: requests waiting for resources or a worker "
-            "(PENDING_NODE_ASSIGNMENT) and granted leases (RUNNING; RUNNING_IN_RAY_GET while blocked in get). "
-            "Actor leases are counted by distcore_workers{state=\"actor\"}.",
-            labels=["node_id", "state", "job_id", "name"],
+            "(PENDING_NODE_ASSIGNMENT) and granted leases, each running one task at a time (RUNNING; "
+            "RUNNING_IN_RAY_GET while blocked in get). Actors are counted by distcore_workers{state=\"actor\"}.",
+            labels=["node_id", "state", "job_id"],
         )
-        for (state, job_id, name), n in sorted(tasks.items()):
-            family.add_metric([node, state, job_id, name], n)
+        for (state, job_id), n in sorted(tasks.items()):
+            family.add_metric([node, state, job_id], n)
         yield family
 
         stats = leases.stats

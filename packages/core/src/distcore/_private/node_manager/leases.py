@@ -28,6 +28,8 @@ from distcore._private.scheduling.resources import Allocation, NodeResources, Re
 
 logger = logging.getLogger(__name__)
 
+RESPILL_AFTER_S = 1.0  # a spilled-back request waiting this long may move to a node that can run it now
+
 
 @dataclass
 class Lease:
@@ -55,7 +57,8 @@ class LeaseManager:
         self.policy = SchedulingPolicy()
         self.leases: dict[str, Lease] = {}
         # Shapes recently refused as infeasible (owners retry them), for status.
-        self._infeasible: dict[tuple, tuple[dict[str, float], float]] = {}
+        # Keyed by (shape, owner): (shape, when, how many tasks the owner has queued for it).
+        self._infeasible: dict[tuple, tuple[dict[str, float], float, int]] = {}
         self.pending: dict[str, p.LeaseRequest] = {}
         self._changed = asyncio.Condition()
         self.stats = LeaseStats()  # outcome counters and grant latency, read by the metrics endpoint
@@ -73,15 +76,36 @@ class LeaseManager:
         return nodes
 
     def pending_demand(self) -> list[dict[str, float]]:
-        return [dict(r.placement_resources or r.resources) for r in self.pending.values()]
+        """One shape per task waiting here (the autoscaler's demand); bundle leases are their group's demand.
+
+        An owner's local request also stands for the tasks it has queued
+        behind it (``backlog``), as Ray's lease backlog does.
+        """
+        out: list[dict[str, float]] = []
+        local: dict[tuple, list[int]] = {}  # (owner, shape) -> [requests here, largest backlog]
+        for r in self.pending.values():
+            if r.placement is not None:
+                continue
+            shape = dict(r.placement_resources or r.resources)
+            out.append(shape)
+            if r.spilled_from is None and r.owner is not None:
+                entry = local.setdefault((r.owner.worker_id, tuple(sorted(shape.items()))), [0, 0])
+                entry[0] += 1
+                entry[1] = max(entry[1], r.backlog)
+        for (_, shape_key), (requests, backlog) in local.items():
+            out += [dict(shape_key) for _ in range(backlog - requests)]
+        return out
 
     def infeasible_demand(self, window_s: float = 5.0) -> list[dict[str, float]]:
         now = time.monotonic()
         self._infeasible = {k: v for k, v in self._infeasible.items() if now - v[1] < window_s}
-        return [dict(v[0]) for v in self._infeasible.values()]
+        return [dict(v[0]) for v in self._infeasible.values() for _ in range(v[2])]
 
-    def _note_infeasible(self, resources: dict[str, float]) -> None:
-        self._infeasible[tuple(sorted(resources.items()))] = (dict(resources), time.monotonic())
+    def _infeasible_key(self, resources: dict[str, float], req: p.LeaseRequest) -> tuple:
+        return (tuple(sorted(resources.items())), req.owner.worker_id if req.owner else req.lease_id)
+
+    def _note_infeasible(self, resources: dict[str, float], req: p.LeaseRequest) -> None:
+        self._infeasible[self._infeasible_key(resources, req)] = (dict(resources), time.monotonic(), max(1, req.backlog))
 
     async def _notify(self) -> None:
         async with self._changed:
@@ -101,14 +125,17 @@ class LeaseManager:
         try:
             while True:
                 if bundle is None and req.for_actor is None:
-                    reply = self._maybe_elsewhere(needed, req)
+                    respill = time.monotonic() - arrived >= RESPILL_AFTER_S
+                    reply = self._maybe_elsewhere(needed, req, respill)
                     if reply is not None and reply.infeasible and self.refresh_view is not None:
                         # The view may predate a node that just joined: ask once more.
                         await self.refresh_view()
-                        reply = self._maybe_elsewhere(needed, req)
+                        reply = self._maybe_elsewhere(needed, req, respill)
+                    if reply is None or not reply.infeasible:
+                        self._infeasible.pop(self._infeasible_key(needed.to_dict(), req), None)
                     if reply is not None:
                         if reply.infeasible:
-                            self._note_infeasible(needed.to_dict())
+                            self._note_infeasible(needed.to_dict(), req)
                         self.stats.count("infeasible" if reply.infeasible else "spilled_back", req.job_id)
                         return reply
                 elif not self.resources.is_feasible(needed, bundle):
@@ -157,7 +184,13 @@ class LeaseManager:
             b.pg_id == bundle[0] and (bundle[1] == -1 or b.index == bundle[1]) for b in self.resources.bundles()
         )
 
-    def _maybe_elsewhere(self, request: ResourceSet, req: p.LeaseRequest) -> p.LeaseReply | None:
+    def _maybe_elsewhere(self, request: ResourceSet, req: p.LeaseRequest, respill: bool = False) -> p.LeaseReply | None:
+        """Where else the request should go, if anywhere.
+
+        A request spilled here stays, except that after waiting
+        ``RESPILL_AFTER_S`` it moves to a node that can run it now (say, one
+        the autoscaler just added) instead of queueing behind busy workers.
+        """
         strategy = req.strategy or DefaultStrategy()
         if not isinstance(strategy, (DefaultStrategy, SpreadStrategy, NodeAffinityStrategy)):
             strategy = DefaultStrategy()
@@ -165,7 +198,8 @@ class LeaseManager:
         decision = self.policy.decide(request, nodes, strategy, self.node_id, req.preferred_nodes)
         if decision.kind == "infeasible":
             return p.LeaseReply(False, infeasible=True, reason=decision.reason)
-        if decision.node_id and decision.node_id != self.node_id and req.spilled_from is None:
+        moves = req.spilled_from is None or (respill and decision.kind == "run")
+        if decision.node_id and decision.node_id != self.node_id and moves:
             view = self._cluster_view()
             address = view.nodes[decision.node_id].address if view and decision.node_id in view.nodes else None
             if address:

@@ -26,6 +26,7 @@ neither spilled nor evicted mid-stream), streams it, and releases it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,16 +35,25 @@ from dataclasses import dataclass
 from distcore._private import protocol as p
 from distcore._private.object_store import shm
 from distcore._private.object_store.store import LocalObjectStore
-from distcore._private.rpc import ClientPool, RpcError
+from distcore._private.rpc import ClientPool, RpcClient
 from distcore.exceptions import ObjectLostError, ObjectStoreFullError
 
 logger = logging.getLogger(__name__)
 
-#: Bytes per streamed message. 8 MiB measured best on loopback (see
-#: ``tools/bench/transfer_bench.py``); override for experiments with the env var.
-DEFAULT_CHUNK_BYTES = 8 * 1024 * 1024
+#: Bytes per streamed message (see ``tools/bench/transfer_bench.py``);
+#: ``DISTCORE_TRANSFER_CHUNK_BYTES`` overrides it, for experiments.
+DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
 CHUNK_BYTES_ENV = "DISTCORE_TRANSFER_CHUNK_BYTES"
 _MIN_CHUNK_BYTES = 64 * 1024
+#: An object is asked for in ranges of this many chunks, one stream each, with
+#: :data:`RANGES_IN_FLIGHT` streams open at a time. gRPC reads a stream ahead
+#: of its consumer as far as HTTP/2 flow control lets it (a window that grows
+#: with the measured bandwidth), so one stream for a whole object buffers tens
+#: of chunks; asking range by range caps what can be in flight.
+RANGE_CHUNKS = 4
+RANGES_IN_FLIGHT = 2
+# Chunks being written into shared memory while the next ones arrive.
+_WRITES_IN_FLIGHT = 2
 
 
 # ------------------------------------------------------------------ messages
@@ -64,11 +74,13 @@ class PullObject:
 
 @dataclass(slots=True)
 class ReadChunks:
-    """Stream ``object_id`` from this node in chunks of ``chunk_bytes``."""
+    """Stream bytes ``[offset, offset + length)`` of ``object_id`` in chunks of ``chunk_bytes``."""
 
     object_id: str
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     requester: str = ""  # node id of the puller (for errors and logs)
+    offset: int = 0
+    length: int = 0  # 0: to the end of the object
 
 
 @dataclass(slots=True)
@@ -180,32 +192,13 @@ class ObjectTransfer:
                 f"(could not pull it {route})",
             )
         self.counters["transfer_pulls"] += 1
-        stream = self.clients.get(address).stream(
-            "NodeManager", "ReadObjectChunks", ReadChunks(oid, self.chunk_bytes, self.node_id)
-        )
-        seg: shm.WritableSegment | None = None
-        name, total, received = "", 0, 0
+        receive = _Receive(self, oid, self.clients.get(address))
         try:
-            async for chunk in stream:
-                if seg is None:
-                    total = chunk.total
-                    if req.size and req.size != total:
-                        logger.warning("object %s: expected %d bytes, node %s has %d", oid, req.size, holder[:8], total)
-                    name = await asyncio.to_thread(self.store.create, oid, total)
-                    seg = shm.create_segment(name, total)
-                if chunk.offset != received or received + len(chunk.data) > total:
-                    raise OSError(f"got a chunk at offset {chunk.offset} of {len(chunk.data)} bytes, expected offset {received}")
-                if chunk.data:
-                    await asyncio.to_thread(seg.write, chunk.data, chunk.offset)
-                received += len(chunk.data)
-                self.counters["transfer_bytes_in"] += len(chunk.data)
-            if seg is None or received != total:
-                raise OSError(f"the stream ended after {received} of {total} bytes")
-            seg.close()
+            name, total = await receive.run()
             await asyncio.to_thread(self.store.seal, oid, False)
         except BaseException as exc:
-            if seg is not None:
-                seg.close()
+            if receive.writer is not None:
+                receive.writer.close()
                 await asyncio.to_thread(self._abort, oid)
             if isinstance(exc, (ObjectStoreFullError, asyncio.CancelledError)) or not isinstance(exc, Exception):
                 raise
@@ -216,8 +209,8 @@ class ObjectTransfer:
             raise ObjectLostError(
                 oid, "", f"Object {oid} could not be pulled {route} (holder at {address}): {exc}"
             ) from exc
-        finally:
-            await _aclose(stream)
+        if req.size and req.size != total:
+            logger.warning("object %s: the owner said %d bytes, node %s sent %d", oid, req.size, holder[:8], total)
         logger.debug("pulled object %s (%d bytes) %s", oid, total, route)
         return name, total
 
@@ -230,7 +223,12 @@ class ObjectTransfer:
     # ---- sender ---------------------------------------------------------
 
     async def read_chunks(self, req: ReadChunks) -> AsyncIterator[ObjectChunk]:
-        """Stream one object of this node's store (restored first if spilled)."""
+        """Stream bytes ``[offset, offset + length)`` of an object of this node's store.
+
+        A spilled object is restored first; it stays in use (neither spilled
+        nor evicted) until the stream ends. At least one chunk is sent, so
+        the receiver always learns the object's size.
+        """
         oid = req.object_id
         chunk_bytes = max(_MIN_CHUNK_BYTES, req.chunk_bytes or self.chunk_bytes)
         found = await asyncio.to_thread(self.store.ensure_local, oid, in_use=True)
@@ -238,18 +236,27 @@ class ObjectTransfer:
             raise ObjectLostError(oid, "", f"Object {oid} is lost: node {self.node_id[:8]} no longer holds it")
         name, size = found
         try:
+            offset = min(max(0, req.offset), size)
+            end = size if req.length <= 0 else min(size, offset + req.length)
             fd = os.open(shm.segment_path(name), os.O_RDONLY)
+            # Read the next chunk while gRPC sends this one (two chunks held at most).
+            ahead: concurrent.futures.Future | None = None
             try:
-                offset = 0
+                ahead = _io_pool().submit(_pread_exact, fd, min(chunk_bytes, end - offset), offset)
                 while True:
-                    n = min(chunk_bytes, size - offset)
-                    data = await asyncio.to_thread(_pread_exact, fd, n, offset) if n else b""
+                    data = await asyncio.wrap_future(ahead)
+                    ahead = None
+                    n = len(data)
+                    if offset + n < end:
+                        ahead = _io_pool().submit(_pread_exact, fd, min(chunk_bytes, end - offset - n), offset + n)
                     yield ObjectChunk(offset, size, data)
                     self.counters["transfer_bytes_out"] += n
                     offset += n
-                    if offset >= size:
+                    if offset >= end:
                         break
             finally:
+                if ahead is not None:
+                    concurrent.futures.wait([ahead])  # it reads from fd
                 os.close(fd)
         finally:
             try:
@@ -258,7 +265,135 @@ class ObjectTransfer:
                 pass
 
 
+class _Receive:
+    """One pull: range streams from the holder, chunks written into a new segment.
+
+    The first range's first chunk says the object's size; then the segment
+    is reserved and created, and :data:`RANGES_IN_FLIGHT` loops take the
+    following ranges in order until the object is covered.
+    """
+
+    def __init__(self, transfer: ObjectTransfer, object_id: str, client: RpcClient) -> None:
+        self.transfer = transfer
+        self.object_id = object_id
+        self.client = client
+        self.chunk_bytes = transfer.chunk_bytes
+        self.range_bytes = transfer.chunk_bytes * RANGE_CHUNKS
+        self.writer: _ChunkWriter | None = None
+        self.total = 0
+        self.received = 0
+        self._next = 0
+
+    def _open(self, offset: int, length: int) -> AsyncIterator[ObjectChunk]:
+        request = ReadChunks(self.object_id, self.chunk_bytes, self.transfer.node_id, offset, length)
+        return self.client.stream("NodeManager", "ReadObjectChunks", request)
+
+    async def run(self) -> tuple[str, int]:
+        first = self._open(0, self.range_bytes)
+        try:
+            chunk = await anext(first)
+        except StopAsyncIteration:
+            await _aclose(first)
+            raise OSError("the holder sent no data") from None
+        except BaseException:
+            await _aclose(first)
+            raise
+        self.total = chunk.total
+        name = await asyncio.to_thread(self.transfer.store.create, self.object_id, self.total)
+        self.writer = _ChunkWriter(shm.create_segment(name, self.total))
+        self._next = min(self.range_bytes, self.total)
+        loops = [asyncio.ensure_future(self._consume(first, 0, self._next, chunk))]
+        loops += [asyncio.ensure_future(self._ranges()) for _ in range(RANGES_IN_FLIGHT - 1)]
+        try:
+            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_EXCEPTION)
+            for loop in done:
+                loop.result()  # the first failure, if any
+            await asyncio.gather(*loops)
+        finally:
+            for loop in loops:
+                loop.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+        await self.writer.drain()
+        if self.received != self.total:
+            raise OSError(f"received {self.received} of {self.total} bytes")
+        self.writer.close()
+        return name, self.total
+
+    async def _ranges(self) -> None:
+        while self._next < self.total:
+            start = self._next
+            end = self._next = min(self.total, start + self.range_bytes)
+            await self._consume(self._open(start, end - start), start, end, None)
+
+    async def _consume(
+        self, stream: AsyncIterator[ObjectChunk], start: int, end: int, first: ObjectChunk | None
+    ) -> None:
+        assert self.writer is not None
+        expected = start
+        try:
+            if first is not None:
+                expected = await self._write(first, expected, end)
+            async for chunk in stream:
+                expected = await self._write(chunk, expected, end)
+        finally:
+            await _aclose(stream)
+        if expected != end:
+            raise OSError(f"the stream of bytes {start}-{end} ended at {expected}")
+        if first is not None:
+            await self._ranges()
+
+    async def _write(self, chunk: ObjectChunk, expected: int, end: int) -> int:
+        n = len(chunk.data)
+        if chunk.offset != expected or expected + n > end or chunk.total != self.total:
+            raise OSError(
+                f"got {n} bytes at offset {chunk.offset} of {chunk.total}, expected offset {expected} of {self.total}"
+            )
+        assert self.writer is not None
+        await self.writer.write(chunk.data, chunk.offset)
+        self.received += n
+        self.transfer.counters["transfer_bytes_in"] += n
+        return expected + n
+
+
+class _ChunkWriter:
+    """Fills a new segment off the event loop, overlapping the write of one
+    chunk with the receipt of the next (at most ``depth`` chunks held)."""
+
+    def __init__(self, seg: shm.WritableSegment, depth: int = _WRITES_IN_FLIGHT) -> None:
+        self._seg = seg
+        self._depth = depth
+        self._pending: list[concurrent.futures.Future] = []
+
+    async def write(self, data: bytes, offset: int) -> None:
+        while len(self._pending) >= self._depth:
+            await asyncio.wrap_future(self._pending.pop(0))
+        if data:
+            self._pending.append(_io_pool().submit(self._seg.write, data, offset))
+
+    async def drain(self) -> None:
+        while self._pending:
+            await asyncio.wrap_future(self._pending.pop(0))
+
+    def close(self) -> None:
+        """Wait for writes still running (they use the segment's fd), then close it."""
+        concurrent.futures.wait(self._pending)
+        self._pending.clear()
+        self._seg.close()
+
+
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _io_pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="distcore-transfer")
+    return _pool
+
+
 def _pread_exact(fd: int, n: int, offset: int) -> bytes:
+    if n == 0:
+        return b""
     data = os.pread(fd, n, offset)
     if len(data) == n:
         return data
