@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 MAX_LEASE_REQUESTS_PER_KEY = 10
 INFEASIBLE_RETRY_S = 1.0
+# How long an idle leased worker is kept for the next task of the same shape.
+LEASE_LINGER_S = 0.02
 
 
 @dataclass
@@ -125,10 +127,17 @@ class TaskSubmitter:
         for _ in range(max(0, want)):
             state.requesting += 1
             asyncio.ensure_future(self._lease(key, state, state.queue[0].spec))
-        if not state.queue:
-            for leased in [w for w in state.leased if not w.busy]:
-                state.leased.remove(leased)
-                asyncio.ensure_future(self._return(leased))
+        if not state.queue and any(not w.busy for w in state.leased):
+            # Keep idle leases briefly: a caller that submits, waits and submits
+            # again (a sync loop) reuses the worker without two lease round trips.
+            asyncio.get_running_loop().call_later(LEASE_LINGER_S, self._return_idle, state)
+
+    def _return_idle(self, state: _KeyState) -> None:
+        if state.queue:
+            return
+        for leased in [w for w in state.leased if not w.busy]:
+            state.leased.remove(leased)
+            asyncio.ensure_future(self._return(leased))
 
     async def _lease(self, key: Any, state: _KeyState, spec: p.TaskSpec) -> None:
         try:
