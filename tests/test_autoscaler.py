@@ -133,6 +133,41 @@ def test_request_resources_scales_up_and_infeasible_shapes_are_reported(isolated
     assert_no_leaks({cluster._session_name})
 
 
+def test_actors_and_placement_groups_are_demand_too(isolated_tmp):
+    import distcore
+    from distcore.cluster_utils import Cluster
+    from distcore.util import placement_group, remove_placement_group
+
+    config = {**CONFIG, "max_workers": 3, "idle_timeout_s": 1,
+              "available_node_types": {"cpu_worker": {"resources": {"CPU": 1}, "max_workers": 3}}}
+    cluster = Cluster(autoscaling_config=config, node_dead_timeout_s=5.0)
+    try:
+        cluster.add_node(num_cpus=0)
+        cluster.connect()
+
+        @distcore.remote(num_cpus=1)
+        class Where:
+            def node(self) -> str:
+                return distcore.get_runtime_context().get_node_id()
+
+        actor = Where.remote()
+        actor_node = distcore.get(actor.node.remote(), timeout=30)
+        assert actor_node in worker_nodes(cluster)
+        pg = placement_group([{"CPU": 1}] * 2, strategy="STRICT_SPREAD")
+        assert distcore.get(pg.ready(), timeout=30)
+        assert len(worker_nodes(cluster)) == 3
+        messages = [d["message"] for d in gcs_call(cluster, "GetAutoscalerStatus")["last_decisions"]]
+        assert any("for actor demand" in m for m in messages)
+        assert any("for placement_group demand" in m for m in messages)
+        distcore.kill(actor)
+        remove_placement_group(pg)
+        wait_for(lambda: worker_nodes(cluster) == [], timeout=25, interval=0.2,
+                 message="nodes of a killed actor and a removed placement group were not removed")
+    finally:
+        cluster.shutdown()
+    assert_no_leaks({cluster._session_name})
+
+
 CLUSTER_YAML = """\
 cluster_name: up-down-test
 max_workers: 1

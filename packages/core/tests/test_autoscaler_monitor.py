@@ -117,14 +117,16 @@ def test_scale_up_on_infeasible_demand_then_down_when_idle():
     asyncio.run(scenario())
 
 
-def test_a_node_that_just_joined_counts_as_free():
+def test_infeasible_reports_a_joined_node_fits_are_stale():
     async def scenario():
-        gcs, provider, autoscaler = make()
+        gcs, provider, autoscaler = make(idle_timeout_s=0.0)
         gcs.nodes.infeasible_demand["head"] = [dict(CPU1)]
         assert (await autoscaler.update()).launch == {"cpu": 1}
         (node,) = boot(gcs, provider, age_s=0.0)
         gcs.nodes.available[node] = {"CPU": 0.0}  # busy, and the head still reports the old demand
         assert (await autoscaler.update()).empty
+        gcs.nodes.available[node] = dict(CPU1)
+        assert (await autoscaler.update()).empty  # idle, but it only just joined
 
     asyncio.run(scenario())
 

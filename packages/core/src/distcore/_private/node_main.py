@@ -140,9 +140,11 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from distcore.exceptions import VersionMismatchError
+
     try:
         asyncio.run(_serve(args))
-    except OSError as exc:
+    except (OSError, VersionMismatchError) as exc:
         print(f"distcore node failed to start: {exc}", file=sys.stderr)
         sys.exit(2)
 

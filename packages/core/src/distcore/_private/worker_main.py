@@ -115,6 +115,8 @@ def main() -> None:
         worker_id=env["DISTCORE_WORKER_ID"],
         session_name=env.get("DISTCORE_SESSION_NAME", ""),
         session_dir=env.get("DISTCORE_SESSION_DIR", ""),
+        # Listen on, and advertise, the node's own address: other hosts push tasks here.
+        ip=env["DISTCORE_NODE_ADDRESS"].rsplit(":", 1)[0],
     )
     core.start()
     executor = Executor(core)

@@ -48,7 +48,7 @@ from distcore._private.autoscaler.policy import (
 
 logger = logging.getLogger(__name__)
 
-NEW_NODE_GRACE_S = 5.0  # a node that just joined is assumed free: the demand it was launched for is still reported
+NEW_NODE_GRACE_S = 2.0  # a node that just joined is not idle yet: its first work is on the way
 LAUNCH_TIMEOUT_S = 90.0  # a node that has not joined by then is terminated as a failed launch
 BACKOFF_S = (5.0, 60.0)  # first and longest wait before relaunching a type whose launch failed
 MAX_DECISIONS = 30
@@ -161,12 +161,9 @@ class Autoscaler:
         v = view.nodes[gcs_id]
         info = self.gcs.nodes.nodes[gcs_id]
         joined_s = time.time() - info.start_time if info.start_time else NEW_NODE_GRACE_S
-        available = dict(v.available)
-        if joined_s < NEW_NODE_GRACE_S:
-            available = dict(v.total)  # the demand it was launched for may still be reported: count it free
         since = self._idle_since.get(gcs_id)
         idle_s = now - since if since is not None and joined_s >= NEW_NODE_GRACE_S else None
-        return NodeSnapshot(provider_id, node_type, dict(v.total), available, "active", idle_s)
+        return NodeSnapshot(provider_id, node_type, dict(v.total), dict(v.available), "active", idle_s)
 
     def _actor_nodes(self) -> set[str]:
         return {
@@ -197,9 +194,14 @@ class Autoscaler:
 
     def _demands(self, alive: dict[str, p.NodeInfo], view: p.ClusterView) -> list[Demand]:
         nodes = self.gcs.nodes
-        demands = [Demand(dict(d), "task") for n in alive for d in nodes.pending_demand.get(n, [])]
-        demands += [Demand(dict(d), "task") for n in alive for d in nodes.infeasible_demand.get(n, [])]
         totals = [v.total for n, v in view.nodes.items() if n in alive]
+        demands = [Demand(dict(d), "task") for n in alive for d in nodes.pending_demand.get(n, [])]
+        # A shape reported infeasible that some node now fits is stale (say, the node launched for it
+        # just joined): its owner's next retry schedules it, or queues it and it shows as pending.
+        demands += [
+            Demand(dict(d), "task") for n in alive for d in nodes.infeasible_demand.get(n, [])
+            if not any(fits(d, t) for t in totals)
+        ]
         for actor in self.gcs.actors.actors.values():
             info, creation = actor.info, actor.spec.creation
             if info.state not in (p.ACTOR_PENDING, p.ACTOR_RESTARTING) or actor.lease or creation.placement:
@@ -240,6 +242,8 @@ class Autoscaler:
         """Carry the decision out; returns the launches made and the provider ids terminated."""
         launched: dict[str, int] = {}
         terminated: set[str] = set()
+        for provider_id in [i for i in self._first_seen if i not in listed and i not in self._launching]:
+            del self._first_seen[provider_id]
         # Launches that vanished before joining failed: back off that type.
         for provider_id, node_type in list(self._launching.items()):
             if provider_id not in listed:

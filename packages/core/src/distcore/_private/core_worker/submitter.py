@@ -262,7 +262,8 @@ class TaskSubmitter:
         task.running_on = None
         leased.busy = False
         if worker_died or (reply is not None and reply.worker_exiting):
-            state.leased.remove(leased)
+            if leased in state.leased:  # close() may have returned it meanwhile
+                state.leased.remove(leased)
             self.core.clients.drop(leased.worker.target)
             asyncio.ensure_future(self._return(leased, exiting=True))
         if worker_died:

@@ -4,23 +4,29 @@ A reader whose object lives on another node asks its own node manager
 (``NodeManager.PullObject``); that node manager streams the object from the
 holder's node manager (``NodeManager.ReadObjectChunks``, server streaming)
 in chunks of :data:`DEFAULT_CHUNK_BYTES`, writing each chunk straight into
-a new segment of its store. Neither side ever holds more than a few chunks
-in memory: the sender ``pread``s the chunk it is about to send from the
-segment file (no mapping, so its resident memory does not grow with the
-object) and gRPC flow control keeps it from running ahead of the receiver,
-which ``pwrite``s each chunk into shared memory as it arrives.
+a new segment of its store. Memory stays bounded whatever the object's size:
+
+- the sender ``pread``s only the chunk it sends next from the segment file
+  (no mapping, so its resident memory does not grow with the object);
+- the receiver asks for the object in ranges of :data:`RANGE_CHUNKS` chunks,
+  one stream per range and :data:`RANGES_IN_FLIGHT` streams at a time, so at
+  most that many ranges are ever buffered (gRPC alone would read one long
+  stream far ahead of a slower consumer);
+- each chunk is ``pwrite``-n into shared memory as it arrives (a thread
+  writes one chunk while the next arrives).
 
 The copy is sealed *secondary*: unpinned, so the store may evict it when it
 needs room (the owner's primary copy stays where it was put). Concurrent
 pulls of one object on one node share one transfer: later callers wait for
 the first one's result. A failed pull leaves nothing behind (the partial
 segment and its reservation go) and raises :class:`ObjectLostError` naming
-both nodes.
+both nodes (:class:`ObjectStoreFullError` when the receiver has no room).
 
 Call order (receiver): ``PullObject`` -> :meth:`ObjectTransfer.pull` ->
-``store.create`` on the first chunk -> ``pwrite`` per chunk -> ``store.seal``.
-Sender: :meth:`ObjectTransfer.read_chunks` marks the object in use (so it is
-neither spilled nor evicted mid-stream), streams it, and releases it.
+first range's first chunk -> ``store.create`` -> ``pwrite`` per chunk, the
+other ranges streamed meanwhile -> ``store.seal(pinned=False)``. Sender:
+:meth:`ObjectTransfer.read_chunks` marks the object in use (so it is neither
+spilled nor evicted mid-stream), streams the range, and releases it.
 """
 
 from __future__ import annotations
@@ -199,6 +205,7 @@ class ObjectTransfer:
         except BaseException as exc:
             if receive.writer is not None:
                 receive.writer.close()
+            if receive.reserved:
                 await asyncio.to_thread(self._abort, oid)
             if isinstance(exc, (ObjectStoreFullError, asyncio.CancelledError)) or not isinstance(exc, Exception):
                 raise
@@ -279,6 +286,7 @@ class _Receive:
         self.client = client
         self.chunk_bytes = transfer.chunk_bytes
         self.range_bytes = transfer.chunk_bytes * RANGE_CHUNKS
+        self.reserved = False  # room reserved in the store: undo on failure
         self.writer: _ChunkWriter | None = None
         self.total = 0
         self.received = 0
@@ -300,6 +308,7 @@ class _Receive:
             raise
         self.total = chunk.total
         name = await asyncio.to_thread(self.transfer.store.create, self.object_id, self.total)
+        self.reserved = True
         self.writer = _ChunkWriter(shm.create_segment(name, self.total))
         self._next = min(self.range_bytes, self.total)
         loops = [asyncio.ensure_future(self._consume(first, 0, self._next, chunk))]
