@@ -173,7 +173,12 @@ class Cluster:
         return handle
 
     def remove_node(self, node: NodeHandle, allow_graceful: bool = True) -> None:
-        """Stop a node's process tree (SIGKILL when not graceful)."""
+        """Stop a node's process tree.
+
+        ``allow_graceful=False`` simulates a crash of the whole node: the node
+        manager and all its workers get SIGKILL at once (workers run in their
+        own sessions, so they are found as the node manager's descendants).
+        """
         if node is self.head:
             raise ValueError("remove the head with shutdown(), not remove_node()")
         if allow_graceful:
@@ -182,10 +187,21 @@ class Cluster:
             import os
             import signal
 
+            import psutil
+
+            try:
+                tree = psutil.Process(node.pid).children(recursive=True)
+            except psutil.Error:
+                tree = []
             try:
                 os.killpg(node.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            for proc in tree:
+                try:
+                    proc.kill()
+                except psutil.Error:
+                    pass
             node._process.proc.wait(timeout=10)
             node._process.stop()
         if node in self.worker_nodes:

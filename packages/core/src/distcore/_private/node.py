@@ -136,6 +136,7 @@ def start_node(
     dashboard_port: int | None = None,
     metrics_export_port: int | None = None,
     autoscaling_config: dict | None = None,
+    memory_usage_threshold: float | None = None,
 ) -> NodeProcess:
     node_id = new_node_id()
     ready = os.path.join(session_dir, f"node-{node_id[:12]}.json")
@@ -160,6 +161,8 @@ def start_node(
         cmd += ["--parent-pid", str(parent_pid)]
     if prestart is not None:
         cmd += ["--prestart", str(prestart)]
+    if memory_usage_threshold is not None:
+        cmd += ["--memory-usage-threshold", str(memory_usage_threshold)]
     env = dict(os.environ)
     if token:
         env["DISTCORE_AUTH_TOKEN"] = token
@@ -174,6 +177,9 @@ def start_node(
     deadline = time.monotonic() + NODE_START_TIMEOUT_S
     while not os.path.exists(ready):
         if proc.poll() is not None:
+            failed = _start_failure(log.name)
+            if failed:  # the node said why (a port in use, a bad option): that line is the message
+                raise RuntimeError(f"the distcore {'head' if head else 'node'} failed to start: {failed}")
             raise RuntimeError(
                 f"the distcore {'head' if head else 'node'} process exited with code {proc.returncode} while starting; "
                 f"its log: {_tail(log.name)}"
@@ -206,6 +212,15 @@ def _tail(path: str, limit: int = 3000) -> str:
         return data[-limit:].decode("utf-8", "replace").strip()
     except OSError:
         return "(no log)"
+
+
+def _start_failure(path: str) -> str:
+    """The reason ``node_main`` printed for not starting (``distcore node failed to start: ...``), if any."""
+    prefix = "distcore node failed to start: "
+    for line in reversed(_tail(path).splitlines()):
+        if line.startswith(prefix):
+            return line[len(prefix):]
+    return ""
 
 
 def write_address_file(session_dir: str, gcs_address: str) -> None:

@@ -42,6 +42,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
                     help="head only: JSON file of the autoscaling config; runs the autoscaler (default: off)")
     ap.add_argument("--metrics-export-port", type=int, default=None,
                     help="serve Prometheus metrics on this port (0: any free port; default: off)")
+    ap.add_argument("--memory-usage-threshold", type=float, default=None,
+                    help="fraction of memory use past which the memory monitor kills a worker "
+                         "(default: env DISTCORE_MEMORY_USAGE_THRESHOLD, else 0.95)")
     return ap.parse_args(argv)
 
 
@@ -60,6 +63,7 @@ async def _serve(args: argparse.Namespace) -> None:
         session_dir=args.session_dir, session_name=args.session_name, token=token,
         resources=json.loads(args.resources), object_store_memory=args.object_store_memory,
         is_head=args.head, prestart=args.prestart, labels=json.loads(args.labels),
+        memory_usage_threshold=args.memory_usage_threshold,
     )
     nm = NodeManagerService(config)
     server.add_service("NodeManager", nm)
@@ -140,8 +144,14 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    from distcore._private.node_manager.memory_monitor import resolve_threshold
     from distcore.exceptions import VersionMismatchError
 
+    try:
+        resolve_threshold(args.memory_usage_threshold)
+    except ValueError as exc:
+        print(f"distcore node failed to start: {exc}", file=sys.stderr)
+        sys.exit(2)
     try:
         asyncio.run(_serve(args))
     except (OSError, VersionMismatchError) as exc:

@@ -29,6 +29,7 @@ Services and their methods (request -> reply):
     stream ReadObjectChunks(ReadChunks) -> ObjectChunk... (node-to-node transfer: ``node_manager/object_transfer.py``)
     ReserveBundles(ReserveBundles) -> bool; ReleaseBundles(ReleaseBundles) -> None;
     KillWorker(KillWorker) -> bool; GetNodeStats(None) -> NodeStats;
+    GetWorkerDeathReason(str) -> WorkerDeathInfo | None (``_private/worker_death.py``);
     ListLogs(None) -> list[LogFile]; ReadLog(ReadLog) -> LogChunk; GetObjectInfos(list[str]) -> list[dict | None]
     (log and object introspection messages: ``node_manager/introspection.py``)
 
@@ -107,6 +108,9 @@ class GetObject:
     object_id: str
     timeout: float | None
     requester: Address | None = None
+    # The requester found no copy on this node, where the owner said it was:
+    # the owner recovers it (``core_worker/reconstruction.py``) and answers once it is back.
+    lost_node: str | None = None
 
 
 @dataclass(slots=True)
@@ -226,6 +230,7 @@ class LeaseRequest:
     name: str = ""
     placement_resources: dict[str, float] | None = None  # must fit to schedule; ``resources`` are held
     backlog: int = 0  # tasks of this shape queued at the owner (autoscaler demand); 0: unknown
+    retriable: bool = False  # a task with retries left / an actor with restarts left: the memory monitor kills these first
 
 
 @dataclass(slots=True)
@@ -280,6 +285,7 @@ class JobCleanup:
 
     job_id: str
     keep_actor_ids: list[str] = field(default_factory=list)
+    driver_worker_id: str = ""  # the job's driver: its objects are freed and its pending lease requests refused
 
 
 @dataclass(slots=True)

@@ -129,9 +129,15 @@ class RpcServer:
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
 
     async def start(self) -> int:
-        bound = self._server.add_insecure_port(f"{self._host}:{self._port}")
+        try:
+            bound = self._server.add_insecure_port(f"{self._host}:{self._port}")
+        except RuntimeError:  # newer grpc raises where older ones returned 0
+            bound = 0
         if bound == 0:
-            raise OSError(f"cannot listen on {self._host}:{self._port}: the port is in use or the address is invalid")
+            raise OSError(
+                f"cannot listen on {self._host}:{self._port}: port {self._port} is already in use (or the address "
+                "is not one of this machine's); stop what uses it or pick another port"
+            )
         self.port = bound
         await self._server.start()
         return bound

@@ -46,6 +46,9 @@ def _configure_start(p: argparse.ArgumentParser) -> None:
                    help=f"head: port of the jobs HTTP API (default {DEFAULT_DASHBOARD_PORT}; 0: any free port)")
     p.add_argument("--include-dashboard", choices=("true", "false"), default="true",
                    help="head: serve the jobs HTTP API (needs distcore[default]; default true)")
+    p.add_argument("--memory-usage-threshold", type=float, default=None,
+                   help="fraction of the node's memory in use past which the memory monitor kills the newest "
+                        "retriable worker (default: env DISTCORE_MEMORY_USAGE_THRESHOLD, else 0.95)")
     p.add_argument("--metrics-export-port", type=int, default=0,
                    help="port of this node's Prometheus metrics (needs distcore[default]; default 0: any free "
                         "port; -1: off)")
@@ -65,6 +68,14 @@ def _start(args: argparse.Namespace) -> int:
     if args.head == bool(args.address):
         print("distcore start: give exactly one of --head or --address HOST:PORT", file=sys.stderr)
         return 2
+    if args.memory_usage_threshold is not None:
+        from distcore._private.node_manager.memory_monitor import validate_threshold
+
+        try:
+            validate_threshold(args.memory_usage_threshold, "--memory-usage-threshold")
+        except ValueError as exc:
+            print(f"distcore start: {exc}", file=sys.stderr)
+            return 2
     resources = node_mod.node_resources(args.num_cpus, args.num_gpus, _json_arg(args.resources, "resources"), None)
     store = args.object_store_memory or node_mod.default_object_store_memory()
     session_name, session_dir = node_mod.new_session()
@@ -88,6 +99,7 @@ def _start(args: argparse.Namespace) -> int:
             port=args.port if args.head else 0, labels=_json_arg(args.labels, "labels"),
             dashboard_port=args.dashboard_port if args.head and args.include_dashboard == "true" else None,
             metrics_export_port=args.metrics_export_port if args.metrics_export_port >= 0 else None,
+            memory_usage_threshold=args.memory_usage_threshold,
         )
     except (RuntimeError, TimeoutError) as exc:
         print(f"distcore start: {exc}", file=sys.stderr)
@@ -217,6 +229,8 @@ def format_status(address: str, status: dict) -> str:
         res = ", ".join(f"{_fmt(used[k])}/{_fmt(v)} {k}" for k, v in sorted(n["total"].items()) if k != "memory")
         metrics = f"  metrics http://{n['metrics_address']}/metrics" if n.get("metrics_address") else ""
         lines.append(f"  {n['state']:<5} {n['node_id'][:12]} {n['address']:<22} {'head' if n['is_head'] else 'worker'}  {res}{metrics}")
+        if n["state"] == "DEAD" and n.get("death_reason"):
+            lines.append(f"        died: {n['death_reason']}")
     lines.append("Resources (used/total):")
     for k, v in sorted(status["total"].items()):
         lines.append(f"  {_fmt(v - status['available'].get(k, 0))}/{_fmt(v)} {k}")

@@ -71,6 +71,7 @@ class ActorSubmitter:
     async def submit(self, spec: p.TaskSpec, deps: list[str], max_task_retries: int) -> None:
         assert spec.actor_id is not None
         self.core.task_events.record_submitted(spec)
+        self.core.lineage.note_actor_task(spec)  # its returns are not reconstructed (for the error)
         state = self._state(spec.actor_id)
         if spec.num_returns == "streaming":
             self.core.submitter.start_generator(spec.task_id)

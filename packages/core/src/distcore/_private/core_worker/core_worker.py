@@ -100,6 +100,9 @@ class CoreWorker:
         from distcore._private.core_worker.task_events import TaskEventBuffer
 
         self.submitter = TaskSubmitter(self)
+        from distcore._private.core_worker.reconstruction import Reconstructor
+
+        self.lineage = Reconstructor(self)  # lineage of owned returns; recovers lost objects
         self.actors = ActorSubmitter(self)
         self.task_events = TaskEventBuffer(self)
 
@@ -172,6 +175,7 @@ class CoreWorker:
         if getattr(self, "_borrower_watch", None) is not None:
             self._borrower_watch.cancel()
         await self.task_events.flush(timeout=2.0)
+        self.lineage.close()
         await self.submitter.close()
         if self._server is not None:
             await self._server.stop(0.2)
@@ -280,6 +284,7 @@ class CoreWorker:
         self.memory.delete(object_id)
         if entry.owned:
             self.actors.on_released(object_id)  # an actor's last handle may be gone
+            self.lineage.on_released(object_id)
             if entry.plasma_node:
                 self._to_free.setdefault(f"node:{entry.plasma_node}", []).append(object_id)
                 self._schedule_flush()
@@ -327,8 +332,10 @@ class CoreWorker:
 
     # ------------------------------------------------------------ get / wait
 
-    async def resolve(self, object_id: str, owner: p.Address | None, timeout: float | None) -> StoredObject | None:
-        """Wait until the object's value or location is known here."""
+    async def resolve(
+        self, object_id: str, owner: p.Address | None, timeout: float | None, lost_node: str | None = None
+    ) -> StoredObject | None:
+        """Wait until the object's value or location is known here (``lost_node``: the copy there is gone)."""
         obj = self.memory.get(object_id)
         if obj is not None:
             return obj
@@ -338,7 +345,7 @@ class CoreWorker:
             return await self.memory.wait(object_id, timeout)
         try:
             status: p.ObjectStatus = await self.clients.get(owner.target).call(
-                "CoreWorker", "GetObject", p.GetObject(object_id, timeout, self.address),
+                "CoreWorker", "GetObject", p.GetObject(object_id, timeout, self.address, lost_node),
                 timeout=None if timeout is None else timeout + 5,
             )
         except RpcUnavailable:
@@ -395,7 +402,7 @@ class CoreWorker:
         """Values of ``refs``; raises the stored error of a failed task."""
         deadline = None if timeout is None else time.monotonic() + timeout
         objs = self._fetch(refs, deadline)
-        names = self.run(self._locate_segments(list(zip([r.hex() for r in refs], objs, strict=False))))
+        objs, names = self.lineage.locate(refs, objs, deadline)  # lost copies are recovered (reconstruction.py)
         values = []
         for ref, obj in zip(refs, objs, strict=False):
             if obj.value is not None:
@@ -574,6 +581,8 @@ class _OwnerService:
 
     async def rpc_GetObject(self, req: p.GetObject) -> p.ObjectStatus:
         core = self.core
+        if req.lost_node:  # the requester found no copy there: recover it, then answer
+            core.lineage.on_copy_lost(req.object_id, req.lost_node)
         obj = core.memory.get(req.object_id)
         if obj is None:
             if core.refs.get(req.object_id) is None or core.refs.was_freed(req.object_id):

@@ -26,6 +26,7 @@ import cloudpickle
 
 from distcore._private import ids
 from distcore._private import protocol as p
+from distcore._private.core_worker.error_hints import hint_for
 from distcore._private.core_worker.objects import INLINE_MAX_BYTES, write_to_store
 from distcore._private.serialization import ErrorValue, deserialize, serialize
 from distcore.exceptions import AsyncioActorExit, TaskCancelledError, TaskError
@@ -435,6 +436,7 @@ class Executor:
             error = TaskCancelledError(spec.task_id)
         else:
             tb = "".join(traceback.format_exception(type(exc), exc, _user_frames(exc.__traceback__)))
+            tb += hint_for(exc)  # e.g. a module only the driver has: how to ship it (``error_hints.py``)
             cause: BaseException | None = exc
             try:
                 cloudpickle.dumps(exc)

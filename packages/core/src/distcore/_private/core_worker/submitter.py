@@ -19,7 +19,8 @@ from distcore._private import protocol as p
 from distcore._private.core_worker.locality import leases_follow_locality, preferred_nodes
 from distcore._private.rpc import RpcError, RpcUnavailable
 from distcore._private.serialization import ErrorValue, deserialize
-from distcore.exceptions import TaskCancelledError, TaskUnschedulableError, WorkerCrashedError
+from distcore._private.worker_death import WorkerDeathInfo, fetch_death_info, owner_error
+from distcore.exceptions import TaskCancelledError, TaskUnschedulableError
 
 if TYPE_CHECKING:
     from distcore._private.core_worker.core_worker import CoreWorker
@@ -80,6 +81,7 @@ class TaskSubmitter:
         self.core.task_events.record_submitted(spec)
         task = _Task(spec, deps)
         self.tasks[spec.task_id] = task
+        self.core.lineage.record(spec, deps)  # kept while its returns are referenced (reconstruction.py)
         if spec.num_returns == "streaming":
             self.start_generator(spec.task_id)
         try:
@@ -170,6 +172,7 @@ class TaskSubmitter:
                 strategy=spec.strategy, placement=spec.placement, spilled_from=spilled_from, name=spec.name,
                 preferred_nodes=preferred,
                 backlog=len(state.queue),
+                retriable=spec.max_retries == -1 or spec.attempt < spec.max_retries,
             )
             try:
                 reply: p.LeaseReply = await core.clients.get(target).call("NodeManager", "RequestWorkerLease", request)
@@ -261,32 +264,34 @@ class TaskSubmitter:
             reply = p.TaskReply([], system_error=str(exc))
         task.running_on = None
         leased.busy = False
+        cause: WorkerDeathInfo | None = None
         if worker_died or (reply is not None and reply.worker_exiting):
             if leased in state.leased:  # close() may have returned it meanwhile
                 state.leased.remove(leased)
             self.core.clients.drop(leased.worker.target)
+            if worker_died:  # ask why first: returning the lease below ends the worker "on request"
+                cause = await fetch_death_info(self.core.clients, leased.node_address, leased.worker.worker_id)
             asyncio.ensure_future(self._return(leased, exiting=True))
         if worker_died:
-            self._on_worker_died(key, state, task)
+            self._on_worker_died(key, state, task, cause)
         else:
             assert reply is not None
             self._on_reply(key, state, task, reply)
         self._pump(key, state)
 
-    def _on_worker_died(self, key: Any, state: _KeyState, task: _Task) -> None:
+    def _on_worker_died(self, key: Any, state: _KeyState, task: _Task, cause: WorkerDeathInfo | None = None) -> None:
         spec = task.spec
         if task.cancelled:
             self._finish_with_error(task, TaskCancelledError(spec.task_id))
             return
         if spec.max_retries == -1 or spec.attempt < spec.max_retries:
             spec.attempt += 1
-            logger.info("task %s: worker died, retrying (attempt %d)", spec.name, spec.attempt)
+            logger.info("task %s: worker died (%s), retrying (attempt %d)", spec.name,
+                        cause.reason if cause else "crashed or killed", spec.attempt)
             state.queue.appendleft(task)
             return
-        self._finish_with_error(task, WorkerCrashedError(
-            f"The worker running task {spec.name} died unexpectedly (it was killed, crashed or exited)"
-            + (f"; no retries left (max_retries={spec.max_retries})" if spec.max_retries else "")
-        ))
+        # OutOfMemoryError when the memory monitor killed it, else WorkerCrashedError (``worker_death.py``).
+        self._finish_with_error(task, owner_error(spec.name, cause, spec.max_retries))
 
     def _on_reply(self, key: Any, state: _KeyState, task: _Task, reply: p.TaskReply) -> None:
         spec = task.spec
@@ -305,6 +310,7 @@ class TaskSubmitter:
         self._done(task)
 
     def _finish_with_error(self, task: _Task, error: BaseException) -> None:
+        error = self.core.lineage.wrap_error(task.spec, error)  # a failed re-run: ObjectReconstructionFailedError
         self.core.task_events.record_failed(task.spec, error)
         self.core.store_error(list(task.spec.return_ids), error)
         self.finish_generator(task.spec.task_id, error)

@@ -145,6 +145,7 @@ class ActorTable:
                 runtime_env_key=creation.runtime_env_key, job_id=creation.job_id, owner=None,
                 strategy=creation.strategy, placement=creation.placement, for_actor=actor.info.actor_id,
                 name=actor.info.class_name, placement_resources=creation.placement_resources,
+                retriable=actor.info.max_restarts == -1 or actor.info.num_restarts < actor.info.max_restarts,
             )
             try:
                 reply: p.LeaseReply = await self._clients.get(node.address).call("NodeManager", "RequestWorkerLease", request)

@@ -19,6 +19,7 @@ class NodeTable:
     def __init__(self, storage: Storage, dead_timeout_s: float) -> None:
         self._storage = storage
         self._dead_timeout_s = dead_timeout_s
+        self.dead_timeout_s = dead_timeout_s
         self.nodes: dict[str, p.NodeInfo] = storage.load("nodes")
         self.available: dict[str, dict[str, float]] = {n: dict(i.resources) for n, i in self.nodes.items()}
         self.last_seen: dict[str, float] = {n: time.monotonic() for n in self.nodes}
@@ -90,8 +91,9 @@ class NodeTable:
     async def monitor(self) -> None:
         """Mark nodes dead when their heartbeats stop."""
         while True:
-            await asyncio.sleep(min(1.0, self._dead_timeout_s / 4))
+            await asyncio.sleep(min(0.25, self._dead_timeout_s / 4))
             now = time.monotonic()
             for node_id, info in list(self.nodes.items()):
                 if info.state == "ALIVE" and now - self.last_seen.get(node_id, now) > self._dead_timeout_s:
-                    await self.mark_dead(node_id, f"no heartbeat for {self._dead_timeout_s:.0f} s")
+                    await self.mark_dead(node_id, f"no heartbeat for {self._dead_timeout_s:g} s (dead_timeout_s): the node "
+                                         "hangs, or its host or the network to it is down")

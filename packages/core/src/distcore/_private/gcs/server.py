@@ -13,6 +13,8 @@ import time
 
 from distcore._private import protocol as p
 from distcore._private.gcs.actors import ActorTable
+from distcore._private.gcs.driver_watch import watch_drivers
+from distcore._private.gcs.node_health import NodeHealthChecker
 from distcore._private.gcs.nodes import NodeTable
 from distcore._private.gcs.placement_groups import PlacementGroupTable
 from distcore._private.gcs.storage import Storage
@@ -45,16 +47,25 @@ class GcsService:
         self.nodes.on_node_dead.append(self.actors.on_node_death)
         self.nodes.on_node_dead.append(self.pgs.on_node_death)
         self._monitor: asyncio.Task | None = None
+        self._driver_watch: asyncio.Task | None = None
         # Task events merged into a bounded task table; observability, not state.
         self.tasks = TaskTable()
         self.autoscaler = None  # set on a head started with an autoscaling config (``autoscaler/monitor.py``)
 
     def start_background(self) -> None:
         self._monitor = asyncio.ensure_future(self.nodes.monitor())
+        # Nodes whose process tree is gone are dead before the heartbeat timeout (``node_health.py``).
+        self._node_health = asyncio.ensure_future(NodeHealthChecker(self.nodes, self.nodes.dead_timeout_s).run())
+        # Drivers that die without JobFinished (SIGKILL) end their jobs all the same (``driver_watch.py``).
+        self._driver_watch = asyncio.ensure_future(watch_drivers(lambda: self.jobs, self.clients, self.rpc_JobFinished))
 
     async def close(self) -> None:
         if self._monitor:
             self._monitor.cancel()
+        if getattr(self, "_node_health", None) is not None:
+            self._node_health.cancel()
+        if self._driver_watch:
+            self._driver_watch.cancel()
         await self.clients.close()
         self.storage.close()
 
@@ -114,7 +125,7 @@ class GcsService:
             v = view.nodes[node_id]
             nodes.append({"node_id": node_id, "address": info.address, "state": info.state, "is_head": info.is_head,
                           "total": dict(v.total), "available": dict(v.available),
-                          "metrics_address": info.metrics_address})
+                          "metrics_address": info.metrics_address, "death_reason": info.death_reason})
             if info.state == "ALIVE":
                 for k, x in v.total.items():
                     total[k] = total.get(k, 0.0) + x
@@ -199,10 +210,12 @@ class GcsService:
             a.info.actor_id for a in self.actors.actors.values()
             if a.info.job_id == job_id and a.info.detached and a.info.state != p.ACTOR_DEAD
         ]
+        job = self.jobs.get(job_id)
+        driver = job.driver_address.worker_id if job is not None and job.driver_address is not None else ""
         for info in self.nodes.alive().values():
             try:
                 await self.clients.get(info.address).call(
-                    "NodeManager", "JobFinished", p.JobCleanup(job_id, keep), timeout=10
+                    "NodeManager", "JobFinished", p.JobCleanup(job_id, keep, driver), timeout=10
                 )
             except Exception:  # noqa: BLE001 - a node that is going away cleans up anyway
                 pass

@@ -61,6 +61,7 @@ class LeaseManager:
         self._infeasible: dict[tuple, tuple[dict[str, float], float, int]] = {}
         self.pending: dict[str, p.LeaseRequest] = {}
         self._changed = asyncio.Condition()
+        self.dead_owners: dict[str, None] = {}  # owners that died (oldest first, bounded): their requests are refused
         self.stats = LeaseStats()  # outcome counters and grant latency, read by the metrics endpoint
 
     # ------------------------------------------------------------ views
@@ -111,6 +112,18 @@ class LeaseManager:
         async with self._changed:
             self._changed.notify_all()
 
+    async def owner_died(self, worker_id: str) -> None:
+        """Refuse the queued and later lease requests of an owner (driver or worker) that died."""
+        self.dead_owners[worker_id] = None
+        while len(self.dead_owners) > 10_000:
+            del self.dead_owners[next(iter(self.dead_owners))]
+        # Its granted leases run tasks whose results nobody waits for: end them, free their resources.
+        for lease in [x for x in self.leases.values() if x.request.owner and x.request.owner.worker_id == worker_id]:
+            del self.leases[lease.lease_id]
+            self._free(lease)
+            self.pool.kill(lease.worker, "the owner of its lease died")
+        await self._notify()
+
     # ------------------------------------------------------------ requests
 
     async def request(self, req: p.LeaseRequest) -> p.LeaseReply:
@@ -124,6 +137,8 @@ class LeaseManager:
         self.pending[req.lease_id] = req
         try:
             while True:
+                if req.owner is not None and req.owner.worker_id in self.dead_owners:
+                    return p.LeaseReply(False, rejected=True, reason="the owner of the lease request died")
                 if bundle is None and req.for_actor is None:
                     respill = time.monotonic() - arrived >= RESPILL_AFTER_S
                     reply = self._maybe_elsewhere(needed, req, respill)
@@ -163,6 +178,9 @@ class LeaseManager:
         worker.lease_id = req.lease_id
         worker.actor_id = req.for_actor
         self.leases[req.lease_id] = Lease(req.lease_id, req, allocation, worker)
+        if req.owner is not None and req.owner.worker_id in self.dead_owners:  # it died while the worker started
+            await self.owner_died(req.owner.worker_id)
+            return p.LeaseReply(False, rejected=True, reason="the owner of the lease request died")
         self.stats.on_granted(req.job_id, time.monotonic() - arrived)
         return p.LeaseReply(
             True, worker=worker.address, lease_id=req.lease_id, gpu_ids=list(allocation.gpu_ids),

@@ -56,7 +56,7 @@ _MIN_CHUNK_BYTES = 64 * 1024
 #: of its consumer as far as HTTP/2 flow control lets it (a window that grows
 #: with the measured bandwidth), so one stream for a whole object buffers tens
 #: of chunks; asking range by range caps what can be in flight.
-RANGE_CHUNKS = 4
+RANGE_CHUNKS = 2
 RANGES_IN_FLIGHT = 2
 # Chunks being written into shared memory while the next ones arrive.
 _WRITES_IN_FLIGHT = 2
@@ -375,13 +375,23 @@ class _ChunkWriter:
 
     async def write(self, data: bytes, offset: int) -> None:
         while len(self._pending) >= self._depth:
-            await asyncio.wrap_future(self._pending.pop(0))
+            await self._wait_oldest()
         if data:
             self._pending.append(_io_pool().submit(self._seg.write, data, offset))
 
     async def drain(self) -> None:
         while self._pending:
-            await asyncio.wrap_future(self._pending.pop(0))
+            await self._wait_oldest()
+
+    async def _wait_oldest(self) -> None:
+        # A write leaves the list only once it finished: close() must wait for
+        # every write still running, even when its waiter was cancelled.
+        oldest = self._pending[0]
+        try:
+            await asyncio.wrap_future(oldest)
+        finally:
+            if oldest.done() and oldest in self._pending:
+                self._pending.remove(oldest)
 
     def close(self) -> None:
         """Wait for writes still running (they use the segment's fd), then close it."""

@@ -14,6 +14,11 @@ from distcore._private import protocol as p
 from distcore._private.node import store_session
 from distcore._private.node_manager import introspection
 from distcore._private.node_manager.leases import LeaseManager
+from distcore._private.node_manager.memory_monitor import (
+    MemoryMonitor,
+    resolve_interval,
+    resolve_threshold,
+)
 from distcore._private.node_manager.object_transfer import (
     ObjectChunk,
     ObjectTransfer,
@@ -24,6 +29,7 @@ from distcore._private.node_manager.worker_pool import WorkerPool, WorkerProc
 from distcore._private.object_store.store import LocalObjectStore
 from distcore._private.rpc import ClientPool, RpcError
 from distcore._private.scheduling.resources import NodeResources, ResourceSet
+from distcore._private.worker_death import WorkerDeathInfo
 from distcore._version import __version__
 
 logger = logging.getLogger(__name__)
@@ -45,6 +51,7 @@ class NodeConfig:
     prestart: int | None = None
     labels: dict[str, str] | None = None
     metrics_address: str = ""  # host:port of this node's metrics endpoint, set before start()
+    memory_usage_threshold: float | None = None  # memory monitor (None: env DISTCORE_MEMORY_USAGE_THRESHOLD or 0.95)
 
 
 class NodeManagerService:
@@ -62,6 +69,7 @@ class NodeManagerService:
         self.view: p.ClusterView | None = None
         self.pool: WorkerPool | None = None
         self.leases: LeaseManager | None = None
+        self.memory_monitor: MemoryMonitor | None = None
         self._tasks: list[asyncio.Task] = []
         self.dead_worker_logs: deque[str] = deque(maxlen=10_000)  # for ListLogs
 
@@ -88,6 +96,11 @@ class NodeManagerService:
         self.pool.prestart(prestart)
         self._tasks.append(asyncio.ensure_future(self._heartbeat()))
         self._tasks.append(asyncio.ensure_future(self._watch_view()))
+        self.memory_monitor = MemoryMonitor(
+            node_id=cfg.node_id, node_ip=cfg.ip, pool=self.pool, leases=self.leases,
+            threshold=resolve_threshold(cfg.memory_usage_threshold), interval_s=resolve_interval(),
+        )
+        self._tasks.append(asyncio.ensure_future(self.memory_monitor.run()))
 
     async def _watch_view(self) -> None:
         """Follow cluster changes (nodes joining, leaving) as they happen."""
@@ -159,7 +172,10 @@ class NodeManagerService:
 
     async def rpc_JobFinished(self, req: p.JobCleanup) -> int:
         """End the workers of a finished job; returns how many were ended."""
-        assert self.pool is not None
+        assert self.pool is not None and self.leases is not None
+        if req.driver_worker_id:  # the driver is gone: its objects and lease requests go with it
+            self._free_objects_of(req.driver_worker_id)
+            await self.leases.owner_died(req.driver_worker_id)
         ended = 0
         for worker in self.pool.job_workers(req.job_id):
             if worker.actor_id and worker.actor_id in req.keep_actor_ids:
@@ -172,6 +188,10 @@ class NodeManagerService:
         if ended and unbound < want:
             self.pool.prestart(want - unbound)
         return ended
+
+    async def rpc_GetWorkerDeathReason(self, worker_id: str) -> WorkerDeathInfo | None:
+        """Why this node ended ``worker_id`` (memory monitor, kill request); None if it did not."""
+        return self.memory_monitor.death_info(worker_id) if self.memory_monitor is not None else None
 
     async def rpc_KillWorker(self, req: p.KillWorker) -> bool:
         assert self.pool is not None
@@ -186,6 +206,7 @@ class NodeManagerService:
         self._free_objects_of(worker.worker_id)
         self.dead_worker_logs.append(os.path.basename(worker.log_path))
         lease = await self.leases.on_worker_death(worker)
+        await self.leases.owner_died(worker.worker_id)  # the leases it held for its own tasks
         actor_id = worker.actor_id or (lease.request.for_actor if lease else None)
         if actor_id is None:
             return
