@@ -25,6 +25,7 @@ from distcore.exceptions import (
 )
 from distcore.util import placement_group, placement_group_table, remove_placement_group
 from distcore.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from distcore.util.state import get_actor
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -93,6 +94,48 @@ def test_lost_return_is_reconstructed_on_another_node(cluster, tmp_path):
     value = distcore.get(ref, timeout=45)
     assert value.shape == (N,) and int(value.sum()) == 7 * N
     assert _runs(log) == [b.node_id, c.node_id]  # re-run once, on the surviving node
+
+
+def test_lost_objects_are_recomputed_eagerly_once_the_node_is_dead(cluster, tmp_path):
+    b, c = two_workers(cluster)
+    log = tmp_path / "runs"
+
+    @distcore.remote(resources={"w": 1}, max_retries=1)
+    def make(i):
+        _log(log, "make")
+        return np.full(N, i, dtype=np.int64)
+
+    refs = [make.options(scheduling_strategy=_on(b)).remote(i) for i in range(2)]
+    distcore.wait(refs, num_returns=2, timeout=30)
+    cluster.remove_node(b, allow_graceful=False)
+    _wait_dead(b.node_id, timeout=10)
+    deadline = time.monotonic() + 20
+    while len(_runs(log)) < 4:  # the owner re-runs both without being asked
+        assert time.monotonic() < deadline, _runs(log)
+        time.sleep(0.05)
+    assert [int(v[0]) for v in distcore.get(refs, timeout=30)] == [0, 1]
+    assert _runs(log) == [b.node_id] * 2 + [c.node_id] * 2
+
+
+def test_lost_argument_of_a_task_is_reconstructed(cluster, tmp_path):
+    b, c = two_workers(cluster)
+    log = tmp_path / "runs"
+
+    @distcore.remote(resources={"w": 1}, max_retries=1)
+    def make():
+        _log(log, "make")
+        return np.full(N, 2, dtype=np.int64)
+
+    @distcore.remote  # holds no "w": the re-run of make needs C's (a blocked task lends only its CPUs)
+    def total(x) -> int:
+        return int(x.sum())
+
+    ref = make.options(scheduling_strategy=_on(b)).remote()
+    distcore.wait([ref], timeout=30)
+    cluster.remove_node(b, allow_graceful=False)
+    # The worker on C finds no copy of its argument and has the owner recompute it.
+    assert distcore.get(total.options(scheduling_strategy=_on(c, soft=False)).remote(ref), timeout=45) == 2 * N
+    assert _runs(log) == [b.node_id, c.node_id]
 
 
 def test_chain_with_freed_intermediates_is_reconstructed_recursively(cluster, tmp_path):
@@ -202,7 +245,7 @@ def test_task_running_on_a_dead_node_is_retried_elsewhere(cluster, tmp_path):
 def test_actor_on_a_dead_node_restarts_on_another(cluster):
     b, c = two_workers(cluster)
 
-    @distcore.remote(resources={"w": 1}, max_restarts=1)
+    @distcore.remote(resources={"w": 1}, max_restarts=1, max_task_retries=1)
     class Where:
         def node(self) -> str:
             return _node_id()
@@ -210,15 +253,10 @@ def test_actor_on_a_dead_node_restarts_on_another(cluster):
     actor = Where.options(scheduling_strategy=_on(b)).remote()
     assert distcore.get(actor.node.remote(), timeout=30) == b.node_id
     cluster.remove_node(b, allow_graceful=False)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            where = distcore.get(actor.node.remote(), timeout=10)
-            break
-        except ActorUnavailableError:  # calls made while it restarts
-            assert time.monotonic() < deadline, "the actor did not come back"
-            time.sleep(0.2)
-    assert where == c.node_id
+    # The call reaches the dead incarnation or waits for the next: either way it runs on C.
+    assert distcore.get(actor.node.remote(), timeout=30) == c.node_id
+    state = get_actor(actor._actor_id)
+    assert state is not None and state.num_restarts == 1 and state.node_id == c.node_id
     # Its one restart is spent: losing the second node ends it.
     cluster.remove_node(c, allow_graceful=False)
     with pytest.raises((ActorDiedError, ActorUnavailableError)):

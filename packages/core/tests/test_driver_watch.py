@@ -5,7 +5,13 @@ from __future__ import annotations
 import asyncio
 
 from distcore._private import protocol as p
-from distcore._private.gcs.driver_watch import OK, SILENT, UNREACHABLE, DriverLiveness, watch_drivers
+from distcore._private.gcs.driver_watch import (
+    OK,
+    SILENT,
+    UNREACHABLE,
+    DriverLiveness,
+    watch_drivers,
+)
 from distcore._private.rpc import RpcUnavailable
 
 

@@ -151,6 +151,9 @@ class Cluster:
         """
         res = node_mod.node_resources(num_cpus, num_gpus, resources, memory)
         is_head = self.head is None
+        if is_head:  # restart_head() starts the head again the same way
+            self._head_start = dict(resources=res, object_store_memory=object_store_memory, prestart=prestart,
+                                    labels=labels, metrics_export_port=metrics_export_port)
         process = node_mod.start_node(
             head=is_head, resources=res, object_store_memory=object_store_memory,
             session_name=self._session_name, session_dir=self.session_dir, token=self._token,
@@ -207,6 +210,39 @@ class Cluster:
         if node in self.worker_nodes:
             self.worker_nodes.remove(node)
 
+    def restart_head(self, allow_graceful: bool = True, *, down_s: float = 0.0, timeout: float = 30.0) -> NodeHandle:
+        """Stop the head and start a new head process on the same address, session and token.
+
+        The new head reloads the control store's tables from the session's
+        ``gcs.sqlite`` (nodes, jobs, actors, placement groups, the KV store);
+        worker nodes, their workers and actors keep running and reconnect.
+        The head's node manager restarts under a new node id, so actors on
+        the head node die with it (and restart if ``max_restarts`` allows).
+        ``allow_graceful=False`` kills the head's process tree with SIGKILL,
+        as a crash would; ``down_s`` keeps the head down that long.
+
+        Example::
+
+            cluster.restart_head(allow_graceful=False)
+            assert distcore.get_actor("counter", namespace="app")  # detached actors survive
+        """
+        from distcore._private.head_restart import restart_head_process
+
+        if self.head is None:
+            raise RuntimeError("the cluster has no head yet: call add_node() first")
+        old = self.head._process
+        process = restart_head_process(
+            old, allow_graceful=allow_graceful, down_s=down_s, dead_timeout_s=self._dead_timeout_s,
+            dashboard_port=0 if self._include_dashboard else None,
+            autoscaling_config=self._autoscaling_config, **self._head_start,
+        )
+        self.head = NodeHandle(process)
+        node_mod.register_token(process.gcs_address, self._token)
+        if process.dashboard_address:
+            node_mod.register_token(process.dashboard_address, self._token)
+        self.wait_for_nodes(timeout=timeout)
+        return self.head
+
     def list_all_nodes(self) -> list[NodeHandle]:
         return ([self.head] if self.head else []) + list(self.worker_nodes)
 
@@ -214,7 +250,7 @@ class Cluster:
         """Block until the control store sees every node of this cluster alive."""
         import asyncio
 
-        from distcore._private.rpc import RpcClient
+        from distcore._private.rpc import RpcClient, RpcUnavailable
 
         want = {n.node_id for n in self.list_all_nodes() if n.is_alive()}
 
@@ -228,7 +264,11 @@ class Cluster:
 
         deadline = time.monotonic() + timeout
         while True:
-            if want <= asyncio.run(alive()):
+            try:
+                seen = asyncio.run(alive())
+            except RpcUnavailable:  # a head that just (re)started: its address may still be in connect backoff
+                seen = set()
+            if want <= seen:
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nodes {sorted(want)} did not all register within {timeout} s")

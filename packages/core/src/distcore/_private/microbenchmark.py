@@ -337,7 +337,8 @@ def run_suite(ray: Any, items: Sequence[Workload], *, only: Sequence[str] | str 
             result.rates = measure(fn, w.multiplier, rounds=rounds, round_s=round_s,
                                    warmup_s=warmup_s)
         except Exception as exc:  # keep going: one broken workload must not hide the others
-            result.error = f"{type(exc).__name__}: {exc}"[:300]
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            result.error = f"{type(exc).__name__}: {lines[-1] if lines else ''}"[:300]
         finally:
             for a in actors:
                 try:

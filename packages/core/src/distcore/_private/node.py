@@ -137,7 +137,10 @@ def start_node(
     metrics_export_port: int | None = None,
     autoscaling_config: dict | None = None,
     memory_usage_threshold: float | None = None,
+    recover: bool = False,
 ) -> NodeProcess:
+    """Start a node process; ``recover=True`` (head only, with a fixed ``port``) restarts the head of an
+    existing session from its ``gcs.sqlite`` (the new head's node manager gets a new node id)."""
     node_id = new_node_id()
     ready = os.path.join(session_dir, f"node-{node_id[:12]}.json")
     cmd = [
@@ -149,6 +152,8 @@ def start_node(
     ]
     if head:
         cmd.append("--head")
+        if recover:
+            cmd.append("--recover")
         if dashboard_port is not None:
             cmd += ["--dashboard-port", str(dashboard_port)]
         if autoscaling_config is not None:

@@ -36,6 +36,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--parent-pid", type=int, default=0)
     ap.add_argument("--prestart", type=int, default=None)
     ap.add_argument("--dead-timeout-s", type=float, default=30.0)
+    ap.add_argument("--recover", action="store_true",
+                    help="head only: require the session's gcs.sqlite and recover the cluster from it "
+                         "(a head recovers automatically whenever that file exists; use a fixed --port)")
     ap.add_argument("--dashboard-port", type=int, default=None,
                     help="head only: serve the jobs HTTP API on this port (0: any free port; default: off)")
     ap.add_argument("--autoscaling-config", default=None,
@@ -56,7 +59,10 @@ async def _serve(args: argparse.Namespace) -> None:
     if args.head:
         from distcore._private.gcs.server import GcsService
 
-        gcs = GcsService(os.path.join(args.session_dir, "gcs.sqlite"), token, args.dead_timeout_s)
+        db = os.path.join(args.session_dir, "gcs.sqlite")
+        if args.recover and not os.path.exists(db):
+            raise OSError(f"--recover: no control-store tables to recover at {db}")
+        gcs = GcsService(db, token, args.dead_timeout_s)  # reloads db's tables when it exists (``gcs/recovery.py``)
         server.add_service("Gcs", gcs)
     config = NodeConfig(
         node_id=args.node_id, ip=args.node_ip, gcs_address=args.gcs_address,

@@ -39,6 +39,9 @@ _OPTIONS = _COMMON + [
     ("grpc.keepalive_timeout_ms", 10000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
+    # A peer that comes back on its address (a restarted head) is found again within a second.
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 # Servers accept those pings instead of answering GOAWAY "too_many_pings".
 _SERVER_OPTIONS = _COMMON + [

@@ -72,15 +72,15 @@ def owner_error(task_name: str, info: WorkerDeathInfo | None, max_retries: int) 
     retries = f"; no retries left (max_retries={max_retries})" if max_retries else ""
     if info is not None and info.memory is not None:
         kill = info.memory
-        rss = f" (it used {kill.worker_rss_bytes / 2**20:.0f} MiB)" if kill.worker_rss_bytes is not None else ""
+        rss = f", using {kill.worker_rss_bytes / 2**20:.0f} MiB" if kill.worker_rss_bytes is not None else ""
         return OutOfMemoryError(
             f"Task {task_name} was killed by the memory monitor on node {info.node_id[:8]} "
             f"({info.node_ip}) because the node ran low on memory: {kill.usage_text()}. "
-            f"Its worker (pid {info.pid}){rss} was the newest one running{retries}. "
+            f"Its worker (pid {info.pid}{rss}) was the newest task running there{retries}. "
             "To fix it: run fewer tasks at once per node by asking for more resources per task "
             "(e.g. .options(num_cpus=2) or .options(memory=<bytes>)), use less memory in the task, "
             "add nodes or memory, or raise the threshold (`distcore start --memory-usage-threshold 0.98` "
-            f"or the environment variable {THRESHOLD_ENV}); set max_retries to retry such kills."
+            f"or the environment variable {THRESHOLD_ENV})."
         )
     why = f": {info.reason}" if info is not None else " (it was killed, crashed or exited)"
     return WorkerCrashedError(f"The worker running task {task_name} died unexpectedly{why}{retries}")

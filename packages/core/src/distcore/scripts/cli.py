@@ -72,7 +72,8 @@ DISTCORE = CommandLine(
 
 # Modules whose import registers core subcommands on DISTCORE (filled by later issues).
 _BUILTIN_MODULES: tuple[str, ...] = ("distcore.scripts.cluster_commands", "distcore.scripts.job_commands",
-                                     "distcore.scripts.state_commands", "distcore.scripts.autoscaler_commands")
+                                     "distcore.scripts.state_commands", "distcore.scripts.autoscaler_commands",
+                                     "distcore.scripts.bench_commands")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

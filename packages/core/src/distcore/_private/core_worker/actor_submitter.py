@@ -196,8 +196,9 @@ class ActorSubmitter:
         if info is not None and info.state == p.ACTOR_DEAD:
             error: BaseException = dead_error(info)
         elif info is not None and info.state == p.ACTOR_ALIVE and info.incarnation > call.spec.incarnation:
+            why = f" ({info.death_cause})" if info.death_cause else ""
             error = ActorDiedError(
-                f"The actor {state.actor_id[:8]} died while running {call.spec.name} and was restarted; "
+                f"The actor {state.actor_id[:8]} died while running {call.spec.name}{why} and was restarted; "
                 "the call was not retried (set max_task_retries to retry it)", state.actor_id,
             )
         else:

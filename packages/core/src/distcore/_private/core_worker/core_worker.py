@@ -19,6 +19,7 @@ from typing import Any
 
 from distcore._private import ids
 from distcore._private import protocol as p
+from distcore._private.core_worker.gcs_client import GcsClient
 from distcore._private.core_worker.memory_store import MemoryStore, StoredObject
 from distcore._private.core_worker.objects import (
     INLINE_MAX_BYTES,
@@ -183,8 +184,12 @@ class CoreWorker:
 
     # ------------------------------------------------------------ clients
 
-    def gcs(self) -> RpcClient:
-        return self.clients.get(self.gcs_address)
+    def gcs(self) -> GcsClient:
+        """The control store; calls retry while the head restarts (``gcs_client.py``)."""
+        client = self.__dict__.get("_gcs_client")
+        if client is None:
+            client = self._gcs_client = GcsClient(self.gcs_address, lambda: self.clients.get(self.gcs_address))
+        return client
 
     def node(self) -> RpcClient:
         return self.clients.get(self.node_address)

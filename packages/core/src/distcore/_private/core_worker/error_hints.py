@@ -38,7 +38,7 @@ def hint_for(exc: BaseException) -> str:
     return (
         f"\nThe module {name!r} is missing on the worker (host {socket.gethostname()}, Python "
         f"{sys.executable}, cwd {os.getcwd()}): workers do not see the driver's sys.path or local files. "
-        f"Ship it with the job or task: runtime_env={{'py_modules': ['path/to/{top}']}} for a local package "
-        "or module, or runtime_env={'working_dir': '.'} for the driver's directory; "
+        f"Ship it with the job or task: runtime_env={{'py_modules': ['path/to/{top}.py']}} (or its package "
+        "directory), or runtime_env={'working_dir': '.'} for the driver's directory; "
         f"or install {top!r} into the Python environment of every node."
     )

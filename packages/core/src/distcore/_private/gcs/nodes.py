@@ -36,10 +36,17 @@ class NodeTable:
                 f"node {info.node_id[:8]} runs distcore {info.version} but the head runs distcore "
                 f"{__version__}: install distcore=={__version__} on that node"
             )
+        known = self.nodes.get(info.node_id)
+        if known is not None and known.state == "DEAD":  # a node declared dead stays dead (its work moved on)
+            raise ValueError(
+                f"node {info.node_id[:8]} was declared dead ({known.death_reason}); restart it to join again"
+            )
         info.state = "ALIVE"
         info.start_time = info.start_time or time.time()
         self.nodes[info.node_id] = info
-        self.available[info.node_id] = dict(info.resources)
+        # Registering again (after a head restart) is idempotent: the node's heartbeats correct availability.
+        if known is None or info.node_id not in self.available:
+            self.available[info.node_id] = dict(info.resources)
         self.last_seen[info.node_id] = time.monotonic()
         self._storage.put("nodes", info.node_id, info)
         self._bump()

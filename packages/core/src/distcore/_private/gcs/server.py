@@ -12,6 +12,7 @@ import logging
 import time
 
 from distcore._private import protocol as p
+from distcore._private.gcs import recovery
 from distcore._private.gcs.actors import ActorTable
 from distcore._private.gcs.driver_watch import watch_drivers
 from distcore._private.gcs.node_health import NodeHealthChecker
@@ -53,6 +54,8 @@ class GcsService:
         self.autoscaler = None  # set on a head started with an autoscaling config (``autoscaler/monitor.py``)
 
     def start_background(self) -> None:
+        # A head restarted on its session's tables first matches them to the running cluster (``recovery.py``).
+        self._recovery = recovery.start(self)
         self._monitor = asyncio.ensure_future(self.nodes.monitor())
         # Nodes whose process tree is gone are dead before the heartbeat timeout (``node_health.py``).
         self._node_health = asyncio.ensure_future(NodeHealthChecker(self.nodes, self.nodes.dead_timeout_s).run())
@@ -66,6 +69,8 @@ class GcsService:
             self._node_health.cancel()
         if self._driver_watch:
             self._driver_watch.cancel()
+        if getattr(self, "_recovery", None) is not None:
+            self._recovery.cancel()
         await self.clients.close()
         self.storage.close()
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -135,7 +136,7 @@ class ObjectTransfer:
         self._view = view
         self._refresh = refresh
         self.chunk_bytes = chunk_bytes or chunk_bytes_from_env()
-        self._inflight: dict[str, asyncio.Task] = {}
+        self._inflight: dict[str, asyncio.Task[tuple[str, int]]] = {}
         self.counters = {
             "transfer_pulls": 0,  # transfers started here (one per object, however many waited)
             "transfer_pulls_joined": 0,  # pull requests served by a transfer already in flight
@@ -162,13 +163,13 @@ class ObjectTransfer:
         if task is None:
             task = asyncio.ensure_future(self._transfer(req))
             self._inflight[req.object_id] = task
-            task.add_done_callback(lambda t, oid=req.object_id: self._done(oid, t))
+            task.add_done_callback(functools.partial(self._done, req.object_id))
         else:
             self.counters["transfer_pulls_joined"] += 1
         # One caller giving up (its get timed out) must not cancel the others' transfer.
         return await asyncio.shield(task)
 
-    def _done(self, object_id: str, task: asyncio.Task) -> None:
+    def _done(self, object_id: str, task: asyncio.Task[tuple[str, int]]) -> None:
         if self._inflight.get(object_id) is task:
             del self._inflight[object_id]
         if not task.cancelled() and task.exception() is not None:  # retrieved, so never "unhandled"
@@ -247,10 +248,10 @@ class ObjectTransfer:
             end = size if req.length <= 0 else min(size, offset + req.length)
             fd = os.open(shm.segment_path(name), os.O_RDONLY)
             # Read the next chunk while gRPC sends this one (two chunks held at most).
-            ahead: concurrent.futures.Future | None = None
+            ahead: concurrent.futures.Future[bytes] | None = None
             try:
                 ahead = _io_pool().submit(_pread_exact, fd, min(chunk_bytes, end - offset), offset)
-                while True:
+                while ahead is not None:
                     data = await asyncio.wrap_future(ahead)
                     ahead = None
                     n = len(data)
@@ -371,7 +372,7 @@ class _ChunkWriter:
     def __init__(self, seg: shm.WritableSegment, depth: int = _WRITES_IN_FLIGHT) -> None:
         self._seg = seg
         self._depth = depth
-        self._pending: list[concurrent.futures.Future] = []
+        self._pending: list[concurrent.futures.Future[int]] = []
 
     async def write(self, data: bytes, offset: int) -> None:
         while len(self._pending) >= self._depth:
@@ -426,7 +427,7 @@ def _pread_exact(fd: int, n: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
-async def _aclose(stream: AsyncIterator) -> None:
+async def _aclose(stream: AsyncIterator[object]) -> None:
     closer = getattr(stream, "aclose", None)
     if closer is not None:
         await closer()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from distcore._private import protocol as p
 from distcore._private.node import store_session
 from distcore._private.node_manager import introspection
+from distcore._private.node_manager.head_reconnect import HeadLink
 from distcore._private.node_manager.leases import LeaseManager
 from distcore._private.node_manager.memory_monitor import (
     MemoryMonitor,
@@ -72,6 +73,7 @@ class NodeManagerService:
         self.memory_monitor: MemoryMonitor | None = None
         self._tasks: list[asyncio.Task] = []
         self.dead_worker_logs: deque[str] = deque(maxlen=10_000)  # for ListLogs
+        self.head_link = HeadLink(self)  # heartbeats through a head restart (``head_reconnect.py``)
 
     async def start(self, address: str) -> None:
         """Register with the control store, then start heartbeats and workers."""
@@ -90,6 +92,7 @@ class NodeManagerService:
             session_dir=cfg.session_dir, object_store_memory=cfg.object_store_memory, pid=os.getpid(),
             start_time=time.time(), metrics_address=cfg.metrics_address,
         )
+        self.node_info = info  # registered again after a head restart that lost the tables
         self.view = await self._gcs().call("Gcs", "RegisterNode", info)
         self.pool.start_monitor()
         prestart = cfg.prestart if cfg.prestart is not None else int(cfg.resources.get("CPU", 1))
@@ -131,10 +134,13 @@ class NodeManagerService:
             try:
                 view = await self._gcs().call("Gcs", "Heartbeat", hb, timeout=10)
             except (RpcError, TimeoutError) as exc:
-                logger.warning("heartbeat to the control store failed: %s", exc)
+                self.head_link.heartbeat_failed(exc)  # the head may be restarting: retry, keep serving
                 continue
+            self.head_link.heartbeat_ok()
             if view is not None:
                 self.view = view
+            elif not self.config.is_head:
+                await self.head_link.unknown_node()  # a restarted head without this node's record
 
     async def close(self) -> None:
         for task in self._tasks:

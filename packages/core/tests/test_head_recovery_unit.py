@@ -1,0 +1,97 @@
+"""Head restart, the pure parts: retrying control-store calls, idempotent registration, recovery prep."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from distcore._private import protocol as p
+from distcore._private.core_worker import gcs_client
+from distcore._private.core_worker.gcs_client import GcsClient, HeadUnreachableError
+from distcore._private.gcs import recovery
+from distcore._private.gcs.nodes import NodeTable
+from distcore._private.gcs.storage import Storage
+from distcore._private.rpc import RpcUnavailable
+
+
+class _Flaky:
+    """An RpcClient stand-in that is unreachable for the first ``down`` calls."""
+
+    def __init__(self, down: int) -> None:
+        self.down = down
+        self.calls = 0
+
+    async def call(self, service, method, request=None, timeout=None):
+        self.calls += 1
+        if self.calls <= self.down:
+            raise RpcUnavailable("connection refused")
+        return (method, request)
+
+
+def test_gcs_client_retries_until_the_head_answers():
+    flaky = _Flaky(down=3)
+    client = GcsClient("127.0.0.1:1", lambda: flaky)
+    assert asyncio.run(client.call("Gcs", "ListNodes", 7)) == ("ListNodes", 7)
+    assert flaky.calls == 4
+
+
+def test_gcs_client_gives_a_clear_error_after_the_window(monkeypatch):
+    monkeypatch.setattr(gcs_client, "HEAD_RECONNECT_TIMEOUT_S", 0.3)
+    client = GcsClient("127.0.0.1:1", lambda: _Flaky(down=10**6))
+    with pytest.raises(ConnectionError, match="head .* at 127.0.0.1:1 is unreachable") as info:
+        asyncio.run(client.call("Gcs", "ListNodes"))
+    assert isinstance(info.value, HeadUnreachableError) and isinstance(info.value, RpcUnavailable)
+
+
+def test_gcs_client_does_not_wait_for_a_goodbye():
+    flaky = _Flaky(down=1)
+    with pytest.raises(RpcUnavailable):
+        asyncio.run(GcsClient("a:1", lambda: flaky).call("Gcs", "JobFinished", "01"))
+    assert flaky.calls == 1
+
+
+def _info(node_id: str, **kw) -> p.NodeInfo:
+    return p.NodeInfo(node_id=node_id, address="127.0.0.1:1", ip="127.0.0.1", resources={"CPU": 2.0}, **kw)
+
+
+def test_register_is_idempotent_for_a_known_node_and_refuses_a_dead_one():
+    async def main() -> None:
+        nodes = NodeTable(Storage(None), 5.0)
+        nodes.register(_info("n1"))
+        nodes.heartbeat(p.Heartbeat("n1", {"CPU": 1.0}))
+        nodes.register(_info("n1"))  # again, e.g. after a head restart: availability is kept
+        assert nodes.nodes["n1"].state == "ALIVE" and nodes.available["n1"] == {"CPU": 1.0}
+        await nodes.mark_dead("n1", "gone")
+        with pytest.raises(ValueError, match="declared dead"):
+            nodes.register(_info("n1"))
+
+    asyncio.run(main())
+
+
+def test_reloaded_nodes_stay_alive_and_the_view_version_moves_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(recovery, "RECONCILE_TRIES", 1)
+    db = str(tmp_path / "gcs.sqlite")
+
+    async def first() -> int:
+        storage = Storage(db)
+        nodes = NodeTable(storage, 5.0)
+        nodes.register(_info("head", is_head=True))
+        nodes.register(_info("w1"))
+        storage.close()
+        return nodes.version
+
+    async def second(before: int) -> None:
+        from distcore._private.gcs.server import GcsService
+
+        gcs = GcsService(db, None, 5.0)
+        assert recovery.has_state(gcs)
+        assert {n: i.state for n, i in gcs.nodes.nodes.items()} == {"head": "ALIVE", "w1": "ALIVE"}
+        recovery.prepare(gcs)
+        assert gcs.nodes.version > before
+        await recovery.recover(gcs)
+        assert gcs.nodes.nodes["head"].state == "DEAD"  # the old head's node manager died with it
+        assert gcs.nodes.nodes["w1"].state == "ALIVE"  # unconfirmed until heartbeats or the dead timeout
+        await gcs.close()
+
+    asyncio.run(second(asyncio.run(first())))
