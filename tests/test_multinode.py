@@ -24,6 +24,20 @@ def node_of(delay: float = 0.0) -> str:
 
 
 @distcore.remote
+def meet_then_report(barrier: str, parties: int) -> str:
+    """Wait until ``parties`` tasks have arrived, then say where this one ran."""
+    import os
+    import uuid
+
+    os.makedirs(barrier, exist_ok=True)
+    open(os.path.join(barrier, uuid.uuid4().hex), "w").close()
+    deadline = time.monotonic() + 60
+    while len(os.listdir(barrier)) < parties and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return distcore.get_runtime_context().get_node_id()
+
+
+@distcore.remote
 class Where:
     def node(self) -> str:
         return distcore.get_runtime_context().get_node_id()
@@ -37,11 +51,15 @@ def three_nodes(cluster):
     return head, a, b
 
 
-def test_tasks_and_actors_spread_over_three_nodes(cluster):
+def test_tasks_and_actors_spread_over_three_nodes(cluster, tmp_path):
     head, a, b = three_nodes(cluster)
     assert distcore.cluster_resources()["CPU"] == 3
-    seen = set(distcore.get([node_of.options(scheduling_strategy="SPREAD").remote(0.5) for _ in range(6)]))
-    assert seen == {head.node_id, a.node_id, b.node_id}
+    # Three small tasks that all run at once (they meet at a barrier): packed
+    # by default, but SPREAD must give each its own node.
+    barrier = str(tmp_path / "barrier")
+    spread = meet_then_report.options(scheduling_strategy="SPREAD", num_cpus=0.25)
+    seen = distcore.get([spread.remote(barrier, 3) for _ in range(3)], timeout=120)
+    assert set(seen) == {head.node_id, a.node_id, b.node_id}
     assert distcore.get(node_of.options(resources={"b": 1}).remote()) == b.node_id
     actor = Where.options(resources={"a": 1}).remote()
     assert distcore.get(actor.node.remote()) == a.node_id
