@@ -22,7 +22,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "chaos" / "chaos_run.py
 def test_chaos_run_short_form_loses_nothing(isolated_tmp):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     try:
-        proc = subprocess.run([sys.executable, str(SCRIPT), "--short", "--json"], capture_output=True,
+        proc = subprocess.run([sys.executable, str(SCRIPT), "--short", "--json", "-v"], capture_output=True,
                               text=True, timeout=300, env=env, cwd=isolated_tmp)
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""

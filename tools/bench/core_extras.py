@@ -129,7 +129,8 @@ def probe_footprint(system: str) -> dict[str, Any]:
     return out
 
 
-def probe_tasks100k(system: str, n: int = 100_000) -> dict[str, Any]:
+def probe_tasks100k(system: str) -> dict[str, Any]:
+    n = int(os.environ.get("CORE_EXTRAS_BULK_TASKS", "100000"))
     ray = _module(system)
     ray.init()
 
@@ -165,7 +166,7 @@ def probe_transfer(system: str, size: int = GiB, repeat: int = 3) -> dict[str, A
         times = []
         for _ in range(repeat):
             ref = make.remote(size)
-            ray.wait([ref], timeout=300)
+            ray.wait([ref], timeout=300, fetch_local=False)  # made, but not pulled here yet
             start = time.perf_counter()
             value = ray.get(ref)
             times.append(time.perf_counter() - start)

@@ -321,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {info.get('cpus')} CPUs ({info.get('cpu', '?')}), {info.get('ram_gib', '?')} GiB RAM, "
           f"Python {info['python']}, distcore {info['commit']}; load average before: {load_before}")
     per_pass = max(1, math.ceil(args.rounds / args.passes))
-    print(f"# {len(names)} metrics × {args.passes} pass(es) × {per_pass} round(s) of {args.round_s} s "
-          f"after {args.warmup_s} s warm-up; sizes: {args.sizes}", flush=True)
+    if not args.extras_only:
+        print(f"# {len(names)} metrics × {args.passes} pass(es) × {per_pass} round(s) of {args.round_s} s "
+              f"after {args.warmup_s} s warm-up; sizes: {args.sizes}", flush=True)
     runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
     logdir = Path(tempfile.mkdtemp(prefix="core_micro_"))
     if names and not args.extras_only:

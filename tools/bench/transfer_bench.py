@@ -16,7 +16,7 @@ and the whole object as one unary message (``NodeManager.ReadObject``, the
 previous design: unbounded memory). The node managers' peak resident memory
 (``VmHWM``) shows the transfer streams.
 
-    .venv/bin/python tools/bench/transfer_bench.py                  # 1 GiB, 8 MiB chunks
+    .venv/bin/python tools/bench/transfer_bench.py                  # 1 GiB, default (4 MiB) chunks
     .venv/bin/python tools/bench/transfer_bench.py --chunk-mib 1,4,8,16 --repeat 3
 """
 
@@ -31,6 +31,7 @@ import time
 import numpy as np
 
 import distcore
+from distcore._private.node_manager.object_transfer import DEFAULT_CHUNK_BYTES
 from distcore.cluster_utils import Cluster
 
 MiB = 1024 * 1024
@@ -83,7 +84,7 @@ def _run_one(size: int, chunk: int, repeat: int, unary: bool) -> list[tuple[str,
             return ref
 
         baseline_rss = max(_vm_hwm_mib(head.pid), _vm_hwm_mib(far.pid))
-        label = f"{chunk // MiB} MiB chunks"
+        label = f"{chunk / MiB:g} MiB chunks"
         pulls = []
         for _ in range(repeat):
             ref = fresh()
@@ -124,15 +125,16 @@ def _run_one(size: int, chunk: int, repeat: int, unary: bool) -> list[tuple[str,
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mib", type=int, default=1024, help="object size in MiB (default 1024)")
-    ap.add_argument("--chunk-mib", default="8", help="comma-separated chunk sizes in MiB (default 8)")
+    ap.add_argument("--chunk-mib", default=str(DEFAULT_CHUNK_BYTES / MiB).rstrip("0").rstrip("."),
+                    help="comma-separated chunk sizes in MiB (default: the node manager's default)")
     ap.add_argument("--repeat", type=int, default=3, help="pulls per chunk size (default 3)")
     ap.add_argument("--no-unary", action="store_true", help="skip the whole-object unary reference")
     args = ap.parse_args(argv)
     size = args.size_mib * MiB
     chunks = [int(float(c) * MiB) for c in args.chunk_mib.split(",")]
     print(f"# {sys.executable} tools/bench/transfer_bench.py " + " ".join(sys.argv[1:] if argv is None else argv))
-    print(f"# object: {size / MiB:.0f} MiB; two node processes on one machine ({os.cpu_count()} CPUs); "
-          "GB = 1e9 bytes")
+    print(f"# object: {size / MiB:.0f} MiB; two node processes on one machine ({os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f} at the start); GB = 1e9 bytes")
     rows = [("reference: pwrite into a fresh shm segment (no network)", t := _write_baseline(size), size / t / 1e9,
              float("nan"))]
     for i, chunk in enumerate(chunks):

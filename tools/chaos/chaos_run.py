@@ -287,11 +287,20 @@ def run_wave(stats: Stats, wave: list[tuple], actors: list, next_seq: list[int],
             sent[a] += amount
             pending.append((f"counter[{a}].add({seq})", actor.add.remote(seq, amount), seq))
             stats.actor_calls += 1
-    deadline = time.monotonic() + args.get_timeout
+    # one deadline for the wave: what is not ready by then is a hang (checked without further waiting)
+    refs = [ref for _, ref, _ in pending]
+    try:
+        ready, _ = distcore.wait(refs, num_returns=len(refs), timeout=args.get_timeout)
+    except Exception as exc:  # noqa: BLE001
+        stats.failure("wait", "wave", exc)
+        ready = []
+    ready_ids = {r.hex() for r in ready}
     for what, ref, expected in pending:
-        check(stats, what, ref, expected, deadline)
-        if time.monotonic() > deadline:  # the rest get a short grace each
-            deadline = time.monotonic() + 5.0
+        if ref.hex() in ready_ids:
+            check(stats, what, ref, expected, time.monotonic() + 30.0)
+        else:
+            stats.hangs += 1
+            stats.failure("hang", what)
 
 
 # ----------------------------------------------------------------- faults
@@ -502,7 +511,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--wave", type=int, default=200, help="jobs submitted before their results are checked")
     ap.add_argument("--max-retries", type=int, default=20, help="max_retries of every task")
     ap.add_argument("--actor-calls-per-wave", type=int, default=3)
-    ap.add_argument("--get-timeout", type=float, default=120.0, help="a wave's results later than this are hangs")
+    ap.add_argument("--get-timeout", type=float,
+                    help="a wave's results not ready after this many s are hangs (default 120; --short 60)")
     ap.add_argument("--cpus-per-node", type=int, default=2)
     ap.add_argument("--store-bytes", type=int, help="object store per node (default 512 MB; --short 256 MB)")
     ap.add_argument("--node-dead-timeout", type=float, default=5.0)
@@ -518,6 +528,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.actors = 5 if short else 20
     if args.max_bytes is None:
         args.max_bytes = (10 if short else 100) * 2**20
+    if args.get_timeout is None:
+        args.get_timeout = 60.0 if short else 120.0
     if args.kill_interval is None:
         args.kill_interval = 2.0 if short else 1.0
     if args.store_bytes is None:

@@ -262,18 +262,22 @@ def test_method_error_with_a_custom_constructor_keeps_its_attributes(shared_clus
 # ---------------------------------------------------------------- creation arguments
 
 
-def test_creating_an_actor_does_not_wait_for_its_arguments(shared_cluster):
-    @distcore.remote
-    def slow_value():
-        import time
+def test_creating_an_actor_does_not_wait_for_its_arguments(shared_cluster, tmp_path):
+    gate = tmp_path / "gate"
 
-        time.sleep(2.0)
-        return 5
+    @distcore.remote
+    def gated_value(path):
+        # Ready only once the caller got its handle back (or after 30 s).
+        deadline = time.monotonic() + 30
+        while not os.path.exists(path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return 5 if os.path.exists(path) else -1000
 
     start = time.monotonic()
-    c = Counter.remote(slow_value.remote())
-    assert time.monotonic() - start < 1.0
-    assert distcore.get(c.incr.remote(), timeout=30) == 6
+    c = Counter.remote(gated_value.remote(str(gate)))
+    assert time.monotonic() - start < 15
+    gate.touch()
+    assert distcore.get(c.incr.remote(), timeout=60) == 6
 
 
 def test_large_and_put_constructor_arguments_outlive_the_caller_refs(shared_cluster):
@@ -308,7 +312,7 @@ def test_failed_argument_task_fails_the_actor_creation(shared_cluster):
 
     c = Counter.remote(broken.remote())
     with pytest.raises((ActorDiedError, OSError), match="no input"):
-        distcore.get(c.incr.remote(), timeout=30)
+        distcore.get(c.incr.remote(), timeout=60)
 
 
 def test_temporary_handle_call_completes(shared_cluster):

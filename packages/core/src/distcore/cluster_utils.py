@@ -85,6 +85,8 @@ class Cluster:
             })
             cluster.add_node(num_cpus=0)  # the head; worker nodes come and go with demand
         """
+        if not node_dead_timeout_s > 0:
+            raise ValueError(f"node_dead_timeout_s must be a positive number of seconds, got {node_dead_timeout_s!r}")
         if autoscaling_config is not None:
             from distcore._private.autoscaler.config import AutoscalingConfig
 

@@ -49,6 +49,9 @@ def _configure_start(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-usage-threshold", type=float, default=None,
                    help="fraction of the node's memory in use past which the memory monitor kills the newest "
                         "retriable worker (default: env DISTCORE_MEMORY_USAGE_THRESHOLD, else 0.95)")
+    p.add_argument("--node-dead-timeout-s", type=float, default=30.0,
+                   help="head: seconds without a heartbeat before a node is declared dead (default 30; a node "
+                        "whose processes are gone while its host is up is declared dead within about 2 s)")
     p.add_argument("--metrics-export-port", type=int, default=0,
                    help="port of this node's Prometheus metrics (needs distcore[default]; default 0: any free "
                         "port; -1: off)")
@@ -67,6 +70,10 @@ def _json_arg(text: str, what: str) -> dict:
 def _start(args: argparse.Namespace) -> int:
     if args.head == bool(args.address):
         print("distcore start: give exactly one of --head or --address HOST:PORT", file=sys.stderr)
+        return 2
+    if not args.node_dead_timeout_s > 0:
+        print(f"distcore start: --node-dead-timeout-s must be a positive number of seconds, got "
+              f"{args.node_dead_timeout_s}", file=sys.stderr)
         return 2
     if args.memory_usage_threshold is not None:
         from distcore._private.node_manager.memory_monitor import validate_threshold
@@ -99,7 +106,7 @@ def _start(args: argparse.Namespace) -> int:
             port=args.port if args.head else 0, labels=_json_arg(args.labels, "labels"),
             dashboard_port=args.dashboard_port if args.head and args.include_dashboard == "true" else None,
             metrics_export_port=args.metrics_export_port if args.metrics_export_port >= 0 else None,
-            memory_usage_threshold=args.memory_usage_threshold,
+            memory_usage_threshold=args.memory_usage_threshold, dead_timeout_s=args.node_dead_timeout_s,
         )
     except (RuntimeError, TimeoutError) as exc:
         print(f"distcore start: {exc}", file=sys.stderr)

@@ -33,7 +33,7 @@ from distcore._private import ids
 from distcore._private import protocol as p
 from distcore._private.core_worker.lineage import LineageEntry, LineageTable
 from distcore._private.core_worker.memory_store import StoredObject
-from distcore._private.rpc import RpcError
+from distcore._private.rpc import RpcError, RpcUnavailable
 from distcore.exceptions import (
     GetTimeoutError,
     ObjectLostError,
@@ -50,6 +50,9 @@ logger = logging.getLogger(__name__)
 # How often one ``get`` may recover the same object before giving up (a copy
 # that keeps vanishing as soon as it is recomputed).
 MAX_RECOVERIES_PER_GET = 3
+# Least time between two cluster-view polls: the view changes with every heartbeat that
+# moves a node's free resources, and every owner process with lineage follows it.
+WATCH_MIN_INTERVAL_S = 1.0
 _PUT_INDEX_BIT = 0x80000000
 
 
@@ -105,6 +108,11 @@ class Reconstructor:
             "(the actor's state may have moved on); keep a copy with distcore.put or recompute it",
         )
 
+    def on_task_done(self, spec: p.TaskSpec) -> None:
+        """A task ended: a kept spec holds no resolved argument values (a re-run resolves them again)."""
+        if self.table.get(spec.task_id) is not None:
+            _clear_resolved(spec)
+
     def on_released(self, object_id: str) -> None:
         """Reference counting freed an owned object: its lineage may go."""
         self.table.released(object_id)
@@ -129,25 +137,43 @@ class Reconstructor:
         entry = self.core.refs.get(object_id)
         if obj is None or obj.plasma_node != node_id or entry is None or not entry.owned:
             return  # stale news: already recovered, being recovered, or not ours
-        self._lose([object_id], f"its copy on node {node_id[:8]} is gone")
+        self._lose([object_id], f"no copy of it could be read from node {node_id[:8]}", node_id)
 
     def on_node_dead(self, node_id: str) -> None:
         """The cluster view says ``node_id`` died: recover what only it held."""
         if node_id == self.core.node_id:
             return
+        self.core.submitter.return_idle_on(node_id)
         lost = [
             oid for oid, entry in self.core.refs.snapshot().items()
             if entry.owned and entry.plasma_node == node_id
         ]
         if lost:
             logger.info("node %s died holding %d objects owned here; recovering them", node_id[:8], len(lost))
-            self._lose(lost, f"node {node_id[:8]}, which held its primary copy, died")
+            self._lose(lost, f"node {node_id[:8]}, which held its primary copy, died", node_id)
 
-    def _lose(self, object_ids: list[str], why: str) -> None:
+    def _lose(self, object_ids: list[str], why: str, node_id: str) -> None:
         core = self.core
+        core.submitter.return_idle_on(node_id)  # so the re-runs are not pushed there blindly
         for oid in object_ids:
             core.memory.delete(oid)
             core.refs.set_location(oid, None, 0)
+        if node_id in self._dead_nodes:
+            for oid in object_ids:
+                self._recover(oid, why)
+        else:
+            asyncio.ensure_future(self._free_then_recover(object_ids, why, node_id))
+
+    async def _free_then_recover(self, object_ids: list[str], why: str, node_id: str) -> None:
+        """The node may live on (its copy was unreadable, not gone): free that copy first, so it
+        neither leaks pinned nor clashes with the re-run's copy should the re-run land there."""
+        core = self.core
+        try:
+            address = await core.node_address_of(node_id)
+            if address:
+                await core.clients.get(address).call("NodeManager", "FreeObjects", object_ids, timeout=2)
+        except (RpcError, TimeoutError):
+            pass  # gone (or hung): nothing to free there
         for oid in object_ids:
             self._recover(oid, why)
 
@@ -162,7 +188,8 @@ class Reconstructor:
         entry = self.table.producer(object_id)
         if entry is None:
             reason = self.table.reason(object_id) or (
-                "this owner kept no lineage for it (its producing task's spec was released)"
+                "this owner kept no lineage for it (it came from an actor task or a generator, "
+                "or its task's spec was released)"
             )
             self._fail([object_id], self._failed(object_id, why, reason))
             return
@@ -184,7 +211,11 @@ class Reconstructor:
         for arg_id in freed:
             parent = self.table.producer(arg_id)
             if parent is None:
-                reason = f"its argument {arg_id} was freed and {self.table.reason(arg_id) or 'has no lineage'}"
+                made_by = self.table.reason(arg_id) or (
+                    "it was made by put (as large arguments are), which cannot be recomputed"
+                    if is_put_object(arg_id) else "it has no lineage"
+                )
+                reason = f"its argument {arg_id} was freed, and {made_by}"
                 self._fail_task(entry, why, reason)
                 return reason
             parents.append(parent)
@@ -199,18 +230,49 @@ class Reconstructor:
                 core.refs.remove_submitted(entry.deps)
                 return reason
         self._forget_returns(spec)
-        for arg in [*spec.args, *spec.kwargs.values()]:
-            if arg.object_id is not None:  # resolved again: the old value or location may be gone
-                arg.value = None
-                arg.in_plasma_node = None
+        _clear_resolved(spec)  # resolved again: the old value or location may be gone
         spec.attempt += 1
         entry.reexecuted += 1
         self.reconstructions += 1
         logger.info("reconstructing the returns of task %s (%s): re-running it, attempt %d", spec.name, why, spec.attempt + 1)
         self._running.add(entry.task_id)
-        fut = asyncio.ensure_future(core.submitter.submit(spec, list(entry.deps)))
+        fut = asyncio.ensure_future(self._resubmit(entry))
         fut.add_done_callback(lambda _f, tid=entry.task_id: self._running.discard(tid))
         return None
+
+    async def _resubmit(self, entry: LineageEntry) -> None:
+        """Submit a re-run once its lost arguments are being recomputed too.
+
+        A worker that finds an argument missing waits for it while holding
+        its lease, and the argument's own re-run may need that lease's
+        resources: so the owner checks first that each owned argument in a
+        store still has its copy, and recovers the missing ones before the
+        task is submitted (its submission then waits for them, holding nothing).
+        """
+        core = self.core
+        by_node: dict[str, list[str]] = {}
+        for arg_id in entry.arg_ids:
+            obj = core.memory.get(arg_id)
+            if obj is not None and obj.plasma_node and obj.plasma_node not in self._dead_nodes:
+                by_node.setdefault(obj.plasma_node, []).append(arg_id)
+        for node_id, oids in by_node.items():
+            for oid in await self._missing_on(node_id, oids):
+                self.on_copy_lost(oid, node_id)
+        await core.submitter.submit(entry.spec, list(entry.deps))
+
+    async def _missing_on(self, node_id: str, object_ids: list[str]) -> list[str]:
+        """Those of ``object_ids`` that node ``node_id`` does not hold (all of them if it is gone)."""
+        core = self.core
+        try:
+            address = await core.node_address_of(node_id)
+            if address is None:
+                return object_ids
+            infos = await core.clients.get(address).call("NodeManager", "GetObjectInfos", object_ids, timeout=5)
+        except RpcUnavailable:
+            return object_ids
+        except (RpcError, TimeoutError):
+            return []  # slow or unsure: a reader that cannot pull it reports it
+        return [oid for oid, info in zip(object_ids, infos, strict=True) if info is None]
 
     def _forget_returns(self, spec: p.TaskSpec) -> None:
         """Drop the copies of a task's returns that the re-run replaces (so none leaks pinned)."""
@@ -255,8 +317,9 @@ class Reconstructor:
             self._watch = asyncio.ensure_future(self._watch_nodes())
 
     async def _watch_nodes(self) -> None:
+        """Follow the cluster view while this process keeps lineage (nothing to recover otherwise)."""
         version = -1
-        while not self._closed:
+        while not self._closed and len(self.table):
             try:
                 view: p.ClusterView = await self.core.gcs().call("Gcs", "WatchClusterView", version, timeout=30)
             except (RpcError, TimeoutError):
@@ -271,6 +334,8 @@ class Reconstructor:
                         self.on_node_dead(node_id)
                     except Exception:  # noqa: BLE001 - keep following the cluster
                         logger.exception("recovering the objects of dead node %s failed", node_id[:8])
+            await asyncio.sleep(WATCH_MIN_INTERVAL_S)
+        self._watch = None  # the next recorded task starts it again
 
     def close(self) -> None:
         self._closed = True
@@ -328,6 +393,14 @@ class Reconstructor:
             return await core.memory.wait(object_id, timeout)
         core.memory.delete(object_id)
         return await core.resolve(object_id, owner, timeout, lost_node=lost_node)
+
+
+def _clear_resolved(spec: p.TaskSpec) -> None:
+    """Forget what resolving the task's ref arguments filled in (values inlined, store locations)."""
+    for arg in [*spec.args, *spec.kwargs.values()]:
+        if arg.object_id is not None:
+            arg.value = None
+            arg.in_plasma_node = None
 
 
 def _no_retry_reason(spec: p.TaskSpec) -> str | None:

@@ -141,6 +141,14 @@ class TaskSubmitter:
             state.leased.remove(leased)
             asyncio.ensure_future(self._return(leased))
 
+    def return_idle_on(self, node_id: str) -> None:
+        """Give back the idle leased workers on ``node_id`` now: it died (or lost an object), and a
+        task pushed there blindly would spend a retry (``reconstruction.py`` calls this)."""
+        for state in self.keys.values():
+            for leased in [w for w in state.leased if not w.busy and w.worker.node_id == node_id]:
+                state.leased.remove(leased)
+                asyncio.ensure_future(self._return(leased))
+
     async def _lease(self, key: Any, state: _KeyState, spec: p.TaskSpec) -> None:
         try:
             leased = await self._acquire(state, spec)
@@ -318,6 +326,7 @@ class TaskSubmitter:
 
     def _done(self, task: _Task) -> None:
         self.tasks.pop(task.spec.task_id, None)
+        self.core.lineage.on_task_done(task.spec)  # its kept spec drops the argument values it resolved
         self.core.refs.remove_submitted(task.deps)
 
     # ------------------------------------------------------------ generators

@@ -78,7 +78,9 @@ class PlacementGroupTable:
         bundles = [ResourceSet.from_dict(b) for b in info.bundles]
         warned = ""
         while info.state == "PENDING":
-            result = place_bundles(bundles, info.strategy, self._node_views())
+            # Bundles still held (a node of the group died: only its bundles move, as in Ray).
+            missing = [i for i in range(len(bundles)) if i not in info.bundle_nodes]
+            result = place_bundles([bundles[i] for i in missing], info.strategy, self._views_for(info))
             if result.kind != "placed":
                 if result.kind == "infeasible" and warned != result.reason:
                     logger.warning("placement group %s cannot be placed: %s", info.pg_id[:8], result.reason)
@@ -88,7 +90,7 @@ class PlacementGroupTable:
                 continue
             assignment = result.assignment or []
             per_node: dict[str, dict[int, dict[str, float]]] = {}
-            for index, node_id in enumerate(assignment):
+            for index, node_id in zip(missing, assignment, strict=True):
                 per_node.setdefault(node_id, {})[index] = info.bundles[index]
             reserved: list[str] = []
             ok = True
@@ -104,24 +106,36 @@ class PlacementGroupTable:
             if info.state != "PENDING":  # removed meanwhile
                 await self._release(info.pg_id, reserved)
                 return
-            if not ok:
-                await self._release(info.pg_id, reserved)
+            if not ok:  # give back only what this round reserved: kept bundles stay
+                await self._release(info.pg_id, reserved, {n: list(per_node[n]) for n in reserved})
                 await self._wait_change(0.2)
                 continue
-            info.bundle_nodes = dict(enumerate(assignment))
+            info.bundle_nodes = {**info.bundle_nodes, **dict(zip(missing, assignment, strict=True))}
             info.state = "CREATED"
             info.reason = ""
             self._save(group)
 
+    def _views_for(self, info: p.PlacementGroupInfo) -> dict[str, NodeView]:
+        """The nodes the group's missing bundles may go to, given the ones it still holds."""
+        views = self._node_views()
+        kept = set(info.bundle_nodes.values())
+        if kept and info.strategy == "STRICT_SPREAD":
+            views = {n: v for n, v in views.items() if n not in kept}
+        elif kept and info.strategy == "STRICT_PACK":
+            views = {n: v for n, v in views.items() if n in kept}
+        return views
+
     def _nm(self, node_id: str):
         return self._clients.get(self._nodes.nodes[node_id].address)
 
-    async def _release(self, pg_id: str, node_ids) -> None:
+    async def _release(self, pg_id: str, node_ids, indexes: dict[str, list[int]] | None = None) -> None:
+        """Release the group's bundles on ``node_ids`` (only ``indexes[node]`` when given)."""
         for node_id in set(node_ids):
             if node_id not in self._nodes.nodes or self._nodes.nodes[node_id].state != "ALIVE":
                 continue
+            request = p.ReleaseBundles(pg_id, indexes.get(node_id) if indexes is not None else None)
             try:
-                await self._nm(node_id).call("NodeManager", "ReleaseBundles", p.ReleaseBundles(pg_id))
+                await self._nm(node_id).call("NodeManager", "ReleaseBundles", request)
             except RpcError:
                 pass
 
@@ -161,13 +175,15 @@ class PlacementGroupTable:
     async def on_node_death(self, node_id: str) -> None:
         for group in self.groups.values():
             info = group.info
-            if info.state == "CREATED" and node_id in info.bundle_nodes.values():
-                others = [n for n in info.bundle_nodes.values() if n != node_id]
-                await self._release(info.pg_id, others)
+            if info.state in ("CREATED", "PENDING") and node_id in info.bundle_nodes.values():
+                # Only the dead node's bundles are placed again; the others (and what runs in them) stay.
+                placing = info.state == "PENDING"  # its _place loop runs already
                 info.state = "PENDING"
-                info.bundle_nodes = {}
+                info.bundle_nodes = {i: n for i, n in info.bundle_nodes.items() if n != node_id}
+                info.reason = f"rescheduling the bundles of dead node {node_id[:8]}"
                 self._save(group)
-                group.task = asyncio.ensure_future(self._place(group))
+                if not placing:
+                    group.task = asyncio.ensure_future(self._place(group))
 
     async def on_job_finished(self, job_id: str) -> None:
         for group in list(self.groups.values()):

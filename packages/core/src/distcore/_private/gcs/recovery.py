@@ -96,11 +96,15 @@ async def _recover(gcs: GcsService) -> None:
     for node_id in alive:
         if nodes.nodes[node_id].is_head:
             await nodes.mark_dead(node_id, HEAD_RESTARTED)
-    # Placement groups that were being placed: release partial reservations, place again.
+    # Placement groups that were being placed: release partial reservations of the bundles
+    # not recorded as held (recorded ones stay), then place again.
     for group in list(pgs.groups.values()):
-        if group.info.state == "PENDING" and (group.task is None or group.task.done()):
-            await pgs._release(group.info.pg_id, list(nodes.alive()))
-            if group.info.state == "PENDING" and (group.task is None or group.task.done()):
+        info = group.info
+        if info.state == "PENDING" and (group.task is None or group.task.done()):
+            for node_id in list(nodes.alive()):
+                stray = [i for i in range(len(info.bundles)) if info.bundle_nodes.get(i) != node_id]
+                await _call(gcs, node_id, "ReleaseBundles", p.ReleaseBundles(info.pg_id, stray))
+            if info.state == "PENDING" and (group.task is None or group.task.done()):
                 group.task = asyncio.ensure_future(pgs._place(group))
     # Actors being created or restarted: end any half-created worker, then schedule again.
     resume = [
@@ -152,11 +156,15 @@ async def _node_stats(gcs: GcsService, node_ids: list[str]) -> dict[str, p.NodeS
 
 
 async def _kill(gcs: GcsService, node_id: str, worker_id: str, reason: str) -> None:
+    await _call(gcs, node_id, "KillWorker", p.KillWorker(worker_id, force=True, reason=reason))
+
+
+async def _call(gcs: GcsService, node_id: str, method: str, request) -> None:
+    """A best-effort call to a node manager (a node that does not answer is judged by its heartbeats)."""
     info = gcs.nodes.nodes.get(node_id)
-    if info is None:
+    if info is None or info.state != "ALIVE":
         return
     try:
-        await gcs.clients.get(info.address).call(
-            "NodeManager", "KillWorker", p.KillWorker(worker_id, force=True, reason=reason), timeout=5)
+        await gcs.clients.get(info.address).call("NodeManager", method, request, timeout=5)
     except (RpcError, TimeoutError):
         pass
