@@ -60,7 +60,8 @@ class LeaseManager:
         # Keyed by (shape, owner): (shape, when, how many tasks the owner has queued for it).
         self._infeasible: dict[tuple, tuple[dict[str, float], float, int]] = {}
         self.pending: dict[str, p.LeaseRequest] = {}
-        self._changed = asyncio.Condition()
+        # Set (and replaced) whenever resources free up; waiters re-check.
+        self._changed = asyncio.Event()
         self.dead_owners: dict[str, None] = {}  # owners that died (oldest first, bounded): their requests are refused
         self.stats = LeaseStats()  # outcome counters and grant latency, read by the metrics endpoint
 
@@ -109,8 +110,8 @@ class LeaseManager:
         self._infeasible[self._infeasible_key(resources, req)] = (dict(resources), time.monotonic(), max(1, req.backlog))
 
     async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     async def owner_died(self, worker_id: str) -> None:
         """Refuse the queued and later lease requests of an owner (driver or worker) that died."""
@@ -160,11 +161,12 @@ class LeaseManager:
                 allocation = self._allocate(needed, request, bundle)
                 if allocation is not None:
                     break
-                async with self._changed:
-                    try:
-                        await asyncio.wait_for(self._changed.wait(), 1.0)
-                    except TimeoutError:
-                        pass
+                # An Event, not a Condition: a timed-out Condition.wait can leave
+                # its lock released under us ("Lock is not acquired").
+                try:
+                    await asyncio.wait_for(self._changed.wait(), 1.0)
+                except TimeoutError:
+                    pass
         finally:
             self.pending.pop(req.lease_id, None)
         try:

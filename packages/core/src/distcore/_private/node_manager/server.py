@@ -27,6 +27,7 @@ from distcore._private.node_manager.object_transfer import (
     ReadChunks,
 )
 from distcore._private.node_manager.worker_pool import WorkerPool, WorkerProc
+from distcore._private.object_store.state import ObjectState
 from distcore._private.object_store.store import LocalObjectStore
 from distcore._private.rpc import ClientPool, RpcError
 from distcore._private.scheduling.resources import NodeResources, ResourceSet
@@ -231,6 +232,14 @@ class NodeManagerService:
     # ------------------------------------------------------------ objects
 
     async def rpc_CreateObject(self, req: p.CreateObject) -> str:
+        earlier = self.store.info(req.object_id)
+        if earlier is not None:
+            # A retried task writes the same return id again: the earlier
+            # attempt's copy (sealed, or left unsealed by a killed writer) goes.
+            if earlier.state is ObjectState.CREATING:
+                self.store.abort(req.object_id)
+            else:
+                self.store.delete([req.object_id])
         return self.store.create(req.object_id, req.size)
 
     async def rpc_SealObject(self, req: p.SealObject) -> None:
