@@ -183,8 +183,9 @@ def probe_transfer_bench(system: str) -> dict[str, Any]:
     sys.path.insert(0, str(HERE))
     import transfer_bench
 
-    rows = transfer_bench._run_one(GiB, 8 * 1024 * 1024, 3, unary=False)
-    return {"rows": [{"what": w, "seconds": s, "gbps": g} for w, s, g, _rss in rows]}
+    chunk = getattr(transfer_bench, "DEFAULT_CHUNK_BYTES", 4 * 1024 * 1024)
+    rows = transfer_bench._run_one(GiB, chunk, 3, unary=False)
+    return {"chunk_mib": chunk / 2**20, "rows": [{"what": w, "seconds": s, "gbps": g} for w, s, g, _rss in rows]}
 
 
 PROBES: dict[str, Callable[[str], dict[str, Any]]] = {
@@ -377,7 +378,8 @@ def format_extras(extras: dict[str, Any]) -> str:
                      f"thread): {m['warm_gbps']:.2f} GB/s into warm pages, {m['fresh_pages_gbps']:.2f} GB/s "
                      "into fresh pages")
     if "transfer_bench" in extras and "rows" in extras["transfer_bench"]:
-        lines.append("\ntools/bench/transfer_bench.py (distcore, 1 GiB, 8 MiB chunks):")
+        chunk = extras["transfer_bench"].get("chunk_mib", "?")
+        lines.append(f"\ntools/bench/transfer_bench.py (distcore, 1 GiB, {chunk:g} MiB chunks):")
         lines += [f"- {r['what']}: {r['gbps']:.2f} GB/s ({r['seconds']:.2f} s)" for r in
                   extras["transfer_bench"]["rows"]]
     return "\n".join(lines)

@@ -203,17 +203,26 @@ def _merge(passes: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def format_table(names: list[str], dc: dict[str, Any], ray: dict[str, Any] | None) -> str:
-    """The final table, as markdown: metric | distcore | Ray | ratio."""
+    """The final table, as markdown: metric | distcore | Ray | ratio; errors as numbered notes below."""
     header = ["metric", "distcore", "Ray", "ratio"] if ray is not None else ["metric", "distcore"]
+    notes: list[str] = []
+
+    def cell(system: str, name: str, r: dict[str, Any]) -> str:
+        text = _fmt(r.get("mean"), r.get("std")) if r.get("rates") else "error"
+        if r.get("error") or not r:
+            notes.append(f"{system}, {name}: {r.get('error') or 'not run'}")
+            text += f" [{len(notes)}]"
+        return text
+
     rows = []
     for name in names:
         d = dc.get(name, {})
-        d_text = _fmt(d.get("mean"), d.get("std")) if d.get("rates") else f"error: {d.get('error')}"
+        d_text = cell("distcore", name, d)
         if ray is None:
             rows.append([name, d_text])
             continue
         r = ray.get(name, {})
-        r_text = _fmt(r.get("mean"), r.get("std")) if r.get("rates") else f"error: {r.get('error')}"
+        r_text = cell("Ray", name, r)
         ratio = "n/a"
         if d.get("rates") and r.get("rates") and r["mean"] > 0:
             x = d["mean"] / r["mean"]
@@ -225,7 +234,10 @@ def format_table(names: list[str], dc: dict[str, Any], ray: dict[str, Any] | Non
     rule = "|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
     body = ["| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
                               enumerate(zip(r, widths, strict=True))) + " |" for r in rows]
-    return "\n".join([line, rule, *body])
+    out = [line, rule, *body]
+    if notes:
+        out += ["", *(f"[{i}] {n}" for i, n in enumerate(notes, 1))]
+    return "\n".join(out)
 
 
 def check_floors(names: list[str], dc: dict[str, Any]) -> list[str]:
@@ -279,7 +291,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "(default 4; --quick 2)")
     ap.add_argument("--passes", type=int, default=None, help="alternating passes per system (default 2 with "
                     "--compare, else 1)")
-    ap.add_argument("--round-s", type=float, default=None, help="seconds per timed round (default 1; --quick 0.25)")
+    ap.add_argument("--round-s", type=float, default=None, help="seconds per timed round (default 0.75; --quick 0.25)")
     ap.add_argument("--warmup-s", type=float, default=None, help="warm-up seconds per metric (default 0.5; "
                     "--quick 0.1)")
     ap.add_argument("--only", action="append", metavar="NAME-SUBSTRING",
@@ -292,14 +304,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--extras-only", action="store_true", help="only the extras")
     ap.add_argument("--skip-extra", action="append", default=[], metavar="NAME",
                     help="skip one extra: init, footprint, tasks100k, memcpy, transfer, install_size")
-    ap.add_argument("--deadline-s", type=float, default=120.0, help="a metric with no result after this "
-                    "long is recorded as hung (default 120)")
+    ap.add_argument("--deadline-s", type=float, default=60.0, help="a metric with no result after this "
+                    "long is recorded as hung and its worker restarted (default 60)")
     ap.add_argument("--worker", choices=("distcore", "ray"), help=argparse.SUPPRESS)
     ap.add_argument("--names", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     quick = args.quick
     args.rounds = args.rounds or (2 if quick else 4)
-    args.round_s = args.round_s or (0.25 if quick else 1.0)
+    args.round_s = args.round_s or (0.25 if quick else 0.75)
     args.warmup_s = args.warmup_s if args.warmup_s is not None else (0.1 if quick else 0.5)
     args.passes = args.passes or (2 if args.compare and not quick else 1)
     if quick and args.compare:
@@ -366,15 +378,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _selected_names(mb: Any, args: argparse.Namespace) -> list[str]:
     """The names of the selected metrics, in Ray's order (the workloads are only named, not made)."""
-
-    class _NoRay:
-        """Stands in for the module: ``workloads`` only decorates, nothing runs."""
-
-        @staticmethod
-        def remote(*a: Any, **k: Any) -> Any:
-            return (lambda obj: obj) if not a or not callable(a[0]) else a[0]
-
-    return [w.name for w in mb.select(mb.workloads(_NoRay, sizes=args.sizes), args.only)]
+    return mb.names(args.sizes, args.only)
 
 
 if __name__ == "__main__":

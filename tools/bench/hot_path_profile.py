@@ -7,6 +7,8 @@ environment). A rename inside ``_private`` breaks them loudly; fix the patch.
 
     .venv/bin/python tools/bench/hot_path_profile.py segments   # per-task timeline, tasks sync + actor sync
     .venv/bin/python tools/bench/hot_path_profile.py rpcs       # RPCs per op, by process and method
+    .venv/bin/python tools/bench/hot_path_profile.py cpu        # CPU per op in each process
+    .venv-ray/bin/python tools/bench/hot_path_profile.py cpu --system ray   # the same for Ray
     .venv/bin/python tools/bench/hot_path_profile.py transport  # round trip: gRPC aio vs asyncio streams
     .venv/bin/python tools/bench/hot_path_profile.py cprofile tasks_sync   # driver's two threads
     .venv/bin/python tools/bench/hot_path_profile.py spy tasks_async       # py-spy every process
@@ -139,8 +141,9 @@ def _reexec_instrumented(argv: list[str]) -> int:
 
 
 def _cluster() -> tuple[Any, Any, Any]:
-    import distcore
+    import importlib
 
+    distcore = importlib.import_module(os.environ.get("HOT_PATH_SYSTEM", "distcore"))
     distcore.init()
 
     @distcore.remote
@@ -334,6 +337,65 @@ def cmd_loop(mode: str, seconds: float, ready: str) -> None:
     ray.shutdown()
 
 
+def _cpu_ticks() -> dict[int, tuple[str, int]]:
+    """utime + stime (clock ticks) of this process and its descendants, by pid."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(entry)] = int(fields[1])
+            except (OSError, IndexError):
+                pass
+    family, todo = [], [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        family.append(pid)
+        todo += [c for c, parent in parents.items() if parent == pid]
+    out = {}
+    for pid in family:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            argv = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+            role = argv[argv.index("-m") + 1].rsplit(".", 1)[-1] if "-m" in argv else Path(argv[0]).name
+            if pid == os.getpid():
+                role = "driver"
+            elif role == "python" or role.startswith("python3"):
+                role = Path(f"/proc/{pid}/comm").read_text().strip()  # Ray's workers name themselves
+            out[pid] = (role, int(fields[11]) + int(fields[12]))
+        except (OSError, IndexError):
+            pass
+    return out
+
+
+def cmd_cpu(seconds: float) -> None:
+    """CPU microseconds per op in each process (driver, node manager, workers) for the three hot paths."""
+    ray, small_value, actor = _cluster()
+    hz = os.sysconf("SC_CLK_TCK")
+    steps = {
+        "single client tasks sync": (lambda: ray.get(small_value.remote()), 1),
+        "1:1 actor calls sync": (lambda: ray.get(actor.small_value.remote()), 1),
+        "single client tasks async": (lambda: ray.get([small_value.remote() for _ in range(1000)]), 1000),
+    }
+    for label, (step, per) in steps.items():
+        before = _cpu_ticks()
+        start, n = time.perf_counter(), 0
+        while time.perf_counter() - start < seconds:
+            step()
+            n += per
+        wall = time.perf_counter() - start
+        after = _cpu_ticks()
+        print(f"\n{label}: {n / wall:.0f} ops/s; CPU microseconds per op by process")
+        total = 0.0
+        for pid, (role, ticks) in sorted(after.items()):
+            used = (ticks - before.get(pid, (role, ticks))[1]) / hz / n * 1e6
+            total += used
+            if used >= 1:
+                print(f"  {role:<14} pid {pid:<8} {used:7.0f}")
+        print(f"  {'all':<14} {'':12} {total:7.0f}  (wall per op {wall / n * 1e6:.0f} us, 2 CPUs)")
+    ray.shutdown()
+
+
 # ---------------------------------------------------------------- transport round trip
 
 _MSG = {"task_id": "ab" * 14, "args": [b"x" * 50], "name": "small_value"}
@@ -435,21 +497,26 @@ def cmd_transport(n: int) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=("segments", "rpcs", "transport", "cprofile", "spy", "_loop"))
+    ap.add_argument("what", choices=("segments", "rpcs", "cpu", "transport", "cprofile", "spy", "_loop"))
     ap.add_argument("mode", nargs="?", default="tasks_sync", help="tasks_sync, actor_sync or tasks_async")
     ap.add_argument("rest", nargs="*", help=argparse.SUPPRESS)
     ap.add_argument("-n", type=int, default=1000, help="ops per measurement (default 1000)")
     ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--system", choices=("distcore", "ray"), default="distcore",
+                    help="cpu only: measure Ray instead (run this script with Ray's interpreter)")
     ap.add_argument("--instrumented", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.what != "_loop" and (args.instrumented or args.what not in ("segments", "rpcs")):
         print(f"# load average: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}", flush=True)
+    os.environ["HOT_PATH_SYSTEM"] = args.system
     if args.what in ("segments", "rpcs") and not args.instrumented:
         return _reexec_instrumented(sys.argv[1:])
     if args.what == "segments":
         cmd_segments(args.n)
     elif args.what == "rpcs":
         cmd_rpcs(args.n)
+    elif args.what == "cpu":
+        cmd_cpu(args.seconds)
     elif args.what == "transport":
         cmd_transport(args.n)
     elif args.what == "cprofile":
