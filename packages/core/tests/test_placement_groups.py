@@ -9,7 +9,8 @@ import time
 import pytest
 
 import distcore
-from distcore._private.testing import wait_for
+from distcore._private.testing import available as _available
+from distcore._private.testing import wait_available as _wait_available
 from distcore.exceptions import (
     ActorDiedError,
     GetTimeoutError,
@@ -29,18 +30,6 @@ from distcore.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 pytestmark = pytest.mark.integration
 
 BASELINE = {"CPU": 4.0, "GPU": 2.0, "custom": 4.0}
-
-
-def _available(*names: str) -> dict[str, float]:
-    avail = distcore.available_resources()
-    return {n: avail.get(n, 0.0) for n in names}
-
-
-def _wait_available(expected: dict[str, float], timeout: float = 15.0) -> None:
-    wait_for(
-        lambda: _available(*expected) == expected, timeout,
-        message=f"available resources did not become {expected}: {distcore.available_resources()}",
-    )
 
 
 @pytest.fixture

@@ -107,3 +107,17 @@ def mapped_file_of(address: int) -> str | None:
             if start <= address < end:
                 return parts[5].strip() if len(parts) > 5 and parts[5].strip() else None
     return None
+
+
+def available(*names: str) -> dict[str, float]:
+    """The cluster's available quantity of each of ``names`` (0 when absent)."""
+    avail = distcore.available_resources()
+    return {n: avail.get(n, 0.0) for n in names}
+
+
+def wait_available(expected: dict[str, float], timeout: float = 15.0) -> None:
+    """Wait until the available resources named in ``expected`` equal it."""
+    wait_for(
+        lambda: available(*expected) == expected, timeout,
+        message=f"available resources did not become {expected}: {distcore.available_resources()}",
+    )
