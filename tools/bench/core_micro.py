@@ -46,32 +46,33 @@ PROGRESS = "@@PROGRESS "
 # The metrics the issue wants at 2x Ray; every other metric's target is 1x.
 TARGET_2X = ("single client tasks sync", "1:1 actor calls sync", "single client tasks async")
 
-# Generous floors for --quick (distcore ops/s, or GB/s): about a fifth of what a loaded
-# 2-core machine measured when the floors were set, so only a real regression trips one.
+# Generous floors for --quick (distcore ops/s, or GB/s): about an eighth of what the 2-core VM
+# measured at load average 2 (docs/benchmarks.md), so a loaded CI machine passes and only a
+# real regression (or a failure) trips one. Raise them as the runtime gets faster.
 QUICK_FLOORS: dict[str, float] = {
-    "single client get calls (Plasma Store)": 2000,
-    "single client put calls (Plasma Store)": 2000,
-    "multi client put calls (Plasma Store)": 2000,
-    "single client put gigabytes": 0.15,
-    "single client tasks and get batch": 0.2,
-    "multi client put gigabytes": 0.3,
-    "single client get object containing 10k refs": 2,
+    "single client get calls (Plasma Store)": 1000,
+    "single client put calls (Plasma Store)": 1000,
+    "multi client put calls (Plasma Store)": 3000,
+    "single client put gigabytes": 0.3,
+    "single client tasks and get batch": 0.15,
+    "multi client put gigabytes": 0.4,
+    "single client get object containing 10k refs": 5,
     "single client wait 1k refs": 0.05,
-    "single client tasks sync": 100,
-    "single client tasks async": 200,
+    "single client tasks sync": 80,
+    "single client tasks async": 150,
     "multi client tasks async": 150,
     "1:1 actor calls sync": 100,
-    "1:1 actor calls async": 400,
-    "1:1 actor calls concurrent": 400,
-    "1:n actor calls async": 400,
-    "n:n actor calls async": 200,
-    "n:n actor calls with arg async": 200,
-    "1:1 async-actor calls sync": 100,
-    "1:1 async-actor calls async": 300,
-    "1:1 async-actor calls with args async": 300,
-    "1:n async-actor calls async": 300,
+    "1:1 actor calls async": 300,
+    "1:1 actor calls concurrent": 300,
+    "1:n actor calls async": 300,
+    "n:n actor calls async": 300,
+    "n:n actor calls with arg async": 300,
+    "1:1 async-actor calls sync": 80,
+    "1:1 async-actor calls async": 200,
+    "1:1 async-actor calls with args async": 200,
+    "1:n async-actor calls async": 200,
     "n:n async-actor calls async": 200,
-    "placement group create/removal": 20,
+    "placement group create/removal": 30,
 }
 
 
@@ -362,7 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n# load average before: {load_before}; after: {load_after}; took {time.time() - started:.0f} s")
     code = 0
     if args.quick:
-        print("\n# --quick floors (distcore): " + "; ".join(f"{n}: {_fmt(QUICK_FLOORS.get(n, 0))}" for n in names))
+        print("\n# --quick floors (distcore, ops/s or GB/s):")
+        for n in names:
+            print(f"#   {n:<46} {_fmt(QUICK_FLOORS.get(n, 0))}")
         failures = check_floors(names, merged["distcore"])
         for f in failures:
             print(f"BELOW FLOOR: {f}")

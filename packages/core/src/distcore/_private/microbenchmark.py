@@ -6,8 +6,9 @@ runtimes: ``distcore microbenchmark`` runs them on distcore, and
 ``tools/bench/core_micro.py --compare ray`` runs them on distcore and Ray in
 the same invocation. The names are Ray's (``ray/_private/ray_perf.py``).
 
-This module imports nothing from distcore (only the standard library and
-numpy), so the comparison script loads it by file path into Ray's interpreter.
+This module imports nothing from distcore (only the standard library; numpy
+when a "gigabytes" workload runs), so the comparison script loads it by file
+path into Ray's interpreter.
 The remote functions and actor classes are made inside :func:`workloads`, so
 cloudpickle ships them by value and no worker has to import this module.
 
@@ -35,8 +36,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import numpy as np
 
 # Per-call batch sizes. "ray" are the sizes of ray_perf.py; "small" (the default)
 # shrinks the batches that take seconds per call on a 2-core machine, so a full
@@ -127,6 +126,15 @@ def measure(fn: Callable[[], Any], multiplier: float = 1.0, *, rounds: int = 4,
     return rates
 
 
+def _numpy() -> Any:
+    try:
+        import numpy
+    except ImportError:
+        raise RuntimeError("the put-gigabytes workloads need numpy: pip install numpy "
+                           "(or leave them out with --only)") from None
+    return numpy
+
+
 def workloads(ray: Any, sizes: str = "small", cpus: int | None = None) -> list[Workload]:
     """Ray's microbenchmark workloads against the module ``ray`` (distcore or Ray), in Ray's order.
 
@@ -188,12 +196,18 @@ def workloads(ray: Any, sizes: str = "small", cpus: int | None = None) -> list[W
 
     @ray.remote
     def do_put() -> None:
+        import numpy as np
+
         for _ in range(10):
             ray.put(np.zeros(10 * 1024 * 1024, dtype=np.int64))
 
     @ray.remote
     def actor_work(actors: list[Any], n: int) -> None:
         ray.get([actors[i % len(actors)].small_value.remote() for i in range(n)])
+
+    def put_multi(actors: list[Any]) -> Callable[[], Any]:
+        _numpy()
+        return lambda: ray.get([do_put.remote() for _ in range(size["multi_put_tasks"])])
 
     def plain(fn: Callable[[], Any]) -> Callable[[list[Any]], Callable[[], Any]]:
         return lambda actors: fn
@@ -203,6 +217,7 @@ def workloads(ray: Any, sizes: str = "small", cpus: int | None = None) -> list[W
         return lambda: ray.get(value)
 
     def put_large(actors: list[Any]) -> Callable[[], Any]:
+        np = _numpy()
         arr = np.zeros(100 * 1024 * 1024, dtype=np.int64)
         return lambda: ray.put(arr)
 
@@ -289,9 +304,7 @@ def workloads(ray: Any, sizes: str = "small", cpus: int | None = None) -> list[W
         Workload("single client put gigabytes", put_large, gb, "GB/s"),
         Workload("single client tasks and get batch",
                  plain(lambda: ray.get([small_value.remote() for _ in range(1000)]))),
-        Workload("multi client put gigabytes",
-                 plain(lambda: ray.get([do_put.remote() for _ in range(size["multi_put_tasks"])])),
-                 size["multi_put_tasks"] * gb, "GB/s"),
+        Workload("multi client put gigabytes", put_multi, size["multi_put_tasks"] * gb, "GB/s"),
         Workload("single client get object containing 10k refs", get_containing),
         Workload("single client wait 1k refs", plain(wait_1k)),
         Workload("single client tasks sync", plain(lambda: ray.get(small_value.remote()))),
