@@ -172,6 +172,22 @@ class ActorSubmitter:
         self.core.refs.remove_submitted(call.deps)
 
     async def _on_actor_unreachable(self, state: _Actor, call: _Call, address: p.Address) -> None:
+        if await self._process_answers(address):
+            # One failed call on a live actor: keep the channel the other
+            # in-flight calls share, and fail (or retry) only this one.
+            if call.retries_left != 0 and state.dead is None:
+                call.retries_left -= 1
+                state.waiting.append(call)
+                state.waiting = deque(sorted(state.waiting, key=lambda c: c.order))
+                self._land(state, call)
+                self._flush(state)
+                return
+            self._land(state, call)
+            self._fail(call, ActorUnavailableError(
+                f"The call {call.spec.name} to actor {state.actor_id[:8]} failed in transport while the "
+                "actor is alive; set max_task_retries to retry such calls", state.actor_id,
+            ))
+            return
         self.core.clients.drop(address.target)
         if state.address is not None and state.address.target == address.target:
             state.address = None
@@ -209,6 +225,13 @@ class ActorSubmitter:
         self._fail(call, error)
         if state.dead is None and not state.resolving:
             self._flush(state)
+
+    async def _process_answers(self, address: p.Address) -> bool:
+        try:
+            await self.core.clients.get(address.target).call("Health", "Check", None, timeout=2)
+            return True
+        except Exception:  # noqa: BLE001 - unreachable, refused or slow: treat as gone
+            return False
 
     def _fail(self, call: _Call, error: BaseException) -> None:
         self.core.task_events.record_failed(call.spec, error)

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# How long later actor calls wait for a missing earlier one from the same caller.
+SEQ_GAP_TIMEOUT_S = 10.0
+
 
 class _ExitActor(BaseException):
     """Raised by exit_actor() inside a synchronous actor method."""
@@ -92,6 +95,22 @@ class Executor:
         parked = self._parked.setdefault(key, {})
         parked[spec.seq_no] = (req, fut)
         expected = self._expected.get(key, 0)
+        while expected in parked:
+            item = parked.pop(expected)
+            expected += 1
+            self._dispatch_actor_call(*item)
+        self._expected[key] = expected
+        if parked:
+            # A call the caller gave up on may never arrive: do not park the
+            # later ones forever behind it.
+            asyncio.get_running_loop().call_later(SEQ_GAP_TIMEOUT_S, self._skip_gap, key, expected)
+
+    def _skip_gap(self, key: tuple[str, int], stuck_at: int) -> None:
+        parked = self._parked.get(key)
+        if not parked or self._expected.get(key, 0) != stuck_at:
+            return
+        logger.warning("actor calls from %s: seq %d never arrived; running the later calls", key[0][:8], stuck_at)
+        expected = min(parked)
         while expected in parked:
             item = parked.pop(expected)
             expected += 1
