@@ -175,14 +175,8 @@ class ActorSubmitter:
         if await self._process_answers(address):
             # One failed call on a live actor: keep the channel the other
             # in-flight calls share, and fail (or retry) only this one.
-            if call.retries_left != 0 and state.dead is None:
-                call.retries_left -= 1
-                state.waiting.append(call)
-                state.waiting = deque(sorted(state.waiting, key=lambda c: c.order))
-                self._land(state, call)
-                self._flush(state)
+            if self._retry(state, call):
                 return
-            self._land(state, call)
             self._fail(call, ActorUnavailableError(
                 f"The call {call.spec.name} to actor {state.actor_id[:8]} failed in transport while the "
                 "actor is alive; set max_task_retries to retry such calls", state.actor_id,
@@ -191,15 +185,8 @@ class ActorSubmitter:
         self.core.clients.drop(address.target)
         if state.address is not None and state.address.target == address.target:
             state.address = None
-        if call.retries_left != 0 and state.dead is None:
-            call.retries_left -= 1
-            # Back into the queue in submission order, for the next incarnation.
-            state.waiting.append(call)
-            state.waiting = deque(sorted(state.waiting, key=lambda c: c.order))
-            self._land(state, call)
-            self._flush(state)
+        if self._retry(state, call):
             return
-        self._land(state, call)
         # No retries: tell the caller why, once the control store knows.
         info = None
         try:
@@ -225,6 +212,17 @@ class ActorSubmitter:
         self._fail(call, error)
         if state.dead is None and not state.resolving:
             self._flush(state)
+
+    def _retry(self, state: _Actor, call: _Call) -> bool:
+        """Land a failed call; requeue it (in submission order) if retries remain."""
+        self._land(state, call)
+        if call.retries_left == 0 or state.dead is not None:
+            return False
+        call.retries_left -= 1
+        state.waiting.append(call)
+        state.waiting = deque(sorted(state.waiting, key=lambda c: c.order))
+        self._flush(state)
+        return True
 
     async def _process_answers(self, address: p.Address) -> bool:
         try:
