@@ -95,3 +95,73 @@ def test_reloaded_nodes_stay_alive_and_the_view_version_moves_on(tmp_path, monke
         await gcs.close()
 
     asyncio.run(second(asyncio.run(first())))
+
+
+# ---------------------------------------------------------------- retried writes (gcs/idempotency.py)
+
+
+def test_gcs_client_sends_a_write_with_one_request_id_for_all_its_tries():
+    from distcore._private.gcs.idempotency import OnceCall
+
+    flaky = _Flaky(down=2)
+    client = GcsClient("127.0.0.1:1", lambda: flaky)
+    method, request = asyncio.run(client.call("Gcs", "KvPut", p.KvPut("n", "k", b"v")))
+    assert method == "Once" and isinstance(request, OnceCall) and request.method == "KvPut"
+    assert flaky.calls == 3
+    # Reads go as they are.
+    assert asyncio.run(GcsClient("x", lambda: _Flaky(0)).call("Gcs", "KvGet", p.KvKey("n", "k")))[0] == "KvGet"
+
+
+def test_reply_cache_applies_a_write_once_and_remembers_it_across_a_restart(tmp_path):
+    from distcore._private.gcs.idempotency import OnceCall, ReplyCache
+
+    db = str(tmp_path / "gcs.sqlite")
+    applied: list[str] = []
+
+    async def handler(req: str) -> str:
+        await asyncio.sleep(0.01)
+        applied.append(req)
+        return f"job-{len(applied)}"
+
+    async def scenario(cache: ReplyCache) -> list[str]:
+        first = OnceCall("r1", "RegisterJob", "a")
+        # The retry arrives while the first try still runs: both get the one reply.
+        both = await asyncio.gather(cache.run(first, handler), cache.run(first, handler))
+        again = await cache.run(first, handler)
+        other = await cache.run(OnceCall("r2", "RegisterJob", "b"), handler)
+        return [*both, again, other]
+
+    storage = Storage(db)
+    assert asyncio.run(scenario(ReplyCache(storage))) == ["job-1", "job-1", "job-1", "job-2"]
+    storage.close()
+    storage = Storage(db)  # a restarted head
+    assert asyncio.run(ReplyCache(storage).run(OnceCall("r1", "RegisterJob", "a"), handler)) == "job-1"
+    assert applied == ["a", "b"]
+    storage.close()
+
+
+def test_reply_cache_is_bounded_and_does_not_record_failures(tmp_path):
+    from distcore._private.gcs.idempotency import TABLE, OnceCall, ReplyCache
+
+    storage = Storage(str(tmp_path / "gcs.sqlite"))
+    cache = ReplyCache(storage, max_replies=3)
+    calls = 0
+
+    async def handler(req: int) -> int:
+        nonlocal calls
+        calls += 1
+        if req < 0:
+            raise ValueError("bad")
+        return req
+
+    async def scenario() -> None:
+        for i in range(5):
+            assert await cache.run(OnceCall(f"r{i}", "KvPut", i), handler) == i
+        for _ in range(2):
+            with pytest.raises(ValueError):
+                await cache.run(OnceCall("bad", "KvPut", -1), handler)
+
+    asyncio.run(scenario())
+    assert len(cache) == 3 and sorted(storage.load(TABLE)) == ["r2", "r3", "r4"]
+    assert calls == 7  # the failed write ran each time it was sent
+    storage.close()

@@ -1,7 +1,9 @@
 """Drivers' and workers' calls to the control store, through a head restart.
 
-A call that finds the head unreachable (``RpcUnavailable``: it crashed or is
-restarting) is retried with backoff; the channel reconnects by itself once a
+Writes travel as ``Gcs.Once`` with a request id kept across the retries, so
+one applied before its reply was lost is not applied twice
+(``gcs/idempotency.py``). A call that finds the head unreachable
+(``RpcUnavailable``: it crashed or is restarting) is retried with backoff; the channel reconnects by itself once a
 head listens on the address again, which reloads its tables from the session
 directory. After :data:`HEAD_RECONNECT_TIMEOUT_S` (or the call's own
 ``timeout``, if shorter) the call fails with :class:`HeadUnreachableError`,
@@ -13,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from distcore._private.gcs.idempotency import WRITE_METHODS, OnceCall
 from distcore._private.rpc import RpcClient, RpcUnavailable
 
 #: Seconds a control-store call keeps retrying while the head is unreachable
@@ -42,6 +46,9 @@ class GcsClient:
         window = HEAD_RECONNECT_TIMEOUT_S if timeout is None else min(HEAD_RECONNECT_TIMEOUT_S, timeout)
         if method in _NO_RETRY:
             window = 0.0
+        if service == "Gcs" and method in WRITE_METHODS:
+            # One id for every try: a write the head applied before its reply was lost applies once.
+            service, method, request = "Gcs", "Once", OnceCall(uuid.uuid4().hex, method, request)
         deadline: float | None = None
         delay = 0.1
         while True:

@@ -15,6 +15,7 @@ from distcore._private import protocol as p
 from distcore._private.gcs import recovery
 from distcore._private.gcs.actors import ActorTable
 from distcore._private.gcs.driver_watch import watch_drivers
+from distcore._private.gcs.idempotency import WRITE_METHODS, OnceCall, ReplyCache
 from distcore._private.gcs.node_health import NodeHealthChecker
 from distcore._private.gcs.nodes import NodeTable
 from distcore._private.gcs.placement_groups import PlacementGroupTable
@@ -44,6 +45,7 @@ class GcsService:
             tuple(k.split("\x00", 1)): v for k, v in self.storage.load("kv").items()  # type: ignore[misc]
         }
         self.jobs: dict[str, p.JobInfo] = self.storage.load("jobs")
+        self.replies = ReplyCache(self.storage)  # retried writes apply once (``idempotency.py``)
         self._next_job = 1 + max((int(j, 16) for j in self.jobs), default=0)
         self.nodes.on_node_dead.append(self.actors.on_node_death)
         self.nodes.on_node_dead.append(self.pgs.on_node_death)
@@ -98,6 +100,14 @@ class GcsService:
             if info.is_head and info.state == "ALIVE":
                 return node_id
         return ""
+
+    # ---------------------------------------------------------------- retried writes
+
+    async def rpc_Once(self, call: OnceCall):
+        """A write sent with a request id: applied once however often the client retries it."""
+        if call.method not in WRITE_METHODS:
+            raise ValueError(f"Gcs.Once carries only writes ({', '.join(sorted(WRITE_METHODS))}), not {call.method!r}")
+        return await self.replies.run(call, getattr(self, f"rpc_{call.method}"))
 
     # ---------------------------------------------------------------- nodes
 
