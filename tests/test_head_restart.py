@@ -140,3 +140,32 @@ def test_driver_fails_clearly_when_head_stays_down(cluster, monkeypatch):
     with pytest.raises(ConnectionError, match="head .* is unreachable"):
         distcore.nodes()
     assert time.monotonic() - start < 10
+
+
+@distcore.remote
+def length(data: bytes) -> int:
+    return len(data)
+
+
+def test_driver_on_the_head_follows_the_restarted_heads_new_node_id(cluster):
+    cluster.add_node(num_cpus=1)
+    worker = cluster.add_node(num_cpus=1, resources={"wn": 1})
+    cluster.connect(namespace="hr3")
+    ctx = distcore.get_runtime_context()
+    assert ctx.get_node_id() == cluster.head.node_id
+    old_head = cluster.head.node_id
+
+    head = cluster.restart_head(allow_graceful=False)
+    deadline = time.monotonic() + 15
+    while ctx.get_node_id() != head.node_id:
+        assert ctx.get_node_id() == old_head, "the driver's node id became neither the old nor the new head's"
+        assert time.monotonic() < deadline, "the driver kept the dead head's node id"
+        time.sleep(0.1)
+
+    # Its new puts live on the new head's node: a task on the worker node fetches one from there.
+    ref = distcore.put(b"x" * 200_000)
+    on_worker = NodeAffinitySchedulingStrategy(worker.node_id, soft=False)
+    assert distcore.get(length.options(scheduling_strategy=on_worker).remote(ref), timeout=30) == 200_000
+    # Scheduling on "this node" names a live node.
+    here = NodeAffinitySchedulingStrategy(ctx.get_node_id(), soft=False)
+    assert distcore.get(where.options(scheduling_strategy=here).remote(), timeout=30) == head.node_id

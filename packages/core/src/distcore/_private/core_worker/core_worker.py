@@ -123,6 +123,10 @@ class CoreWorker:
         port = await self._server.start()
         self.address = p.Address(self.ip, port, self.worker_id, self.node_id)
         self._borrower_watch = asyncio.ensure_future(self._watch_borrowers())
+        from distcore._private import head_restart
+
+        if self.is_driver and head_restart.on_head_node(self):  # a restarted head has a new node id
+            self._follow_node = asyncio.ensure_future(head_restart.follow_local_node(self))
 
     async def _watch_borrowers(self) -> None:
         """Drop borrowers whose process died, so their objects can be freed."""
@@ -175,6 +179,8 @@ class CoreWorker:
     async def _stop(self) -> None:
         if getattr(self, "_borrower_watch", None) is not None:
             self._borrower_watch.cancel()
+        if getattr(self, "_follow_node", None) is not None:
+            self._follow_node.cancel()
         await self.task_events.flush(timeout=2.0)
         self.lineage.close()
         await self.submitter.close()

@@ -229,6 +229,10 @@ class NodeManagerService:
         except RpcError as exc:
             logger.warning("could not report the death of worker %s: %s", worker.worker_id[:8], exc)
 
+    async def rpc_GetNodeId(self, _: None) -> str:
+        """This node's id (a driver on a restarted head follows it: ``head_restart.follow_local_node``)."""
+        return self.node_id
+
     # ------------------------------------------------------------ objects
 
     async def rpc_CreateObject(self, req: p.CreateObject) -> str:
