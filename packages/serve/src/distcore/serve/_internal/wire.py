@@ -1,0 +1,188 @@
+"""The lean request transport between routers (proxy, handles) and replicas.
+
+A replica listens on a TCP socket; routers keep one persistent, pipelined
+connection per replica. Frames are a 4-byte big-endian length and a pickle.
+The client's first frame is the cluster-unique serve token; a wrong token
+closes the connection before anything runs.
+
+Client -> server: ``(CALL, rid, method, args, kwargs, meta)`` or ``(CANCEL, rid)``.
+Server -> client: ``(rid, kind, payload)`` with ``kind`` one of OK, ERR, ITEM, END, REJECT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import cloudpickle
+
+CALL, CANCEL, WSIN = 0, 1, 2
+OK, ERR, ITEM, END, REJECT = 0, 1, 2, 3, 4
+_HDR = struct.Struct("!I")
+MAX_FRAME = 1 << 30
+
+
+def dumps(obj: Any) -> bytes:
+    try:
+        return pickle.dumps(obj, protocol=5)
+    except Exception:
+        return cloudpickle.dumps(obj, protocol=5)
+
+
+def frame(obj: Any) -> bytes:
+    data = dumps(obj)
+    return _HDR.pack(len(data)) + data
+
+
+class FrameProtocol(asyncio.Protocol):
+    """Splits the byte stream into frames and hands each unpickled message to ``on_message``."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._buf = bytearray()
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            import socket
+
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        pos = 0
+        n = len(buf)
+        while n - pos >= 4:
+            (size,) = _HDR.unpack_from(buf, pos)
+            if n - pos - 4 < size:
+                break
+            msg = pickle.loads(memoryview(buf)[pos + 4:pos + 4 + size])
+            pos += 4 + size
+            self.on_message(msg)
+        if pos:
+            del buf[:pos]
+
+    def on_message(self, msg: Any) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def send(self, obj: Any) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(frame(obj))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(exc)
+
+
+class ReplicaConnectionError(ConnectionError):
+    """The connection to a replica broke before its answer came."""
+
+
+class ClientConnection(FrameProtocol):
+    """One pipelined connection to a replica; ``call`` returns the answer, ``stream`` yields items."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._next = 0
+        self._waiters: dict[int, Any] = {}
+        self.lost = False
+
+    def on_message(self, msg: Any) -> None:
+        rid, kind, payload = msg
+        waiter = self._waiters.get(rid)
+        if waiter is None:
+            return
+        if isinstance(waiter, asyncio.Queue):
+            waiter.put_nowait((kind, payload))
+            if kind in (OK, END, ERR, REJECT):
+                self._waiters.pop(rid, None)
+        else:
+            self._waiters.pop(rid, None)
+            if not waiter.done():
+                waiter.set_result((kind, payload))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        err = ReplicaConnectionError("connection to the replica was lost")
+        for waiter in self._waiters.values():
+            if isinstance(waiter, asyncio.Queue):
+                waiter.put_nowait((ERR, err))
+            elif not waiter.done():
+                waiter.set_result((ERR, err))
+        self._waiters.clear()
+        super().connection_lost(exc)
+
+    def _rid(self) -> int:
+        self._next += 1
+        return self._next
+
+    def start_call(self, method: str, args: tuple, kwargs: dict, meta: dict | None) -> tuple[int, asyncio.Future]:
+        if self.lost:
+            raise ReplicaConnectionError("connection to the replica is closed")
+        rid = self._rid()
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters[rid] = fut
+        self.send((CALL, rid, method, args, kwargs, meta))
+        return rid, fut
+
+    def start_stream(self, method: str, args: tuple, kwargs: dict, meta: dict) -> tuple[int, asyncio.Queue]:
+        if self.lost:
+            raise ReplicaConnectionError("connection to the replica is closed")
+        rid = self._rid()
+        q: asyncio.Queue = asyncio.Queue()
+        self._waiters[rid] = q
+        self.send((CALL, rid, method, args, kwargs, dict(meta, stream=True)))
+        return rid, q
+
+    def ws_send(self, rid: int, message: dict) -> None:
+        self.send((WSIN, rid, message))
+
+    def cancel(self, rid: int) -> None:
+        self._waiters.pop(rid, None)
+        self.send((CANCEL, rid))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def connect(host: str, port: int, token: str, timeout: float = 5.0) -> ClientConnection:
+    loop = asyncio.get_running_loop()
+    _, proto = await asyncio.wait_for(loop.create_connection(ClientConnection, host, port), timeout)
+    proto.send(token)
+    return proto
+
+
+class ServerConnection(FrameProtocol):
+    """The replica's side of one connection: checks the token, then hands calls to ``handler``."""
+
+    def __init__(self, token: str, handler: Callable[[ServerConnection, Any], None]) -> None:
+        super().__init__()
+        self._token = token
+        self._authed = False
+        self._handler = handler
+        self.tasks: dict[int, asyncio.Task] = {}
+
+    def on_message(self, msg: Any) -> None:
+        if not self._authed:
+            if msg != self._token:
+                if self.transport is not None:
+                    self.transport.close()
+                return
+            self._authed = True
+            return
+        self._handler(self, msg)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for task in list(self.tasks.values()):
+            task.cancel()
+        super().connection_lost(exc)
