@@ -169,3 +169,25 @@ def test_driver_on_the_head_follows_the_restarted_heads_new_node_id(cluster):
     # Scheduling on "this node" names a live node.
     here = NodeAffinitySchedulingStrategy(ctx.get_node_id(), soft=False)
     assert distcore.get(where.options(scheduling_strategy=here).remote(), timeout=30) == head.node_id
+
+
+def test_finished_tasks_are_still_listed_after_a_head_restart(cluster):
+    from distcore.util.state import list_tasks
+
+    cluster.add_node(num_cpus=1)
+    cluster.add_node(num_cpus=1)
+    cluster.connect(namespace="hr4")
+    job_id = distcore.get_runtime_context().get_job_id()
+    assert distcore.get([length.remote(b"ab") for _ in range(5)], timeout=30) == [2] * 5
+
+    def finished() -> set[str]:
+        rows = list_tasks(filters=[("job_id", "=", job_id), ("name", "=", "length")], limit=100,
+                          raise_on_missing_output=False)
+        return {r.task_id for r in rows if r.state == "FINISHED"}
+
+    deadline = time.monotonic() + 15
+    while len(before := finished()) < 5:
+        assert time.monotonic() < deadline, before
+        time.sleep(0.2)
+    cluster.restart_head(allow_graceful=False)
+    assert finished() == before  # the new head reloaded the ended rows from gcs.sqlite

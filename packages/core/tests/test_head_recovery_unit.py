@@ -165,3 +165,58 @@ def test_reply_cache_is_bounded_and_does_not_record_failures(tmp_path):
     assert len(cache) == 3 and sorted(storage.load(TABLE)) == ["r2", "r3", "r4"]
     assert calls == 7  # the failed write ran each time it was sent
     storage.close()
+
+
+# ---------------------------------------------------------------- task rows: reconciled, persisted (gcs/tasks.py)
+
+
+def _ev(task_id: str, state: str, t: float, *, by_owner: bool = False, worker: str = "w1", node: str = "n1",
+        attempt: int = 0, job: str = "00000001"):
+    from distcore._private.core_worker.task_events import TaskEvent
+
+    return TaskEvent(task_id, "f", job, p.NORMAL_TASK, None, node, worker, 7, t, t, state, "", attempt, by_owner)
+
+
+def test_unfinished_rows_of_a_dead_worker_node_or_job_fail_with_the_cause():
+    from distcore._private.gcs.tasks import TaskTable
+
+    table = TaskTable()
+    table.add_events([
+        _ev("ran-in-w1", "PENDING_NODE_ASSIGNMENT", 1, by_owner=True, worker="driver", node="n0"),
+        _ev("ran-in-w1", "RUNNING", 2, worker="w1", node="n1"),
+        _ev("child-of-w1", "PENDING_NODE_ASSIGNMENT", 3, by_owner=True, worker="w1", node="n1"),
+        _ev("done-in-w1", "RUNNING", 2, worker="w1"), _ev("done-in-w1", "FINISHED", 3, worker="w1"),
+        _ev("on-n2", "RUNNING", 2, worker="w2", node="n2"),
+        _ev("other-job", "PENDING_NODE_ASSIGNMENT", 1, by_owner=True, worker="d2", node="n0", job="00000002"),
+    ])
+    changed = table.fail_unfinished("WORKER_DIED", "w1 died", worker_id="w1")
+    assert sorted(r.task_id for r in changed) == ["child-of-w1", "ran-in-w1"]
+    assert (table.get("ran-in-w1").state, table.get("ran-in-w1").error_type) == ("FAILED", "WORKER_DIED")
+    assert table.get("done-in-w1").state == "FINISHED"
+    assert [r.task_id for r in table.fail_unfinished("NODE_DIED", "n2 died", node_id="n2")] == ["on-n2"]
+    assert [r.task_id for r in table.fail_unfinished("WORKER_DIED", "gone", job_id="00000002")] == ["other-job"]
+    assert table.fail_unfinished("WORKER_DIED", "again", job_id="00000001") == []
+    # A late end report of the worker itself still wins over the reconciled verdict.
+    table.add_events([_ev("on-n2", "FINISHED", 9, worker="w2", node="n2")])
+    assert (table.get("on-n2").state, table.get("on-n2").error_type) == ("FINISHED", None)
+
+
+def test_ended_task_rows_come_back_after_a_restart_bounded(tmp_path):
+    from distcore._private.gcs.tasks import TaskTable
+
+    storage = Storage(str(tmp_path / "gcs.sqlite"))
+    table = TaskTable()
+    ended = table.add_events([x for i in range(5) for x in (_ev(f"t{i}", "RUNNING", i), _ev(f"t{i}", "FINISHED", i))])
+    ended += table.add_events([_ev("running", "RUNNING", 9)])
+    assert sorted(r.task_id for r in ended) == [f"t{i}" for i in range(5)]
+    storage.put_many("tasks", [(r.task_id, r) for r in ended])
+    assert storage.trim("tasks", 3) == 2
+    storage.close()
+
+    storage = Storage(str(tmp_path / "gcs.sqlite"))
+    again = TaskTable(max_tasks=10)
+    again.add_events([_ev("new", "RUNNING", 20)])
+    again.restore([row for _, row in storage.load_ordered("tasks")])
+    assert list(again.records) == ["t2", "t3", "t4", "new"]
+    assert again.get("t3").state == "FINISHED"
+    storage.close()

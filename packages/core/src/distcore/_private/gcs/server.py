@@ -32,6 +32,12 @@ from distcore._private.scheduling.resources import ResourceSet
 
 logger = logging.getLogger(__name__)
 
+TASKS_TABLE = "tasks"
+#: Ended task records kept in ``gcs.sqlite`` (the newest; older ones are trimmed).
+MAX_PERSISTED_TASKS = 20_000
+#: Seconds after a driver exits before its job's unfinished task rows are failed (late events land first).
+JOB_TASKS_GRACE_S = 3.0
+
 
 class GcsService:
     def __init__(self, storage_path: str | None, token: str | None, dead_timeout_s: float = 30.0) -> None:
@@ -49,10 +55,14 @@ class GcsService:
         self._next_job = 1 + max((int(j, 16) for j in self.jobs), default=0)
         self.nodes.on_node_dead.append(self.actors.on_node_death)
         self.nodes.on_node_dead.append(self.pgs.on_node_death)
+        self.nodes.on_node_dead.append(self._fail_tasks_of_dead_node)
         self._monitor: asyncio.Task | None = None
         self._driver_watch: asyncio.Task | None = None
-        # Task events merged into a bounded task table; observability, not state.
+        # Task events merged into a bounded task table; ended tasks are persisted (the newest
+        # MAX_PERSISTED_TASKS), so a restarted head still lists them.
         self.tasks = TaskTable()
+        self.tasks.restore([row for _, row in self.storage.load_ordered(TASKS_TABLE)])
+        self._persisted_since_trim = 0
         self.autoscaler = None  # set on a head started with an autoscaling config (``autoscaler/monitor.py``)
 
     def start_background(self) -> None:
@@ -162,7 +172,18 @@ class GcsService:
         return True
 
     async def rpc_ReportWorkerDeath(self, death: p.WorkerDeath) -> None:
-        await self.actors.on_worker_death(death)
+        if death.actor_id is not None:
+            await self.actors.on_worker_death(death)
+        self._persist_tasks(self.tasks.fail_unfinished(
+            "WORKER_DIED", f"the worker {death.worker_id[:8]} on node {death.node_id[:8]} that ran or submitted this "
+            f"task died ({death.reason}) before the task's end was reported", worker_id=death.worker_id))
+
+    async def _fail_tasks_of_dead_node(self, node_id: str) -> None:
+        info = self.nodes.nodes.get(node_id)
+        why = info.death_reason if info is not None and info.death_reason else "it stopped answering"
+        self._persist_tasks(self.tasks.fail_unfinished(
+            "NODE_DIED", f"the node {node_id[:8]} that ran or submitted this task died ({why}) before the task's "
+            "end was reported", node_id=node_id))
 
     # ---------------------------------------------------------------- key-value store
 
@@ -218,6 +239,11 @@ class GcsService:
         await self.actors.on_job_finished(job_id)
         await self.pgs.on_job_finished(job_id)
         await self._cleanup_job_workers(job_id)
+        asyncio.get_running_loop().call_later(JOB_TASKS_GRACE_S, self._fail_tasks_of_finished_job, job_id)
+
+    def _fail_tasks_of_finished_job(self, job_id: str) -> None:
+        self._persist_tasks(self.tasks.fail_unfinished(
+            "WORKER_DIED", f"the driver of job {job_id} exited before this task's end was reported", job_id=job_id))
 
     async def _cleanup_job_workers(self, job_id: str) -> None:
         """Tell every node to end the finished job's workers (detached actors stay)."""
@@ -258,7 +284,20 @@ class GcsService:
     # ---------------------------------------------------------------- task events
 
     async def rpc_AddTaskEvents(self, events: list) -> None:
-        self.tasks.add_events(events)
+        self._persist_tasks(self.tasks.add_events(events))
+
+    def _persist_tasks(self, records: list[TaskRecord]) -> None:
+        """Write ended task records through (bounded: the newest MAX_PERSISTED_TASKS stay)."""
+        if not records:
+            return
+        try:
+            self.storage.put_many(TASKS_TABLE, [(rec.task_id, rec) for rec in records])
+            self._persisted_since_trim += len(records)
+            if self._persisted_since_trim >= MAX_PERSISTED_TASKS // 10:
+                self._persisted_since_trim = 0
+                self.storage.trim(TASKS_TABLE, MAX_PERSISTED_TASKS)
+        except Exception:  # noqa: BLE001 - the task table is observability: never fail the caller
+            logger.exception("could not persist %d task records", len(records))
 
     async def rpc_GetTaskEvents(self, job_id: str | None) -> list:
         """Finished executions (for ``timeline()``), oldest first."""

@@ -7,6 +7,12 @@ order; a record's state only moves forward: by attempt first, then along
 ``PENDING_ARGS_AVAIL < PENDING_NODE_ASSIGNMENT < RUNNING < FINISHED|FAILED``.
 A worker's terminal event beats its owner's for the same attempt.
 
+Final events can be lost (a worker SIGKILLed between a task's end and its
+next flush, a driver gone): :meth:`TaskTable.fail_unfinished` marks the
+tasks of a dead worker, node or job FAILED with the cause, so no row stays
+PENDING or RUNNING forever. The control store persists ended records
+(``server.py``); a restarted head reloads them (:meth:`TaskTable.restore`).
+
 The table is bounded (oldest tasks evicted) and pure: no I/O, so it is
 unit-tested without a cluster.
 
@@ -20,6 +26,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,10 +121,15 @@ class TaskTable:
         # Finished executions (worker-side terminal events), for timeline().
         self.executions: deque[TaskEvent] = deque(maxlen=max_executions)
         self.num_evicted = 0
+        # task id -> (node id, worker id) of the process that submitted it (its owner).
+        self._owners: dict[str, tuple[str, str]] = {}
+        self._unfinished: set[str] = set()  # ids of records not FINISHED/FAILED (what fail_unfinished scans)
 
     # ------------------------------------------------------------ writes
 
-    def add_events(self, events: list[TaskEvent | tuple]) -> None:
+    def add_events(self, events: list[TaskEvent | tuple]) -> list[TaskRecord]:
+        """Merge ``events``; the records they left in a terminal state (to persist)."""
+        ended: dict[str, TaskRecord] = {}
         for item in events:
             event = as_event(item)
             if event.state not in _RANK:
@@ -128,9 +140,71 @@ class TaskTable:
             if rec is None:
                 rec = self.records[event.task_id] = TaskRecord(event.task_id, attempt_number=event.attempt)
                 if len(self.records) > self._max_tasks:
-                    self.records.popitem(last=False)
+                    old, _ = self.records.popitem(last=False)
+                    self._owners.pop(old, None)
+                    self._unfinished.discard(old)
                     self.num_evicted += 1
+            if event.by_owner and event.state not in TERMINAL_STATES:
+                self._owners[event.task_id] = (event.node_id, event.worker_id)
             _merge(rec, event)
+            if rec.state in TERMINAL_STATES:
+                ended[rec.task_id] = rec
+                self._unfinished.discard(rec.task_id)
+            else:
+                self._unfinished.add(rec.task_id)
+        return list(ended.values())
+
+    def restore(self, records: list[TaskRecord]) -> None:
+        """Put back records a previous head persisted (oldest first), under any newer ones."""
+        for rec in records:
+            if rec.task_id in self.records or rec.state not in TERMINAL_STATES:
+                continue
+            self.records[rec.task_id] = rec
+            self.records.move_to_end(rec.task_id, last=False)
+        while len(self.records) > self._max_tasks:
+            old, _ = self.records.popitem(last=False)
+            self._owners.pop(old, None)
+            self._unfinished.discard(old)
+            self.num_evicted += 1
+        # Oldest first again: creation order decides which records are evicted first.
+        ordered = sorted(self.records.values(), key=lambda r: r.creation_time_ms or 0)
+        self.records = OrderedDict((r.task_id, r) for r in ordered)
+
+    def fail_unfinished(self, error_type: str, message: str, *, job_id: str | None = None,
+                        node_id: str | None = None, worker_id: str | None = None,
+                        when: float | None = None) -> list[TaskRecord]:
+        """Mark the tasks whose end will never be reported FAILED; the records changed.
+
+        A task is matched when it is not FINISHED/FAILED and it belongs to
+        ``job_id`` (its driver exited), or it runs on or was submitted from
+        ``node_id`` (the node died), or it runs in or was submitted by
+        ``worker_id`` (the worker died). A later end event from its worker
+        still replaces this verdict (a worker's report beats a reconciled one).
+        """
+        now_ms = _ms(time.time() if when is None else when)
+        changed = []
+        for task_id in list(self._unfinished):
+            rec = self.records.get(task_id)
+            if rec is None or rec.state in TERMINAL_STATES:
+                self._unfinished.discard(task_id)
+                continue
+            owner = self._owners.get(rec.task_id, ("", ""))
+            running = rec.state == RUNNING
+            if not (
+                (job_id is not None and rec.job_id == job_id)
+                or (node_id is not None and ((running and rec.node_id == node_id) or owner[0] == node_id))
+                or (worker_id is not None and ((running and rec.worker_id == worker_id) or owner[1] == worker_id))
+            ):
+                continue
+            rec.state = FAILED
+            rec.end_time_ms = now_ms
+            rec.error_type, rec.error_message = error_type, message
+            if len(rec.events) < MAX_EVENTS_PER_TASK:
+                rec.events.append({"state": FAILED, "created_ms": now_ms, "attempt": rec.attempt_number,
+                                   "by_owner": True, "reconciled": True})
+            self._unfinished.discard(task_id)
+            changed.append(rec)
+        return changed
 
     # ------------------------------------------------------------ reads
 

@@ -216,11 +216,14 @@ class NodeManagerService:
         await self.leases.owner_died(worker.worker_id)  # the leases it held for its own tasks
         actor_id = worker.actor_id or (lease.request.for_actor if lease else None)
         if actor_id is None:
-            return
-        reason = worker.killed_reason or f"the actor's worker process (pid {worker.pid}) exited with code {code}"
-        intended = code == 0 and not worker.killed_reason
-        if intended:
-            reason = "the actor exited (exit_actor was called)"
+            # The control store fails the tasks this worker ran or submitted whose end it never heard of.
+            reason = worker.killed_reason or f"the worker process (pid {worker.pid}) exited with code {code}"
+            intended = code == 0 and not worker.killed_reason
+        else:
+            reason = worker.killed_reason or f"the actor's worker process (pid {worker.pid}) exited with code {code}"
+            intended = code == 0 and not worker.killed_reason
+            if intended:
+                reason = "the actor exited (exit_actor was called)"
         try:
             await self._gcs().call(
                 "Gcs", "ReportWorkerDeath",
