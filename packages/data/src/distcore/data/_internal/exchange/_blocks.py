@@ -1,0 +1,157 @@
+"""Block helpers shared by the exchanges: concatenation, hashing rows to partitions, splitting, batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+import distcore
+from distcore.data._internal.datasource._meta import BlockMetadata, metadata_of, table_from_columns
+
+#: default limit for the driver's waits on exchange results (seconds)
+EXCHANGE_TIMEOUT_S = 3600.0
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def concat(tables: Sequence[pa.Table]) -> pa.Table:
+    """Concatenate blocks, promoting compatible types; column-less empty blocks are skipped."""
+    real = [t for t in tables if t.num_columns > 0 or t.num_rows > 0]
+    if not real:
+        return tables[0] if tables else pa.table({})
+    if len(real) == 1:
+        return real[0]
+    try:
+        return pa.concat_tables(real, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise TypeError(f"blocks have incompatible schemas and cannot be combined: {exc}") from exc
+
+
+def check_columns(table: pa.Table, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in table.column_names]
+    if missing and (table.num_columns or table.num_rows):
+        raise KeyError(f"{what}: column(s) {missing} not found; the data has columns {table.column_names}")
+
+
+def _column_hash(col: pa.ChunkedArray) -> np.ndarray:
+    """A uint64 hash per value, equal for equal values across processes (nulls hash alike)."""
+    t = col.type
+    if pa.types.is_dictionary(t):
+        col, t = col.cast(t.value_type), t.value_type
+    if pa.types.is_boolean(t):
+        col, t = col.cast(pa.int64()), pa.int64()
+    if pa.types.is_temporal(t):
+        col, t = col.cast(pa.int64()), pa.int64()
+    if pa.types.is_integer(t):
+        values = pc.fill_null(col.cast(pa.int64()), -0x5A5A5A5A5A5A5A5A).to_numpy()
+        return values.astype(np.int64).view(np.uint64)
+    if pa.types.is_floating(t):
+        values = pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy().copy()
+        values[values == 0.0] = 0.0  # -0.0 and 0.0 hash alike
+        values[np.isnan(values)] = np.nan
+        return values.view(np.uint64)
+    import pandas as pd
+
+    return pd.util.hash_array(np.asarray(col.to_pylist(), dtype=object), categorize=True)
+
+
+def partition_ids(table: pa.Table, keys: Sequence[str], n: int) -> np.ndarray:
+    """Partition index in [0, n) of each row by the hash of its key columns."""
+    if n <= 1 or table.num_rows == 0:
+        return np.zeros(table.num_rows, dtype=np.int64)
+    h = np.zeros(table.num_rows, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for key in keys:
+            h = (h * np.uint64(31)) ^ _column_hash(table.column(key))
+            h = h * _MIX
+            h ^= h >> np.uint64(29)
+    return (h % np.uint64(n)).astype(np.int64)
+
+
+def split_by_ids(table: pa.Table, ids: np.ndarray, n: int) -> list[pa.Table]:
+    """``n`` tables: rows of ``table`` whose id is 0, 1, ..., n-1 (row order kept inside each)."""
+    if n == 1:
+        return [table]
+    counts = np.bincount(ids, minlength=n)
+    ordered = table.take(pa.array(np.argsort(ids, kind="stable")))
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    return [ordered.slice(int(offsets[i]), int(counts[i])) for i in range(n)]
+
+
+def maybe_single(parts: list[Any], n: int) -> Any:
+    """What a task declared with ``num_returns=n`` must return for ``parts``."""
+    return parts[0] if n == 1 else tuple(parts)
+
+
+def as_list(refs: Any, n: int) -> list[Any]:
+    return [refs] if n == 1 else list(refs)
+
+
+def with_metadata(table: pa.Table) -> tuple[pa.Table, BlockMetadata]:
+    return table, metadata_of(table)
+
+
+def collect(pairs: list[tuple[Any, Any]], timeout: float | None = EXCHANGE_TIMEOUT_S) -> list[tuple[Any, Any]]:
+    """``[(block_ref, meta_ref)]`` -> ``[(block_ref, BlockMetadata)]`` (metadata is small)."""
+    if not pairs:
+        return []
+    metas = distcore.get([m for _, m in pairs], timeout=timeout)
+    return [(b, m) for (b, _), m in zip(pairs, metas, strict=True)]
+
+
+# --- batches (the engine's batch module owns the full conversion; these cover the exchanges' needs) ---
+
+def to_batch(table: pa.Table, batch_format: str | None) -> Any:
+    fmt = "numpy" if batch_format in (None, "default") else batch_format
+    if fmt == "pyarrow":
+        return table
+    if fmt == "pandas":
+        return table.to_pandas()
+    if fmt == "numpy":
+        out = {}
+        for name in table.column_names:
+            col = table.column(name)
+            if isinstance(col.type, pa.FixedShapeTensorType):
+                out[name] = col.combine_chunks().to_numpy_ndarray() if col.num_chunks else \
+                    np.empty((0,) + tuple(col.type.shape))
+            else:
+                out[name] = col.to_numpy()
+        return out
+    raise ValueError(f"batch_format must be 'numpy', 'pandas', 'pyarrow' or 'default', got {batch_format!r}")
+
+
+def from_batch(batch: Any) -> pa.Table:
+    if isinstance(batch, pa.Table):
+        return batch
+    if isinstance(batch, pa.RecordBatch):
+        return pa.Table.from_batches([batch])
+    import pandas as pd
+
+    if isinstance(batch, pd.DataFrame):
+        return pa.Table.from_pandas(batch, preserve_index=False)
+    if isinstance(batch, dict):
+        return table_from_columns({k: np.asarray(v) if not isinstance(v, (pa.Array, pa.ChunkedArray)) else v
+                                   for k, v in batch.items()})
+    raise TypeError(f"a UDF must return a dict of arrays, a pandas DataFrame or a pyarrow Table, "
+                    f"got {type(batch).__name__}")
+
+
+@distcore.remote
+def num_rows_of(block: pa.Table) -> int:
+    return block.num_rows
+
+
+def row_counts(refs: list[Any], metadata: Sequence[BlockMetadata | None] | None,
+               timeout: float | None = EXCHANGE_TIMEOUT_S) -> list[int]:
+    """Row count of each block: from ``metadata`` where known, else by a small task."""
+    counts: list[int | None] = [getattr(m, "num_rows", None) for m in metadata] if metadata else [None] * len(refs)
+    missing = [i for i, c in enumerate(counts) if c is None]
+    if missing:
+        got = distcore.get([num_rows_of.remote(refs[i]) for i in missing], timeout=timeout)
+        for i, c in zip(missing, got, strict=True):
+            counts[i] = c
+    return [int(c) for c in counts]  # type: ignore[arg-type]

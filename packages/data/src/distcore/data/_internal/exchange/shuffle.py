@@ -1,0 +1,150 @@
+"""Map/reduce exchanges that move rows between blocks: hash partitioning, repartition, random shuffle.
+
+Every exchange here is two rounds of distcore tasks: one map task per input
+block splits it into ``n`` parts (``num_returns=n``, the parts stay in the
+object store), then one reduce task per output partition combines its parts.
+The driver only holds references and small metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+import distcore
+from distcore.data._internal.datasource._meta import BlockMetadata
+from distcore.data._internal.exchange._blocks import (
+    EXCHANGE_TIMEOUT_S,
+    as_list,
+    check_columns,
+    collect,
+    concat,
+    maybe_single,
+    partition_ids,
+    row_counts,
+    split_by_ids,
+    with_metadata,
+)
+
+Refs = list[Any]
+Result = list[tuple[Any, BlockMetadata]]
+
+
+def _keys(keys: str | Sequence[str]) -> list[str]:
+    out = [keys] if isinstance(keys, str) else list(keys)
+    if not out or not all(isinstance(k, str) for k in out):
+        raise ValueError(f"keys must be a column name or a non-empty list of names, got {keys!r}")
+    return out
+
+
+def _check_n(n: int) -> int:
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"the number of partitions must be a positive int, got {n!r}")
+    return int(n)
+
+
+@distcore.remote
+def _hash_map(block: pa.Table, keys: list[str], n: int, prepare: Callable[[pa.Table], pa.Table] | None) -> Any:
+    check_columns(block, keys, "hash partition")
+    if prepare is not None:
+        block = prepare(block)
+    return maybe_single(split_by_ids(block, partition_ids(block, keys, n), n), n)
+
+
+@distcore.remote
+def _random_map(block: pa.Table, n: int, seed: int | None, index: int) -> Any:
+    rng = np.random.default_rng(None if seed is None else [seed, index])
+    return maybe_single(split_by_ids(block, rng.integers(0, n, block.num_rows), n), n)
+
+
+@distcore.remote(num_returns=2)
+def _concat_reduce(finish: Callable[[pa.Table], pa.Table] | None, *parts: pa.Table) -> Any:
+    table = concat(parts)
+    if finish is not None:
+        table = finish(table)
+    return with_metadata(table)
+
+
+def shuffle_map(refs: Refs, n: int, map_fn: Any, *args: Any) -> list[list[Any]]:
+    """Run ``map_fn`` on each block; returns ``parts[m][j]``: block m's part for partition j."""
+    return [as_list(map_fn.options(num_returns=n).remote(ref, *args), n) for ref in refs]
+
+
+def shuffle_reduce(parts: list[list[Any]], n: int, reduce_fn: Any, *args: Any,
+                   timeout: float | None = EXCHANGE_TIMEOUT_S) -> Result:
+    """One reduce task per partition j over ``parts[*][j]``; returns ``[(ref, metadata)]``."""
+    pairs = []
+    for j in range(n):
+        block_ref, meta_ref = reduce_fn.remote(*args, *[p[j] for p in parts])
+        pairs.append((block_ref, meta_ref))
+    return collect(pairs, timeout)
+
+
+def hash_partition(refs: Refs, keys: str | Sequence[str], n: int, *,
+                   prepare: Callable[[pa.Table], pa.Table] | None = None,
+                   finish: Callable[[pa.Table], pa.Table] | None = None,
+                   timeout: float | None = EXCHANGE_TIMEOUT_S) -> Result:
+    """``n`` blocks; rows with equal ``keys`` land in the same block.
+
+    ``prepare`` runs on each input block before the split (map side), ``finish``
+    on each combined partition (reduce side): groupby and join plug in there.
+    """
+    keys, n = _keys(keys), _check_n(n)
+    if not refs:
+        return []
+    return shuffle_reduce(shuffle_map(refs, n, _hash_map, keys, n, prepare), n, _concat_reduce, finish,
+                          timeout=timeout)
+
+
+def random_shuffle(refs: Refs, seed: int | None = None, num_blocks: int | None = None, *,
+                   timeout: float | None = EXCHANGE_TIMEOUT_S) -> Result:
+    """Rows in a uniformly random order (reproducible with ``seed``), in ``num_blocks`` blocks."""
+    if not refs:
+        return []
+    n = _check_n(num_blocks if num_blocks is not None else len(refs))
+    parts = [as_list(_random_map.options(num_returns=n).remote(ref, n, seed, i), n) for i, ref in enumerate(refs)]
+
+    def permute(table: pa.Table, seed: int | None = seed) -> pa.Table:
+        rng = np.random.default_rng(None if seed is None else [seed, 1 << 30, table.num_rows])
+        return table.take(pa.array(rng.permutation(table.num_rows)))
+
+    return shuffle_reduce(parts, n, _concat_reduce, permute, timeout=timeout)
+
+
+@distcore.remote(num_returns=2)
+def _slice_concat(spans: list[tuple[int, int]], *blocks: pa.Table) -> Any:
+    return with_metadata(concat([b.slice(s, e - s) for b, (s, e) in zip(blocks, spans, strict=True)]))
+
+
+def repartition(refs: Refs, n: int, shuffle: bool = False, *, metadata: Sequence[BlockMetadata] | None = None,
+                seed: int | None = None, timeout: float | None = EXCHANGE_TIMEOUT_S) -> Result:
+    """``n`` blocks of near-equal row counts.
+
+    Without ``shuffle`` the row order is kept: output block j takes the rows
+    ``[j*N/n, (j+1)*N/n)`` from just the input blocks that hold them. With
+    ``shuffle`` rows are spread at random (a full random shuffle).
+    """
+    n = _check_n(n)
+    if not refs:
+        return []
+    if shuffle:
+        return random_shuffle(refs, seed, n, timeout=timeout)
+    counts = row_counts(refs, metadata, timeout)
+    starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    total = int(starts[-1])
+    pairs = []
+    for j in range(n):
+        lo, hi = total * j // n, total * (j + 1) // n
+        chosen, spans = [], []
+        for i, ref in enumerate(refs):
+            s, e = max(lo, int(starts[i])), min(hi, int(starts[i + 1]))
+            if s < e:
+                chosen.append(ref)
+                spans.append((s - int(starts[i]), e - int(starts[i])))
+        if not chosen:  # an empty output block that keeps the schema
+            chosen, spans = [refs[0]], [(0, 0)]
+        pairs.append(_slice_concat.remote(spans, *chosen))
+    return collect(pairs, timeout)
