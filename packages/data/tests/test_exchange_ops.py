@@ -234,12 +234,3 @@ def test_zip_aligns_rows_across_block_boundaries(frame):
     with pytest.raises(ValueError, match="same number of rows"):
         zip(left, put_blocks(frame.iloc[:10], 1))
 
-
-@pytest.fixture(scope="module")
-def cluster():
-    from distcore._private.testing import ClusterManager, assert_no_leaks
-
-    manager = ClusterManager()
-    yield manager.ensure(num_cpus=2, object_store_memory=300 * 1024 * 1024)
-    manager.stop()
-    assert_no_leaks(manager.sessions)
