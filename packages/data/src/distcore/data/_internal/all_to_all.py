@@ -1,0 +1,118 @@
+"""Plans all-to-all operators (sort, shuffle, groupby, join, zip, ...) over the exchange functions.
+
+Each builds an ``AllToAll`` logical operator whose ``fn`` gets each input's
+``[(ref, BlockMetadata)]`` once those inputs are complete and calls the matching
+function of ``_internal.exchange`` (map tasks partition, reduce tasks merge).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distcore.data._internal.logical import AllToAll, LogicalOperator
+
+
+def _refs(part: list) -> tuple[list, list]:
+    return [r for r, _ in part], [m for _, m in part]
+
+
+def _exchange() -> Any:
+    from distcore.data._internal import exchange
+
+    return exchange
+
+
+def repartition(op: LogicalOperator, num_blocks: int, shuffle: bool) -> AllToAll:
+    if isinstance(num_blocks, bool) or not isinstance(num_blocks, int) or num_blocks < 1:
+        raise ValueError(f"repartition needs num_blocks >= 1, got {num_blocks!r}")
+
+    def fn(parts: list) -> list:
+        refs, metas = _refs(parts[0])
+        return _exchange().repartition(refs, num_blocks, shuffle, metadata=metas)
+
+    return AllToAll(f"Repartition[{num_blocks}]", [op], fn, "repartition", {"n": num_blocks}, row_preserving=True)
+
+
+def random_shuffle(op: LogicalOperator, seed: int | None, num_blocks: int | None) -> AllToAll:
+    def fn(parts: list) -> list:
+        refs, _ = _refs(parts[0])
+        return _exchange().random_shuffle(refs, seed, num_blocks)
+
+    return AllToAll("RandomShuffle", [op], fn, "random_shuffle", row_preserving=True)
+
+
+def sort(op: LogicalOperator, key: Any, descending: Any) -> AllToAll:
+    keys = [key] if isinstance(key, str) else list(key) if isinstance(key, (list, tuple)) else None
+    if not keys or not all(isinstance(k, str) for k in keys):
+        raise ValueError(f"sort needs a column name or a list of names, got {key!r}")
+    if isinstance(descending, (list, tuple)) and len(descending) != len(keys):
+        raise ValueError(f"sort: descending has {len(descending)} values for {len(keys)} keys")
+
+    def fn(parts: list) -> list:
+        refs, _ = _refs(parts[0])
+        return _exchange().sort(refs, keys, descending)
+
+    return AllToAll(f"Sort({keys})", [op], fn, "sort", row_preserving=True)
+
+
+def aggregate(op: LogicalOperator, keys: Any, aggs: list, num_blocks: int | None = None) -> AllToAll:
+    def fn(parts: list) -> list:
+        refs, _ = _refs(parts[0])
+        return _exchange().groupby_aggregate(refs, keys, aggs, num_blocks)
+
+    return AllToAll(f"Aggregate({keys})", [op], fn, "aggregate")
+
+
+def map_groups(op: LogicalOperator, keys: Any, udf: Any, batch_format: str, fn_args: tuple,
+               fn_kwargs: dict | None, num_blocks: int | None = None) -> AllToAll:
+    def fn(parts: list) -> list:
+        refs, _ = _refs(parts[0])
+        return _exchange().map_groups(refs, keys, udf, batch_format, num_blocks, fn_args=fn_args,
+                                      fn_kwargs=fn_kwargs)
+
+    return AllToAll(f"MapGroups({getattr(udf, '__name__', 'fn')})", [op], fn, "map_groups")
+
+
+def unique(op: LogicalOperator, column: str) -> AllToAll:
+    if not isinstance(column, str):
+        raise ValueError(f"unique takes one column name, got {column!r}")
+
+    def fn(parts: list) -> list:
+        refs, _ = _refs(parts[0])
+        return _exchange().unique(refs, column)
+
+    return AllToAll(f"Unique({column})", [op], fn, "unique")
+
+
+def join(left: LogicalOperator, right: LogicalOperator, on: Any, how: str, num_partitions: int | None) -> AllToAll:
+    if how not in ("inner", "left", "right", "outer", "left_outer", "right_outer", "full_outer"):
+        raise ValueError(f"join: how must be inner, left, right or outer, got {how!r}")
+    how = {"left_outer": "left", "right_outer": "right", "full_outer": "outer"}.get(how, how)
+
+    def fn(parts: list) -> list:
+        lrefs, _ = _refs(parts[0])
+        rrefs, _ = _refs(parts[1])
+        return _exchange().join(lrefs, rrefs, on, how, num_blocks=num_partitions)
+
+    return AllToAll(f"Join({on}, {how})", [left, right], fn, "join")
+
+
+def zip(left: LogicalOperator, right: LogicalOperator) -> AllToAll:  # noqa: A001
+    def fn(parts: list) -> list:
+        lrefs, lmeta = _refs(parts[0])
+        rrefs, rmeta = _refs(parts[1])
+        return _exchange().zip(lrefs, rrefs, left_metadata=lmeta, right_metadata=rmeta)
+
+    return AllToAll("Zip", [left, right], fn, "zip", row_preserving=True)
+
+
+def write(ds: Any, kind: str, path: str, **kwargs: Any) -> Any:
+    from distcore.data._internal.datasink import sink_for, write_dataset
+
+    return write_dataset(ds, sink_for(kind, path, **kwargs))
+
+
+def write_datasink(ds: Any, datasink: Any) -> Any:
+    from distcore.data._internal.datasink import write_dataset
+
+    return write_dataset(ds, datasink)
