@@ -185,6 +185,20 @@ def make_deployment(func_or_class: Any, options: dict[str, Any]) -> Deployment:
     return Deployment(func_or_class, name, config)
 
 
+def _register_reducers() -> None:
+    """Starlette's ``State`` cannot be unpickled as is (its ``__getattr__`` recurses): rebuild it from its dict."""
+    import copyreg
+
+    try:
+        from starlette.datastructures import State
+    except ImportError:  # pragma: no cover
+        return
+    copyreg.pickle(State, lambda s: (State, (dict(s._state),)))
+
+
+_register_reducers()
+
+
 def ingress(asgi_app: Any) -> Any:
     """Class decorator: requests to the deployment go to ``asgi_app`` (FastAPI or Starlette).
 

@@ -159,6 +159,9 @@ class ProxyApp:
         rid_header = [(b"x-request-id", request_id.encode())]
         try:
             stream = await router.stream(HTTP_METHOD, (scope, body), {}, meta, deadline)
+        except TimeoutError:
+            await _send_simple(send, 504, f"Request {request_id} timed out after {timeout} s.".encode(), rid_header)
+            return 504
         except BackPressureError as exc:
             await _send_simple(send, 503, str(exc).encode(), [(b"retry-after", b"1")] + rid_header)
             return 503
@@ -221,6 +224,8 @@ class ProxyApp:
         async def pump_in() -> None:
             while True:
                 msg = await receive()
+                if msg["type"] == "websocket.connect":
+                    continue  # the replica starts from its own connect message
                 stream.conn.ws_send(stream.rid, msg)
                 if msg["type"] == "websocket.disconnect":
                     return

@@ -243,6 +243,8 @@ class ReplicaServer:
 
     async def _websocket(self, conn: wire.ServerConnection, rid: int, scope: dict) -> None:
         inbox: asyncio.Queue = asyncio.Queue()
+        # the proxy holds the client's connect message: the app may accept before the first frame flows
+        inbox.put_nowait({"type": "websocket.connect"})
         key = (id(conn), rid)
         self.ws_inboxes[key] = inbox
 

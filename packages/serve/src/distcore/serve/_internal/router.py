@@ -35,6 +35,7 @@ class Router:
         self.full_until: dict[str, float] = {}
         self._local_node = _local_node_id()
         self._demand_sent = 0.0
+        self.model_replicas: dict[str, str] = {}
 
     # ---------------------------------------------------------------- table
 
@@ -57,16 +58,28 @@ class Router:
                 return local
         return out
 
-    def _pick(self, route: DeploymentRoute) -> ReplicaInfo | None:
+    def _pick(self, route: DeploymentRoute, model_id: str = "") -> ReplicaInfo | None:
         cands = self._candidates(route)
         if not cands:
             return None
+        if model_id:
+            # multiplexing: a model goes back to the replica that loaded it while that one has room
+            sticky = self.model_replicas.get(model_id)
+            for r in cands:
+                if r.replica_id == sticky:
+                    return r
+            if sticky is not None and any(r.replica_id == sticky for r in route.replicas):
+                return None  # wait for the replica that holds the model
         if len(cands) == 1:
-            return cands[0]
-        a, b = random.sample(cands, 2)
-        return a if self.inflight.get(a.replica_id, 0) <= self.inflight.get(b.replica_id, 0) else b
+            choice = cands[0]
+        else:
+            a, b = random.sample(cands, 2)
+            choice = a if self.inflight.get(a.replica_id, 0) <= self.inflight.get(b.replica_id, 0) else b
+        if model_id:
+            self.model_replicas[model_id] = choice.replica_id
+        return choice
 
-    async def choose(self, deadline: float | None) -> ReplicaInfo:
+    async def choose(self, deadline: float | None, model_id: str = "") -> ReplicaInfo:
         route = self.route()
         if route is None:
             await self.client.wait_first(30.0)
@@ -77,7 +90,7 @@ class Router:
                 if route is None:
                     raise DeploymentUnavailableError(
                         f"deployment '{self.deployment}' of application '{self.app}' does not exist")
-        replica = self._pick(route) if not self.waiters else None
+        replica = self._pick(route, model_id) if not self.waiters else None
         if replica is not None:
             return replica
         if len(self.waiters) >= route.queue_cap:
@@ -104,7 +117,7 @@ class Router:
                 self._drop(fut)
             route = self.route()
             if route is not None and (not self.waiters or self.waiters[0] is fut or True):
-                replica = self._pick(route)
+                replica = self._pick(route, model_id)
                 if replica is not None:
                     return replica
 
@@ -185,7 +198,7 @@ class Router:
         """Send one call; retry on refusal or a connection lost before an answer (once)."""
         lost = 0
         while True:
-            replica = await self.choose(deadline)
+            replica = await self.choose(deadline, (meta or {}).get("model_id", ""))
             self._acquire(replica.replica_id)
             try:
                 try:
@@ -195,8 +208,11 @@ class Router:
                     continue
                 rid, fut = conn.start_call(method, args, kwargs, meta)
                 try:
-                    kind, payload = await fut
-                except asyncio.CancelledError:
+                    if deadline is None:
+                        kind, payload = await fut
+                    else:
+                        kind, payload = await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
+                except (asyncio.CancelledError, TimeoutError):
                     conn.cancel(rid)
                     raise
             finally:
@@ -217,7 +233,7 @@ class Router:
                      deadline: float | None = None) -> Any:
         """An async iterator of ``(kind, payload)`` frames of one streamed call (after its first frame)."""
         while True:
-            replica = await self.choose(deadline)
+            replica = await self.choose(deadline, (meta or {}).get("model_id", ""))
             self._acquire(replica.replica_id)
             try:
                 conn = await self._conn(replica)
@@ -227,7 +243,10 @@ class Router:
                 continue
             rid, queue = conn.start_stream(method, args, kwargs, meta or {})
             try:
-                first = await queue.get()
+                if deadline is None:
+                    first = await queue.get()
+                else:
+                    first = await asyncio.wait_for(queue.get(), max(0.0, deadline - time.monotonic()))
             except BaseException:
                 conn.cancel(rid)
                 self._release(replica.replica_id)
