@@ -24,8 +24,12 @@ from distcore.util.versions import require_core_api
 
 require_core_api("distcore-tune", __version__, api_min=CORE_API_MIN, api_max=CORE_API_MAX)
 
-from distcore.tune import registry, search  # noqa: E402
+from distcore.tune import registry, schedulers, search, stopper  # noqa: E402  # noqa: E402
+from distcore.tune._internal.callback import Callback  # noqa: E402
+from distcore.tune._internal.parameters import with_parameters  # noqa: E402
 from distcore.tune._internal.registry import register_env, register_trainable  # noqa: E402
+from distcore.tune._internal.resources import PlacementGroupFactory, with_resources  # noqa: E402
+from distcore.tune._internal.result_grid import ResultGrid  # noqa: E402
 from distcore.tune._internal.sample import (  # noqa: E402
     choice,
     grid_search,
@@ -41,7 +45,9 @@ from distcore.tune._internal.sample import (  # noqa: E402
     sample_from,
     uniform,
 )
+from distcore.tune._internal.stopper import Stopper  # noqa: E402
 from distcore.tune._internal.trainable import Trainable  # noqa: E402
+from distcore.tune._internal.tuner import TuneConfig, Tuner  # noqa: E402
 
 # train's classes, re-exported (imported on first use so `import distcore.tune` stays light).
 _FROM_TRAIN = {
@@ -65,12 +71,18 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Callback",
     "Checkpoint",
     "CheckpointConfig",
     "FailureConfig",
+    "PlacementGroupFactory",
     "Result",
+    "ResultGrid",
     "RunConfig",
+    "Stopper",
+    "TuneConfig",
     "Trainable",
+    "Tuner",
     "__version__",
     "choice",
     "get_checkpoint",
@@ -90,6 +102,10 @@ __all__ = [
     "registry",
     "report",
     "sample_from",
+    "schedulers",
     "search",
+    "stopper",
     "uniform",
+    "with_parameters",
+    "with_resources",
 ]

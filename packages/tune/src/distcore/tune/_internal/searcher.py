@@ -110,7 +110,6 @@ class BasicVariantGenerator(Searcher):
         self._constant_grid = constant_grid_search
         self._rng = np.random.default_rng(random_state)
         self._space: dict[str, Any] = {}
-        self._queue: list[dict[str, Any]] | None = None
         self._live: set[str] = set()
         self._num_samples = 1
 
@@ -124,35 +123,41 @@ class BasicVariantGenerator(Searcher):
         grid = variants.grid_size(self._space)
         return max(self._num_samples, len(self._points)) * grid if self._points else self._num_samples * grid
 
-    def _build(self) -> list[dict[str, Any]]:
-        configs: list[dict[str, Any]] = []
-        grids = variants.grid_assignments(self._space)
-        n_random = max(self._num_samples - len(self._points), 0)
-        for point in self._points:
-            for grid in grids:
-                configs.append(variants.resolve(self._space, self._rng, grid=grid, preset=point))
-        for _ in range(n_random):
-            if self._constant_grid and grids:
-                base = variants.resolve(self._space, self._rng, grid=grids[0])
-                for grid in grids:
-                    fixed = copy.deepcopy(base)
-                    for path, value in grid.items():
-                        variants.set_path(fixed, path, value)
-                    configs.append(fixed)
-            else:
-                for grid in grids:
-                    configs.append(variants.resolve(self._space, self._rng, grid=grid))
-        return configs
+    def _make(self, position: int) -> dict[str, Any] | None:
+        if self._grids is None:
+            self._grids = variants.grid_assignments(self._space)
+        grids = self._grids
+        n_points = len(self._points) * len(grids)
+        if position < n_points:
+            point = self._points[position // len(grids)]
+            return variants.resolve(self._space, self._rng, grid=grids[position % len(grids)], preset=point)
+        position -= n_points
+        n_random = max(self._num_samples - len(self._points), 0) if self._num_samples >= 0 else None
+        sample, index = divmod(position, len(grids))
+        if n_random is not None and sample >= n_random:
+            return None
+        if self._constant_grid:
+            if index == 0:
+                self._base = variants.resolve(self._space, self._rng, grid=grids[0])
+            fixed = copy.deepcopy(self._base)
+            for path, value in grids[index].items():
+                variants.set_path(fixed, path, value)
+            return fixed
+        return variants.resolve(self._space, self._rng, grid=grids[index])
+
+    _grids: list[dict[Any, Any]] | None = None
+    _base: dict[str, Any] = {}  # noqa: RUF012
+    _position = 0
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if self._queue is None:
-            self._queue = self._build()[::-1]
-        if not self._queue:
-            return Searcher.FINISHED
         if self._max_concurrent and len(self._live) >= self._max_concurrent:
             return None
+        config = self._make(self._position)
+        if config is None:
+            return Searcher.FINISHED
+        self._position += 1
         self._live.add(trial_id)
-        return self._queue.pop()
+        return config
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         self._live.discard(trial_id)

@@ -45,7 +45,9 @@ def set_path(obj: Any, path: Path, value: Any) -> None:
 
 def _thaw(space: Any) -> Any:
     """A deep copy in which tuples become lists (so leaves can be set) and domains stay shared."""
-    if isinstance(space, Domain):
+    if isinstance(space, Domain) or is_grid(space):
+        return space  # replaced by a sampled or assigned value; never mutated
+    if space is None or isinstance(space, (int, float, str, bool)):
         return space
     if isinstance(space, dict):
         return {key: _thaw(value) for key, value in space.items()}

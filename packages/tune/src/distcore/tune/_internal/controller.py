@@ -1,0 +1,620 @@
+"""The driver loop: creates trials from the searcher, runs them on trial actors that
+pack the cluster, pulls their results in batches, applies stoppers and the
+scheduler, retries failures from checkpoints and checkpoints the experiment."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+
+import distcore
+from distcore.tune._internal import experiment_state, variants
+from distcore.tune._internal.loggers import TrialLogger
+from distcore.tune._internal.progress import ProgressReporter
+from distcore.tune._internal.resources import PlacementGroupFactory, resources_for
+from distcore.tune._internal.scheduler_base import TrialScheduler
+from distcore.tune._internal.searcher import Searcher
+from distcore.tune._internal.stopper import Stopper
+from distcore.tune._internal.trial import ERROR, PAUSED, PENDING, RUNNING, TERMINATED, Trial
+from distcore.tune._internal.trial_actor import CHECKPOINT_META, TrialWorker, checkpoint_dir_name
+
+logger = logging.getLogger("distcore.tune")
+
+POLL_TIMEOUT_S = 5.0
+STOP_TIMEOUT_S = 30.0
+STATE_PERIOD_S = 1.0
+
+
+class TrialFailed(RuntimeError):
+    """A trial's error (raised by ``fit`` when ``fail_fast="raise"``)."""
+
+
+class _Slot:
+    """A trial actor and what it holds."""
+
+    def __init__(self, actor: Any, key: Any, resources: dict[str, float], pg: Any = None) -> None:
+        self.actor = actor
+        self.key = key
+        self.resources = resources
+        self.pg = pg
+        self.trial: Trial | None = None
+        self.has_trainable = False
+
+
+class TuneController:
+    def __init__(self, *, trainable: Any, trainable_name: str, param_space: dict[str, Any],
+                 searcher: Searcher, scheduler: TrialScheduler, stopper: Stopper, experiment_path: str,
+                 experiment_name: str, num_samples: int, metric: Any, mode: Any,
+                 max_concurrent_trials: int | None, time_budget_s: float | None, reuse_actors: bool,
+                 max_failures: int, fail_fast: Any, checkpoint_config: Any, callbacks: list[Any],
+                 verbose: int, trial_name_creator: Any = None, trial_dirname_creator: Any = None,
+                 trials: list[Trial] | None = None, num_suggested: int = 0, searcher_finished: bool = False,
+                 seed: int | None = None, state_period_s: float = STATE_PERIOD_S) -> None:
+        self.trainable = trainable
+        self.trainable_name = trainable_name
+        self.param_space = param_space
+        self.searcher = searcher
+        self.scheduler = scheduler
+        self.stopper = stopper
+        self.experiment_path = experiment_path
+        self.experiment_name = experiment_name
+        self.num_samples = num_samples
+        self.metric, self.mode = metric, mode
+        self.max_concurrent = max_concurrent_trials or 0
+        self.time_budget_s = time_budget_s
+        self.reuse_actors = reuse_actors
+        self.max_failures = max_failures
+        self.fail_fast = fail_fast
+        self.checkpoint_config = checkpoint_config
+        self.callbacks = callbacks
+        self.trial_name_creator = trial_name_creator
+        self.trial_dirname_creator = trial_dirname_creator
+        self.trials: list[Trial] = list(trials or [])
+        self._by_id = {t.trial_id: t for t in self.trials}
+        self.num_suggested = num_suggested
+        self.searcher_finished = searcher_finished
+        self.rng = np.random.default_rng(seed)
+        self.state_period_s = state_period_s
+        self.exp_id = uuid.uuid4().hex[:5]
+        self.logger = TrialLogger()
+        self.reporter = ProgressReporter(metric if isinstance(metric, str) else None,
+                                         mode if isinstance(mode, str) else None, verbose)
+        self.sync = bool(scheduler.needs_sync)
+        self.iteration = 0
+        self._slots: list[_Slot] = []
+        self._inflight: dict[Any, tuple[_Slot, str]] = {}
+        self._acks: dict[str, int] = {}
+        self._stopping: set[str] = set()
+        self._total: dict[str, float] = {}
+        self._last_state = 0.0
+        self._error_to_raise: BaseException | None = None
+        self._stop_all = False
+        self.interrupted = False
+        self._actor_cls: Any = None
+        from distcore.tune._internal.trainable import Trainable
+
+        self._class_trainable = isinstance(trainable, type) and issubclass(trainable, Trainable)
+
+    # ------------------------------------------------------------------ queries (schedulers use these)
+    def get_trials(self) -> list[Trial]:
+        return self.trials
+
+    def get_live_trials(self) -> list[Trial]:
+        return [t for t in self.trials if not t.is_finished()]
+
+    def get_trial(self, trial_id: str) -> Trial | None:
+        return self._by_id.get(trial_id)
+
+    # ------------------------------------------------------------------ resources and actors
+    def _refresh_total(self) -> None:
+        self._total = {k: float(v) for k, v in distcore.cluster_resources().items()}
+
+    def _used(self) -> dict[str, float]:
+        used: dict[str, float] = {}
+        for slot in self._slots:
+            for key, value in slot.resources.items():
+                used[key] = used.get(key, 0.0) + value
+        return used
+
+    def _fits(self, need: dict[str, float]) -> bool:
+        used = self._used()
+        return all(used.get(k, 0.0) + v <= self._total.get(k, 0.0) + 1e-9 for k, v in need.items() if v > 0)
+
+    def _never_fits(self, need: dict[str, float]) -> str | None:
+        short = {k: v for k, v in need.items() if v > self._total.get(k, 0.0) + 1e-9}
+        if short:
+            return (f"a trial needs {need} but the cluster has {self._total}: "
+                    f"not enough {', '.join(sorted(short))}")
+        return None
+
+    def _new_slot(self, factory: PlacementGroupFactory) -> _Slot:
+        if self._actor_cls is None:
+            self._actor_cls = distcore.remote(TrialWorker)
+        head = factory.head_bundle
+        opts: dict[str, Any] = {"num_cpus": head.get("CPU", 0.0), "max_concurrency": 4}
+        if head.get("GPU"):
+            opts["num_gpus"] = head["GPU"]
+        custom = {k: v for k, v in head.items() if k not in ("CPU", "GPU", "memory")}
+        if custom:
+            opts["resources"] = custom
+        pg = None
+        if len(factory.bundles) > 1 and not getattr(factory, "_no_placement_group", False):
+            from distcore.util import PlacementGroupSchedulingStrategy, placement_group
+
+            pg = placement_group(factory.bundles, strategy=factory.strategy)
+            opts = {"num_cpus": head.get("CPU", 0.0), "max_concurrency": 4,
+                    "scheduling_strategy": PlacementGroupSchedulingStrategy(
+                        pg, placement_group_bundle_index=0, placement_group_capture_child_tasks=True)}
+            if head.get("GPU"):
+                opts["num_gpus"] = head["GPU"]
+        actor = self._actor_cls.options(**opts).remote()
+        slot = _Slot(actor, (tuple(sorted(factory.required_resources.items())), repr(factory.bundles)),
+                     factory.required_resources, pg)
+        self._slots.append(slot)
+        return slot
+
+    def _free_slot(self, slot: _Slot) -> None:
+        if slot in self._slots:
+            self._slots.remove(slot)
+        try:
+            distcore.kill(slot.actor)
+        except Exception:
+            pass
+        if slot.pg is not None:
+            from distcore.util import remove_placement_group
+
+            try:
+                remove_placement_group(slot.pg)
+            except Exception:
+                pass
+
+    def _acquire(self, trial: Trial, factory: PlacementGroupFactory) -> _Slot | None:
+        key = (tuple(sorted(factory.required_resources.items())), repr(factory.bundles))
+        if self.reuse_actors:
+            for slot in self._slots:
+                if slot.trial is None and slot.key == key and slot.pg is None:
+                    return slot
+        if self._fits(factory.required_resources):
+            return self._new_slot(factory)
+        idle = [s for s in self._slots if s.trial is None]
+        if idle:  # idle actors of another shape (or not reusable) give their resources back
+            for slot in idle:
+                self._free_slot(slot)
+            if self._fits(factory.required_resources):
+                return self._new_slot(factory)
+        return None
+
+    # ------------------------------------------------------------------ trial creation
+    def _running_count(self) -> int:
+        return sum(1 for s in self._slots if s.trial is not None)
+
+    def _create_trial(self) -> Trial | None:
+        if self.searcher_finished:
+            return None
+        if (not self.searcher.counts_samples and self.num_samples >= 0
+                and self.num_suggested >= self.num_samples):
+            self.searcher_finished = True
+            return None
+        index = len(self.trials)
+        trial_id = f"{self.exp_id}_{index:05d}"
+        suggestion = self.searcher.suggest(trial_id)
+        if suggestion == Searcher.FINISHED:
+            self.searcher_finished = True
+            return None
+        if suggestion is None:
+            return None
+        if self.searcher.counts_samples:
+            config = suggestion
+        else:
+            config = variants.resolve(self.param_space, self.rng, preset=suggestion)
+        self.num_suggested += 1
+        factory = resources_for(self.trainable, config)
+        trial = Trial(trial_id, config, index, self.experiment_path, self.trainable_name, factory)
+        if self.trial_dirname_creator is not None:
+            trial.dirname = str(self.trial_dirname_creator(trial))
+            trial.local_path = os.path.join(self.experiment_path, trial.dirname)
+        if self.trial_name_creator is not None:
+            trial.custom_name = str(self.trial_name_creator(trial))
+        self.trials.append(trial)
+        self._by_id[trial_id] = trial
+        self.scheduler.on_trial_add(self, trial)
+        return trial
+
+    def _next_trial_to_run(self) -> Trial | None:
+        trial = self.scheduler.choose_trial_to_run(self)
+        if trial is not None and trial.trial_id not in self._stopping:
+            return trial
+        new = self._create_trial()
+        if new is None:
+            return None
+        trial = self.scheduler.choose_trial_to_run(self)
+        return trial if trial is not None and trial.trial_id not in self._stopping else None
+
+    def _fill(self) -> None:
+        while not self._stop_all:
+            if self.max_concurrent and self._running_count() >= self.max_concurrent:
+                return
+            trial = self._next_trial_to_run()
+            if trial is None:
+                return
+            if not isinstance(trial.resources, PlacementGroupFactory):
+                trial.resources = resources_for(self.trainable, trial.config)
+            problem = self._never_fits(trial.resources.required_resources)
+            if problem:
+                self._refresh_total()
+                problem = self._never_fits(trial.resources.required_resources)
+            if problem:
+                raise ValueError(problem)
+            slot = self._acquire(trial, trial.resources)
+            if slot is None:
+                return
+            self._launch(trial, slot)
+
+    def _launch(self, trial: Trial, slot: _Slot) -> None:
+        first = trial.start_time is None
+        trial.start_time = trial.start_time or time.time()
+        trial.status = RUNNING
+        slot.trial = trial
+        if first or not os.path.exists(os.path.join(trial.local_path, "params.json")):
+            self.logger.on_trial_start(trial)
+        ckpt_cfg = self.checkpoint_config
+        spec = {
+            "trial_id": trial.trial_id, "trial_name": str(trial), "trial_dir": trial.local_path,
+            "experiment_name": self.experiment_name, "config": trial.config,
+            "checkpoint_path": trial.checkpoint_path, "checkpoint_index": trial.checkpoint_index,
+            "start_iteration": trial.checkpoint_iteration if trial.checkpoint_path else 0,
+            "start_time_total": trial.checkpoint_time_total if trial.checkpoint_path else 0.0,
+            "sync": self.sync, "window": 1 if self._class_trainable else 256, "reuse": self.reuse_actors,
+            "checkpoint_frequency": getattr(ckpt_cfg, "checkpoint_frequency", 0) or 0,
+            "checkpoint_at_end": bool(getattr(ckpt_cfg, "checkpoint_at_end", False)),
+            "resources": trial.resources.required_resources,
+        }
+        self._acks[trial.trial_id] = 0
+        trainable = None if slot.has_trainable else self.trainable
+        slot.has_trainable = True
+        ref = slot.actor.start.remote(spec, trainable, 0.0 if self.sync else 0.05)
+        self._inflight[ref] = (slot, "poll")
+        for cb in self.callbacks:
+            cb.on_trial_start(self.iteration, self.trials, trial)
+        self.reporter.event(f"Trial {trial} started with config {trial.config}")
+
+    # ------------------------------------------------------------------ results
+    def _process_result(self, trial: Trial, result: dict[str, Any], ckpt: str | None) -> str:
+        result.setdefault("trial_id", trial.trial_id)
+        trial.last_result = result
+        trial.num_results += 1
+        trial.update_metric_analysis(result)
+        if ckpt is not None:
+            self._register_checkpoint(trial, ckpt, result)
+        self.searcher.on_trial_result(trial.trial_id, result)
+        for cb in self.callbacks:
+            cb.on_trial_result(self.iteration, self.trials, trial, result)
+        if self.stopper(trial.trial_id, result) or result.get("done"):
+            result["done"] = True
+            return TrialScheduler.STOP
+        if self.stopper.stop_all():
+            self._stop_all = True
+        decision = self.scheduler.on_trial_result(self, trial, result)
+        return decision
+
+    def _register_checkpoint(self, trial: Trial, path: str, result: dict[str, Any]) -> None:
+        trial.checkpoint_path = path
+        name = os.path.basename(path)
+        try:
+            trial.checkpoint_index = int(name.rsplit("_", 1)[1]) + 1
+        except (IndexError, ValueError):
+            trial.checkpoint_index += 1
+        trial.checkpoint_iteration = int(result.get("training_iteration", trial.checkpoint_iteration))
+        trial.checkpoint_time_total = float(result.get("time_total_s", trial.checkpoint_time_total))
+        metrics = {k: v for k, v in result.items() if k != "config"}
+        trial.checkpoint_history.append((path, metrics))
+        for cb in self.callbacks:
+            cb.on_checkpoint(self.iteration, self.trials, trial, path)
+        self._prune_checkpoints(trial)
+
+    def _prune_checkpoints(self, trial: Trial) -> None:
+        cfg = self.checkpoint_config
+        keep = getattr(cfg, "num_to_keep", None)
+        if not keep or len(trial.checkpoint_history) <= keep:
+            return
+        attr = getattr(cfg, "checkpoint_score_attribute", None)
+        latest = trial.checkpoint_history[-1]
+        history = trial.checkpoint_history
+        if attr:
+            sign = 1.0 if getattr(cfg, "checkpoint_score_order", "max") == "max" else -1.0
+            ranked = sorted(history, key=lambda item: sign * float(item[1].get(attr, float("-inf") * sign)),
+                            reverse=True)
+        else:
+            ranked = list(reversed(history))
+        kept = ranked[:keep]
+        if latest not in kept:
+            kept.append(latest)  # the latest is always kept so a restart can resume from it
+        for path, _ in history:
+            if all(path != k[0] for k in kept):
+                shutil.rmtree(path, ignore_errors=True)
+        trial.checkpoint_history = [item for item in history if any(item[0] == k[0] for k in kept)]
+
+    def _handle_response(self, slot: _Slot, kind: str, response: dict[str, Any]) -> None:
+        trial = slot.trial
+        assert trial is not None
+        if kind == "stop":
+            self._finish_stop(slot, trial, response)
+            return
+        results = response["results"]
+        accepted = []
+        decision = TrialScheduler.CONTINUE
+        for i, (result, ckpt) in enumerate(results):
+            decision = self._process_result(trial, result, ckpt)
+            accepted.append(result)
+            if decision != TrialScheduler.CONTINUE:
+                for _, late in results[i + 1:]:  # ran ahead of the decision: drop its checkpoints
+                    if late is not None:
+                        shutil.rmtree(late, ignore_errors=True)
+                break
+            if self._stop_all:
+                break
+        if accepted:
+            self.logger.on_results(trial, accepted)
+        status = response["status"]
+        if decision == TrialScheduler.STOP:
+            self._request_stop(slot, trial, TERMINATED)
+        elif decision == TrialScheduler.PAUSE:
+            self._request_stop(slot, trial, PAUSED, save=True)
+        elif status == "done" or status == "stopped":
+            if trial.last_result:
+                trial.last_result["done"] = True
+            if response.get("final_checkpoint"):
+                self._register_checkpoint(trial, response["final_checkpoint"], trial.last_result)
+            self._complete(trial, slot)
+        elif status == "error":
+            self._on_failure(slot, trial, response.get("error") or "unknown error", response.get("exc"))
+        else:
+            self._acks[trial.trial_id] = response["seq"]
+            ref = slot.actor.poll.remote(response["seq"], POLL_TIMEOUT_S)
+            self._inflight[ref] = (slot, "poll")
+
+    def _request_stop(self, slot: _Slot, trial: Trial, final_status: str, save: bool = False) -> None:
+        trial.status = final_status
+        self._stopping.add(trial.trial_id)
+        ref = slot.actor.stop.remote(save, STOP_TIMEOUT_S)
+        self._inflight[ref] = (slot, "stop")
+        if final_status == TERMINATED:
+            self._on_trial_done(trial)
+
+    def _finish_stop(self, slot: _Slot, trial: Trial, response: dict[str, Any]) -> None:
+        self._stopping.discard(trial.trial_id)
+        for _, late in response.get("results", []):
+            if late is not None:
+                shutil.rmtree(late, ignore_errors=True)
+        if response.get("final_checkpoint"):
+            self._register_checkpoint(trial, response["final_checkpoint"], trial.last_result)
+        slot.trial = None
+        if response.get("status") == "stuck" or not self.reuse_actors:
+            self._free_slot(slot)
+        if trial.status == TERMINATED:
+            self.logger.on_trial_end(trial)
+
+    def _complete(self, trial: Trial, slot: _Slot) -> None:
+        trial.status = TERMINATED
+        slot.trial = None
+        if not self.reuse_actors or slot.pg is not None:
+            self._free_slot(slot)
+        self._on_trial_done(trial)
+        self.logger.on_trial_end(trial)
+
+    def _on_trial_done(self, trial: Trial) -> None:
+        self.searcher.on_trial_complete(trial.trial_id, trial.last_result or None, error=False)
+        self.scheduler.on_trial_complete(self, trial, trial.last_result)
+        for cb in self.callbacks:
+            cb.on_trial_complete(self.iteration, self.trials, trial)
+        self.reporter.event(f"Trial {trial} completed: {self._short_result(trial)}")
+        self._save_state(force=False)
+
+    def _short_result(self, trial: Trial) -> str:
+        if isinstance(self.metric, str) and self.metric in trial.last_result:
+            return f"{self.metric}={trial.last_result[self.metric]}"
+        return f"iter={trial.last_result.get('training_iteration')}"
+
+    def _on_failure(self, slot: _Slot | None, trial: Trial, error: str, exc: bytes | None,
+                    actor_died: bool = False) -> None:
+        trial.num_failures += 1
+        if slot is not None:
+            slot.trial = None
+            if actor_died or not self.reuse_actors or slot.pg is not None:
+                self._free_slot(slot)
+        self._stopping.discard(trial.trial_id)
+        exc_obj: BaseException | None = None
+        if exc is not None:
+            try:
+                import pickle
+
+                exc_obj = pickle.loads(exc)
+            except Exception:
+                exc_obj = None
+        retry = self.max_failures < 0 or trial.num_failures <= self.max_failures
+        if retry and not self._stop_all:
+            self.reporter.event(f"Trial {trial} failed ({trial.num_failures} failure(s)); retrying from "
+                                f"{trial.checkpoint_path or 'scratch'}")
+            self.logger.on_trial_end(trial)
+            trial.status = PENDING
+            return
+        trial.status = ERROR
+        trial.error = error
+        trial.error_exc = exc_obj
+        os.makedirs(trial.local_path, exist_ok=True)
+        with open(os.path.join(trial.local_path, "error.txt"), "w") as f:
+            f.write(error)
+        self.logger.on_trial_end(trial)
+        self.searcher.on_trial_complete(trial.trial_id, None, error=True)
+        self.scheduler.on_trial_error(self, trial)
+        for cb in self.callbacks:
+            cb.on_trial_error(self.iteration, self.trials, trial)
+        if self.reporter.verbose:
+            self.reporter.out.write(f"Trial {trial} errored after {trial.num_failures} failure(s):\n{error}\n")
+        if self.fail_fast:
+            self._stop_all = True
+            if self.fail_fast == "raise":
+                self._error_to_raise = exc_obj or TrialFailed(error)
+        self._save_state(force=True)
+
+    # ------------------------------------------------------------------ experiment state
+    def _save_state(self, force: bool) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_state < self.state_period_s:
+            return
+        self._last_state = now
+        experiment_state.save(self)
+
+    # ------------------------------------------------------------------ the loop
+    def _done(self) -> bool:
+        if self._inflight:
+            return False
+        if self._stop_all:
+            return True
+        if not self.searcher_finished:
+            return False
+        return all(t.is_finished() for t in self.trials)
+
+    def _wait(self, timeout: float) -> list[Any]:
+        refs = list(self._inflight)
+        if not refs:
+            return []
+        ready, _ = distcore.wait(refs, num_returns=1, timeout=timeout)
+        if ready and len(refs) > 1:
+            more, _ = distcore.wait(refs, num_returns=len(refs), timeout=0)
+            ready = list({id(r): r for r in [*ready, *more]}.values())
+        return ready
+
+    def run(self) -> None:
+        os.makedirs(self.experiment_path, exist_ok=True)
+        self._refresh_total()
+        start = time.monotonic()
+        last_refresh = start
+        try:
+            while not self._done():
+                self.iteration += 1
+                for cb in self.callbacks:
+                    cb.on_step_begin(self.iteration, self.trials)
+                if self.time_budget_s is not None and time.monotonic() - start >= self.time_budget_s:
+                    if not self._stop_all:
+                        self.reporter.event(f"time budget of {self.time_budget_s} s reached")
+                    self._stop_all = True
+                if self.stopper.stop_all():
+                    self._stop_all = True
+                if self._stop_all:
+                    self._stop_everything(TERMINATED)
+                else:
+                    self._fill()
+                if not self._inflight:
+                    if self._done():
+                        break
+                    if not any(t.status in (PENDING, PAUSED) for t in self.trials) and not self.searcher_finished:
+                        time.sleep(0.01)  # the searcher asked us to wait
+                    elif not self._slots or all(s.trial is None for s in self._slots):
+                        if not self.searcher_finished or any(t.status in (PENDING, PAUSED) for t in self.trials):
+                            time.sleep(0.05)
+                    continue
+                ready = self._wait(0.5)
+                if ready:
+                    values = self._get_many(ready)
+                    for ref, value in zip(ready, values, strict=True):
+                        slot, kind = self._inflight.pop(ref)
+                        if isinstance(value, BaseException):
+                            trial = slot.trial
+                            if trial is not None:
+                                if kind == "stop":
+                                    self._stopping.discard(trial.trial_id)
+                                    slot.trial = None
+                                    self._free_slot(slot)
+                                else:
+                                    self._on_failure(slot, trial, _describe(value), None, actor_died=True)
+                            else:
+                                self._free_slot(slot)
+                            continue
+                        self._handle_response(slot, kind, value)
+                now = time.monotonic()
+                if now - last_refresh > 10:
+                    self._refresh_total()
+                    last_refresh = now
+                self.reporter.report(self.trials)
+                self._save_state(force=False)
+                for cb in self.callbacks:
+                    cb.on_step_end(self.iteration, self.trials)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            experiment_state.save(self)
+            self._shutdown_actors()
+            self.logger.close()
+            print(f"\nExperiment interrupted; its state is saved. Resume with "
+                  f"Tuner.restore({self.experiment_path!r}, trainable=...)", flush=True)
+            return
+        finally:
+            if not self.interrupted:
+                self.logger.close()
+        for trial in self.trials:
+            if trial.status in (PENDING, PAUSED) and self._stop_all:
+                trial.status = TERMINATED
+        experiment_state.save(self)
+        self._shutdown_actors()
+        self.reporter.final(self.trials)
+        for cb in self.callbacks:
+            cb.on_experiment_end(self.trials)
+        if self._error_to_raise is not None:
+            raise self._error_to_raise
+
+    def _get_many(self, refs: list[Any]) -> list[Any]:
+        try:
+            return distcore.get(refs, timeout=60)
+        except Exception:
+            out = []
+            for ref in refs:
+                try:
+                    out.append(distcore.get(ref, timeout=60))
+                except Exception as error:  # an actor died: fail that trial only
+                    out.append(error)
+            return out
+
+    def _stop_everything(self, status: str) -> None:
+        for slot in list(self._slots):
+            trial = slot.trial
+            if trial is not None and trial.trial_id not in self._stopping and trial.status == RUNNING:
+                # drop its outstanding poll: the stop reply carries what is left
+                for ref, (s, kind) in list(self._inflight.items()):
+                    if s is slot and kind == "poll":
+                        del self._inflight[ref]
+                self._request_stop(slot, trial, status)
+
+    def _shutdown_actors(self) -> None:
+        for slot in list(self._slots):
+            self._free_slot(slot)
+        self._inflight.clear()
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+def latest_checkpoint_on_disk(trial_dir: str) -> tuple[str, int, float] | None:
+    """The newest complete ``checkpoint_XXXXXX`` of a trial directory, with its iteration."""
+    import json
+
+    if not os.path.isdir(trial_dir):
+        return None
+    names = sorted(n for n in os.listdir(trial_dir) if n.startswith("checkpoint_") and ".tmp" not in n)
+    for name in reversed(names):
+        path = os.path.join(trial_dir, name)
+        meta = os.path.join(path, CHECKPOINT_META)
+        if os.path.exists(meta):
+            with open(meta) as f:
+                info = json.load(f)
+            return path, int(info.get("training_iteration", 0)), float(info.get("time_total_s", 0.0))
+    return None
+
+
+__all__ = ["TuneController", "TrialFailed", "checkpoint_dir_name", "latest_checkpoint_on_disk"]

@@ -1,0 +1,71 @@
+"""The experiment's state on disk, written atomically so a crash or a kill of the
+driver leaves a restorable experiment: experiment_state.json (trials),
+searcher-state.pkl (the searcher) and tuner.pkl (what the Tuner was given)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+STATE_FILE = "experiment_state.json"
+SEARCHER_FILE = "searcher-state.pkl"
+TUNER_FILE = "tuner.pkl"
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def save(controller: Any) -> None:
+    from distcore.tune._internal.loggers import dumps
+
+    trials = []
+    for trial in controller.trials:
+        state = trial.to_state()
+        if state["checkpoint_path"]:
+            state["checkpoint_path"] = os.path.relpath(state["checkpoint_path"], trial.local_path)
+        trials.append(state)
+    doc = {
+        "version": 1,
+        "name": controller.experiment_name,
+        "trainable_name": controller.trainable_name,
+        "timestamp": time.time(),
+        "num_suggested": controller.num_suggested,
+        "searcher_finished": controller.searcher_finished,
+        "interrupted": controller.interrupted,
+        "trials": trials,
+    }
+    os.makedirs(controller.experiment_path, exist_ok=True)
+    _atomic_write(os.path.join(controller.experiment_path, STATE_FILE), dumps(doc).encode())
+    try:
+        controller.searcher.save(os.path.join(controller.experiment_path, SEARCHER_FILE))
+    except Exception:  # a searcher that cannot pickle its state restarts fresh
+        pass
+
+
+def load(path: str) -> dict[str, Any]:
+    with open(os.path.join(path, STATE_FILE)) as f:
+        return json.load(f)
+
+
+def save_tuner(path: str, payload: dict[str, Any]) -> None:
+    import cloudpickle
+
+    os.makedirs(path, exist_ok=True)
+    _atomic_write(os.path.join(path, TUNER_FILE), cloudpickle.dumps(payload))
+
+
+def load_tuner(path: str) -> dict[str, Any]:
+    import pickle
+
+    with open(os.path.join(path, TUNER_FILE), "rb") as f:
+        return pickle.load(f)
+
+
+def can_restore(path: str) -> bool:
+    return os.path.exists(os.path.join(path, STATE_FILE)) and os.path.exists(os.path.join(path, TUNER_FILE))
