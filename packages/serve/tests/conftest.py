@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
+import time
+from collections import Counter
 
+import httpx
 import pytest
 
 from distcore._private.testing import ClusterManager, assert_no_leaks
@@ -48,3 +53,71 @@ def _no_leaks_at_exit():
             pass
     _manager.stop()
     assert_no_leaks(_manager.sessions)
+
+
+
+class Load:
+    """Runs ``concurrency`` clients hitting ``url`` on a background thread until ``stop()``."""
+
+    def __init__(self, url: str, concurrency: int = 4, params: dict | None = None) -> None:
+        self.url = url
+        self.concurrency = concurrency
+        self.params = params or {}
+        self.codes: Counter[int] = Counter()
+        self.errors: list[str] = []
+        self.bodies: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    def start(self) -> Load:
+        self._thread.start()
+        return self
+
+    async def _client(self, client: httpx.AsyncClient) -> None:
+        while not self._stop.is_set():
+            try:
+                r = await client.get(self.url, params=self.params)
+                self.codes[r.status_code] += 1
+                if r.status_code == 200:
+                    self.bodies[r.text] += 1
+                else:
+                    self.errors.append(f"{r.status_code}: {r.text[:300]}")
+            except Exception as exc:  # a dropped connection counts as a failure
+                self.codes[-1] += 1
+                self.errors.append(repr(exc))
+
+    async def _main(self) -> None:
+        async with httpx.AsyncClient(timeout=30) as client:
+            await asyncio.gather(*(self._client(client) for _ in range(self.concurrency)))
+
+    def stop(self) -> Counter[int]:
+        self._stop.set()
+        self._thread.join(60)
+        return self.codes
+
+    def total(self) -> int:
+        return sum(self.codes.values())
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.1, message: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(message or f"condition not met within {timeout} s")
+
+
+@pytest.fixture
+def load_generator():
+    """``load_generator(url, concurrency)`` -> a started :class:`Load`; stopped at teardown."""
+    started: list[Load] = []
+
+    def make(url: str, concurrency: int = 4, params: dict | None = None) -> Load:
+        load = Load(url, concurrency, params).start()
+        started.append(load)
+        return load
+
+    yield make
+    for load in started:
+        load.stop()

@@ -42,6 +42,7 @@ class ServeController:
         self._loop_task: asyncio.Task | None = None
         self._table: Table | None = None
         self._restored: dict | None = None
+        self._dirty = False
         raw = internal_kv._internal_kv_get(CHECKPOINT_KEY, namespace=SERVE_NAMESPACE)
         if raw:
             self._restored = pickle.loads(raw)
@@ -69,6 +70,7 @@ class ServeController:
         self._loop_task = asyncio.get_running_loop().create_task(self._run())
 
     def _mark_changed(self) -> None:
+        self._dirty = True
         self.version += 1
         self._table = None
         if self._changed is not None:
@@ -94,8 +96,9 @@ class ServeController:
                 if now - last_metrics >= METRICS_S:
                     last_metrics = now
                     await asyncio.gather(*(st.poll_metrics(now) for st in self.states.values()))
-                if now - last_ckpt >= 1.0:
+                if self._dirty or now - last_ckpt >= 5.0:
                     last_ckpt = now
+                    self._dirty = False
                     self._checkpoint()
             except Exception:  # never let one bad tick stop the controller
                 import logging
@@ -113,7 +116,7 @@ class ServeController:
             "deleting": sorted(self.deleting),
             "targets": {k: st.target for k, st in self.states.items()},
             "replicas": {k: [(r.replica_id, r.actor_name, r.version) for r in st.replicas.values()
-                             if r.state == "RUNNING"] for k, st in self.states.items()},
+                             if r.state != "STOPPING"] for k, st in self.states.items()},
         }
         internal_kv._internal_kv_put(CHECKPOINT_KEY, cloudpickle.dumps(state), namespace=SERVE_NAMESPACE)
 

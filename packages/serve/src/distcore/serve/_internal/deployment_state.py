@@ -160,11 +160,17 @@ class DeploymentState:
         running = self.running()
         total = sum(r.ongoing for r in running)
         current = self.target
-        if not running and now - self.demand_at < 5.0:
+        waiting = not running and now - self.demand_at < 5.0
+        if waiting:
             total = max(total, 1)
         new = decide(cfg, self.auto, current, total, now)
         if new != self.target:
             self.target = new
+            self.on_change()
+        msg = (f"scaling up from zero: requests are waiting for a replica of '{self.spec.name}'"
+               if waiting and not running else "")
+        if msg != self.message and (msg or self.message.startswith("scaling up from zero")):
+            self.message = msg
             self.on_change()
 
     def _start(self) -> None:
@@ -297,7 +303,7 @@ class DeploymentState:
 
     async def _readopt(self, r: Replica) -> None:
         try:
-            info = await asyncio.wait_for(r.actor.initialize_info.remote(), 10)
+            info = await asyncio.wait_for(r.actor.initialize_info.remote(60.0), 70)
             r.info = ReplicaInfo(r.replica_id, info["host"], info["port"], info["node_id"])
             r.state = RUNNING
         except Exception:

@@ -297,9 +297,13 @@ class ReplicaActor:
         self._info = {"host": host, "port": port, "node_id": runtime.get_node_id(), "pid": os.getpid()}
         return self._info
 
-    async def initialize_info(self) -> dict:
-        if self._info is None:
-            raise RuntimeError("replica is not initialized")
+    async def initialize_info(self, timeout_s: float = 60.0) -> dict:
+        """The replica's address once its constructor finished (a restarted controller re-adopts it)."""
+        deadline = time.monotonic() + timeout_s
+        while self._info is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError("replica did not finish initializing")
+            await asyncio.sleep(0.05)
         return self._info
 
     async def reconfigure(self, user_config: Any) -> None:
