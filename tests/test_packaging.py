@@ -1,7 +1,8 @@
 """The six distributions build, and `distcore` + `distcore-tune` work alone in a fresh venv.
 
 Builds every wheel and sdist with hatchling (no network), installs only the core
-and tune wheels (their third-party dependencies come from the package index) into
+and tune wheels, plus the train and data wheels tune depends on (their third-party
+dependencies come from the package index) into
 a new virtual environment without system site-packages, and checks there that
 `from distcore import tune` works while `import distcore.serve` names the
 distribution to install.
@@ -97,6 +98,9 @@ def test_core_and_tune_alone_in_a_fresh_venv(dist: Path, tmp_path: Path) -> None
             "--disable-pip-version-check",
             str(wheel(dist, "distcore")),
             str(wheel(dist, "distcore-tune")),
+            # tune depends on train (its RunConfig, Checkpoint, ...), and train on data
+            str(wheel(dist, "distcore-train")),
+            str(wheel(dist, "distcore-data")),
         ],
         check=True,
     )

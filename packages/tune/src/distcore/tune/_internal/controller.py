@@ -111,6 +111,18 @@ class TuneController:
     def get_trial(self, trial_id: str) -> Trial | None:
         return self._by_id.get(trial_id)
 
+    def is_busy(self, trial: Trial) -> bool:
+        """True while a trial's actor is still stopping (its checkpoint not yet saved)."""
+        return trial.trial_id in self._stopping
+
+    def stop_trial(self, trial: Trial) -> None:
+        """End a paused or pending trial (schedulers call this; running ones get STOP instead)."""
+        if trial.status in (PAUSED, PENDING):
+            trial.status = TERMINATED
+            self._on_trial_done(trial)
+            if trial.trial_id not in self._stopping:
+                self.logger.on_trial_end(trial)
+
     # ------------------------------------------------------------------ resources and actors
     def _refresh_total(self) -> None:
         self._total = {k: float(v) for k, v in distcore.cluster_resources().items()}
@@ -365,7 +377,7 @@ class TuneController:
         if decision == TrialScheduler.STOP:
             self._request_stop(slot, trial, TERMINATED)
         elif decision == TrialScheduler.PAUSE:
-            self._request_stop(slot, trial, PAUSED, save=True)
+            self._request_stop(slot, trial, PAUSED, save=trial.pending_exploit is None)
         elif status == "done" or status == "stopped":
             if trial.last_result:
                 trial.last_result["done"] = True
@@ -394,11 +406,34 @@ class TuneController:
                 shutil.rmtree(late, ignore_errors=True)
         if response.get("final_checkpoint"):
             self._register_checkpoint(trial, response["final_checkpoint"], trial.last_result)
+        if trial.pending_exploit is not None:
+            self._apply_exploit(trial)
         slot.trial = None
         if response.get("status") == "stuck" or not self.reuse_actors:
             self._free_slot(slot)
         if trial.status == TERMINATED:
             self.logger.on_trial_end(trial)
+
+    def _apply_exploit(self, trial: Trial) -> None:
+        """PBT: copy the donor's checkpoint into this trial and take the explored config."""
+        info, trial.pending_exploit = trial.pending_exploit, None
+        assert info is not None
+        source = info.get("checkpoint")
+        if source and os.path.isdir(source):
+            dest = os.path.join(trial.local_path, checkpoint_dir_name(trial.checkpoint_index))
+            tmp = dest + ".tmp-exploit"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(source, tmp)
+            shutil.rmtree(dest, ignore_errors=True)
+            os.replace(tmp, dest)
+            found = latest_checkpoint_on_disk(trial.local_path)
+            iteration, total = (found[1], found[2]) if found and found[0] == dest else (0, 0.0)
+            trial.checkpoint_path, trial.checkpoint_iteration, trial.checkpoint_time_total = dest, iteration, total
+            trial.checkpoint_index += 1
+            trial.checkpoint_history.append((dest, {"training_iteration": iteration, "exploited_from": info["source"]}))
+        trial.config = info["config"]
+        self.logger.on_trial_start(trial)
+        self.reporter.event(f"Trial {trial} exploited {info['source']}: new config {trial.config}")
 
     def _complete(self, trial: Trial, slot: _Slot) -> None:
         trial.status = TERMINATED

@@ -54,6 +54,7 @@ class Trial:
         self.custom_name: str | None = None
         self.start_time: float | None = None
         self.num_results = 0
+        self.pending_exploit: dict[str, Any] | None = None
 
     @property
     def path(self) -> str:
