@@ -26,7 +26,8 @@ from distcore.train._internal.checkpoint_manager import CheckpointManager
 from distcore.train._internal.config import should_stop
 
 EXPECTED_ALL = sorted([
-    "Checkpoint", "CheckpointConfig", "FailureConfig", "Result", "RunConfig", "ScalingConfig", "TrainContext", "TrainingFailedError",
+    "Backend", "BackendConfig", "Checkpoint", "CheckpointConfig", "DataConfig", "DataParallelTrainer",
+    "FailureConfig", "Result", "RunConfig", "ScalingConfig", "TrainContext", "TrainingFailedError",
     "__version__", "get_checkpoint", "get_context", "get_dataset_shard", "report",
 ])
 

@@ -43,11 +43,20 @@ from distcore.util.versions import require_core_api
 require_core_api("distcore-train", __version__, api_min=CORE_API_MIN, api_max=CORE_API_MAX)
 
 # Trainer classes load on first use (they pull in the actor machinery, not torch).
-_LAZY: dict[str, str] = {}
+_LAZY = {
+    "DataParallelTrainer": "distcore.train.data_parallel_trainer",
+    "DataConfig": "distcore.train.data_parallel_trainer",
+    "Backend": "distcore.train.backend",
+    "BackendConfig": "distcore.train.backend",
+}
 
 __all__ = [
+    "Backend",
+    "BackendConfig",
     "Checkpoint",
     "CheckpointConfig",
+    "DataConfig",
+    "DataParallelTrainer",
     "FailureConfig",
     "Result",
     "RunConfig",

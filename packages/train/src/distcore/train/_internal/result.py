@@ -29,7 +29,8 @@ class Result:
     ``checkpoint``: the latest persisted checkpoint; ``best_checkpoints``:
     ``(checkpoint, metrics)`` pairs kept by ``CheckpointConfig``, best first;
     ``metrics_dataframe``: one row per report; ``error``: why the run failed
-    (None when it succeeded); ``path``: the run's directory.
+    (None when it succeeded); ``path``: the run's directory; ``failures``: the
+    failures the run survived by restarting (one line each).
     """
 
     metrics: dict[str, Any] | None
@@ -40,6 +41,7 @@ class Result:
     best_checkpoints: list[tuple[Checkpoint, dict[str, Any]]] = field(default_factory=list)
     config: dict[str, Any] | None = None
     filesystem: pafs.FileSystem | None = None
+    failures: list[str] = field(default_factory=list)
 
     def get_best_checkpoint(self, metric: str, mode: str) -> Checkpoint | None:
         """The kept checkpoint whose reported ``metric`` is best (``mode`` "max" or "min")."""
