@@ -80,18 +80,18 @@ class Flaky:
             raise RuntimeError("marked unhealthy")
 
     async def __call__(self, request):
-        return str(os.getpid())
+        return serve.get_replica_context().replica_tag
 
 
 def test_unhealthy_replica_is_restarted(serve_instance, tmp_path):
     flag = str(tmp_path / "unhealthy")
     serve.run(Flaky.bind(flag), name="flaky", route_prefix="/flaky")
-    pid = httpx.get(f"{serve_instance}/flaky", timeout=30).text
+    tag = httpx.get(f"{serve_instance}/flaky", timeout=30).text
     open(flag, "w").close()
     wait_for(lambda: "unhealthy" in serve.status().applications["flaky"].deployments["Flaky"].message, 15)
     os.remove(flag)
     wait_for(lambda: _replicas("flaky", "Flaky") == {"RUNNING": 1}
-               and httpx.get(f"{serve_instance}/flaky", timeout=30).text != pid, 30)
+               and httpx.get(f"{serve_instance}/flaky", timeout=30).text != tag, 30)
     serve.delete("flaky")
 
 
@@ -128,7 +128,7 @@ class Counter:
 
     async def __call__(self, request):
         self.n += 1
-        return str(os.getpid())
+        return serve.get_replica_context().replica_tag
 
 
 def test_controller_restart_loses_nothing(serve_instance):

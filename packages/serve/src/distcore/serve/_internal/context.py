@@ -24,6 +24,9 @@ class ReplicaContext:
 
 
 _replica_context: ReplicaContext | None = None
+# per request (several replicas may share a process: the proxy hosts ingress replicas)
+replica_context_var: contextvars.ContextVar[ReplicaContext | None] = contextvars.ContextVar(
+    "serve_replica_context", default=None)
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("serve_request_id", default="")
 multiplexed_model_id: contextvars.ContextVar[str] = contextvars.ContextVar("serve_model_id", default="")
@@ -33,14 +36,16 @@ app_name: contextvars.ContextVar[str] = contextvars.ContextVar("serve_app_name",
 def set_replica_context(ctx: ReplicaContext | None) -> None:
     global _replica_context
     _replica_context = ctx
+    replica_context_var.set(ctx)
 
 
 def current_replica_context() -> ReplicaContext | None:
-    return _replica_context
+    return replica_context_var.get() or _replica_context
 
 
 def get_replica_context() -> ReplicaContext:
-    if _replica_context is None:
+    current = current_replica_context()
+    if current is None:
         raise RayServeException(
             "serve.get_replica_context() may only be called from inside a deployment's replica.")
-    return _replica_context
+    return current

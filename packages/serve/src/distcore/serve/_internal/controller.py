@@ -66,6 +66,7 @@ class ServeController:
                     st.target = restored["targets"].get((app.name, spec.name), st.target)
                     st.recover(restored["replicas"].get((app.name, spec.name), []))
                     self.states[(app.name, spec.name)] = st
+                self._set_ingress_flags(app)
             self.deleting = set(restored.get("deleting", ()))
         self._loop_task = asyncio.get_running_loop().create_task(self._run())
 
@@ -157,10 +158,17 @@ class ServeController:
                 st.deleting = True
                 changed = True
         self.apps[app.name] = app
+        self._set_ingress_flags(app)
         self.app_messages.pop(app.name, None)
         if changed:
             self._mark_changed()
         self._checkpoint()
+
+    def _set_ingress_flags(self, app: AppSpec) -> None:
+        colocate = getattr(self.http_options, "colocate_ingress", True)
+        for (name, dep), st in self.states.items():
+            if name == app.name:
+                st.colocate_ingress = colocate and dep == app.ingress and app.route_prefix is not None
 
     async def delete_apps(self, names: list[str]) -> None:
         self._ensure_loop()

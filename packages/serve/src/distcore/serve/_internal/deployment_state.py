@@ -28,6 +28,37 @@ PLACEMENT_GRACE_S = 1.5
 _RemoteReplica = distcore.remote(ReplicaActor)
 
 
+HOSTED_PREFIX = "HOSTED::"
+PROXY_NAME = "SERVE_PROXY"
+
+
+class _HostedMethod:
+    def __init__(self, proxy: Any, replica_id: str, method: str) -> None:
+        self.proxy, self.replica_id, self.method = proxy, replica_id, method
+
+    def remote(self, *args: Any) -> Any:
+        return self.proxy.replica_call.remote(self.replica_id, self.method, args)
+
+
+class HostedReplica:
+    """A replica living inside the proxy process, called like a replica actor."""
+
+    def __init__(self, proxy: Any, replica_id: str) -> None:
+        self.proxy = proxy
+        self.replica_id = replica_id
+
+    def __getattr__(self, name: str) -> _HostedMethod:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _HostedMethod(self.proxy, self.replica_id, name)
+
+    def kill(self) -> None:
+        try:
+            self.proxy.remove_replica.remote(self.replica_id)
+        except Exception:
+            pass
+
+
 @dataclass
 class Replica:
     replica_id: str
@@ -58,6 +89,8 @@ class DeploymentState:
         self.demand_at = 0.0
         self.deleting = False
         self.unschedulable = ""
+        # the app's ingress with one fixed replica may live in the proxy process (no socket hop)
+        self.colocate_ingress = False
 
     # ---------------------------------------------------------------- spec changes
 
@@ -173,17 +206,36 @@ class DeploymentState:
             self.message = msg
             self.on_change()
 
+    def _can_host_in_proxy(self) -> bool:
+        c = self.spec.config
+        opts = c.ray_actor_options
+        return (self.colocate_ingress and c.autoscaling_config is None and c.num_replicas == 1
+                and not opts.get("num_gpus") and not opts.get("resources") and not opts.get("runtime_env")
+                and not opts.get("scheduling_strategy") and float(opts.get("num_cpus") or 0) <= 1)
+
     def _start(self) -> None:
         rid = uuid.uuid4().hex[:8]
-        name = f"SERVE_REPLICA::{self.app}#{self.spec.name}#{rid}"
-        r = Replica(replica_id=f"{self.spec.name}#{rid}", actor_name=name, version=self.spec.replica_version())
-        self.replicas[r.replica_id] = r
+        replica_id = f"{self.spec.name}#{rid}"
         spec = self.spec
-        r.actor = _RemoteReplica.options(
-            name=name, namespace=SERVE_NAMESPACE, lifetime="detached", max_restarts=0,
-            max_concurrency=1000, **self.actor_options(),
-        ).remote(self.app, spec.name, r.replica_id, spec.serialized_def, spec.init_args, spec.init_kwargs,
-                 spec.config.max_ongoing_requests, self.token, spec.is_function)
+        ctor = (self.app, spec.name, replica_id, spec.serialized_def, spec.init_args, spec.init_kwargs,
+                spec.config.max_ongoing_requests, self.token, spec.is_function)
+        actor: Any = None
+        name = f"SERVE_REPLICA::{self.app}#{self.spec.name}#{rid}"
+        if self._can_host_in_proxy():
+            try:
+                proxy = distcore.get_actor(PROXY_NAME, namespace=SERVE_NAMESPACE)
+                proxy.host_replica.remote(replica_id, ctor)
+                actor = HostedReplica(proxy, replica_id)
+                name = HOSTED_PREFIX + replica_id
+            except ValueError:
+                actor = None
+        if actor is None:
+            actor = _RemoteReplica.options(
+                name=name, namespace=SERVE_NAMESPACE, lifetime="detached", max_restarts=0,
+                max_concurrency=1000, **self.actor_options(),
+            ).remote(*ctor)
+        r = Replica(replica_id=replica_id, actor_name=name, version=self.spec.replica_version(), actor=actor)
+        self.replicas[r.replica_id] = r
         r.task = asyncio.get_running_loop().create_task(self._initialize(r, spec))
 
     async def _initialize(self, r: Replica, spec: DeploymentSpec) -> None:
@@ -294,7 +346,10 @@ class DeploymentState:
         """Adopt replicas that survived a controller restart (replica_id, actor_name, version)."""
         for replica_id, actor_name, version in names:
             try:
-                actor = distcore.get_actor(actor_name, namespace=SERVE_NAMESPACE)
+                if actor_name.startswith(HOSTED_PREFIX):
+                    actor = HostedReplica(distcore.get_actor(PROXY_NAME, namespace=SERVE_NAMESPACE), replica_id)
+                else:
+                    actor = distcore.get_actor(actor_name, namespace=SERVE_NAMESPACE)
             except Exception:
                 continue
             r = Replica(replica_id=replica_id, actor_name=actor_name, version=version, actor=actor)
@@ -313,6 +368,9 @@ class DeploymentState:
 
 
 def _kill(actor: Any) -> None:
+    if isinstance(actor, HostedReplica):
+        actor.kill()
+        return
     try:
         distcore.kill(actor)
     except Exception:

@@ -349,6 +349,26 @@ class ProxyActor:
     async def ready(self) -> dict:
         return self._ports
 
+    # ---------------------------------------------------------------- hosted replicas
+
+    async def host_replica(self, replica_id: str, ctor_args: tuple) -> None:
+        """Create a replica in this process (the controller then calls ``replica_call(..., 'initialize')``)."""
+        from distcore.serve._internal.replica import ReplicaActor
+
+        self._hosted = getattr(self, "_hosted", {})
+        self._hosted[replica_id] = ReplicaActor(*ctor_args)
+
+    async def replica_call(self, replica_id: str, method: str, args: tuple) -> Any:
+        hosted = getattr(self, "_hosted", {}).get(replica_id)
+        if hosted is None:
+            raise RuntimeError(f"replica {replica_id} is not hosted by this proxy")
+        return await getattr(hosted, method)(*args)
+
+    async def remove_replica(self, replica_id: str) -> None:
+        hosted = getattr(self, "_hosted", {}).pop(replica_id, None)
+        if hosted is not None:
+            await hosted.close()
+
     async def stop(self) -> None:
         async def run() -> None:
             if self._grpc is not None:

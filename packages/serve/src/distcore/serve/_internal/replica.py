@@ -60,10 +60,12 @@ class ReplicaServer:
         self.token = token
         self.is_function = is_function
         self.instance: Any = None
+        self.context: ctx.ReplicaContext | None = None
         self.ongoing = 0
         self.num_requests = 0
         self.num_errors = 0
         self.draining = False
+        self.draining_done = False
         self.server: asyncio.AbstractServer | None = None
         self.pool = ThreadPoolExecutor(max_workers=max(4, max_ongoing), thread_name_prefix="serve-replica")
         self.idle = asyncio.Event()
@@ -74,8 +76,11 @@ class ReplicaServer:
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self, host: str) -> int:
+        from distcore.serve._internal.local import LOCAL_SERVERS
+
         self.server = await self.loop.create_server(
             lambda: wire.ServerConnection(self.token, self.on_message), host, 0)
+        LOCAL_SERVERS[self.replica_id] = self
         return self.server.sockets[0].getsockname()[1]
 
     async def init_user(self) -> None:
@@ -84,8 +89,10 @@ class ReplicaServer:
             self.instance = self.user_def
         else:
             make = functools.partial(self.user_def, *self.init_args, **self.init_kwargs)
-            self.instance = await self.loop.run_in_executor(self.pool, make)
-        ctx.set_replica_context(ctx.ReplicaContext(self.app_name, self.deployment, self.replica_id, self.instance))
+            run = contextvars.copy_context().run
+            self.instance = await self.loop.run_in_executor(self.pool, functools.partial(run, make))
+        self.context = ctx.ReplicaContext(self.app_name, self.deployment, self.replica_id, self.instance)
+        ctx.set_replica_context(self.context)
 
     async def reconfigure(self, user_config: Any) -> None:
         hook = getattr(self.instance, "reconfigure", None)
@@ -108,14 +115,22 @@ class ReplicaServer:
                 await asyncio.wait_for(self.idle.wait(), max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 break
-        if self.server is not None:
-            self.server.close()
+        self.stop_listening()
         hook = getattr(self.instance, "__del__", None)
         if hook is not None and not self.is_function:
             try:
                 await self._invoke(hook, (), {})
             except Exception:
                 pass
+
+    def stop_listening(self) -> None:
+        from distcore.serve._internal.local import LOCAL_SERVERS
+
+        self.draining_done = True
+        if LOCAL_SERVERS.get(self.replica_id) is self:
+            del LOCAL_SERVERS[self.replica_id]
+        if self.server is not None:
+            self.server.close()
 
     # ---------------------------------------------------------------- requests
 
@@ -141,6 +156,7 @@ class ReplicaServer:
     async def _run(self, conn: wire.ServerConnection, rid: int, method: str, args: tuple, kwargs: dict,
                    meta: dict | None) -> None:
         self.num_requests += 1
+        ctx.replica_context_var.set(self.context)
         try:
             if meta:
                 if meta.get("request_id"):
@@ -327,3 +343,14 @@ class ReplicaActor:
 
     async def ping(self) -> bool:
         return True
+
+    async def close(self) -> None:
+        """Stop serving at once (a hosted replica being removed from the proxy)."""
+        if self._server is not None:
+            server = self._server
+
+            async def stop() -> None:
+                server.draining = True
+                server.stop_listening()
+
+            await self._on_loop(stop())

@@ -17,6 +17,7 @@ from collections import deque
 from typing import Any
 
 from distcore.serve._internal import wire
+from distcore.serve._internal.local import local_connection
 from distcore.serve._internal.table import DeploymentRoute, ReplicaInfo, table_client
 from distcore.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
@@ -156,6 +157,10 @@ class Router:
         conn = self.conns.get(replica.replica_id)
         if conn is not None and not conn.lost:
             return conn
+        local = local_connection(replica.replica_id)
+        if local is not None:
+            self.conns[replica.replica_id] = local
+            return local
         pending = self._connecting.get(replica.replica_id)
         if pending is not None:
             return await asyncio.shield(pending)
@@ -232,6 +237,7 @@ class Router:
     async def stream(self, method: str, args: tuple, kwargs: dict, meta: dict | None,
                      deadline: float | None = None) -> Any:
         """An async iterator of ``(kind, payload)`` frames of one streamed call (after its first frame)."""
+        lost = 0
         while True:
             replica = await self.choose(deadline, (meta or {}).get("model_id", ""))
             self._acquire(replica.replica_id)
@@ -254,6 +260,12 @@ class Router:
             if first[0] == wire.REJECT:
                 self._release(replica.replica_id)
                 self.full_until[replica.replica_id] = time.monotonic() + 0.01
+                continue
+            if first[0] == wire.ERR and isinstance(first[1], wire.ReplicaConnectionError) and lost < 1:
+                # the replica died before answering: retry once on another one
+                lost += 1
+                self._release(replica.replica_id)
+                self._replica_failed(replica)
                 continue
             return _Stream(self, replica.replica_id, conn, rid, queue, first)
 
