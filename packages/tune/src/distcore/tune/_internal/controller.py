@@ -635,6 +635,17 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def checkpoint_metrics(path: str) -> dict[str, Any]:
+    """The result a persisted checkpoint was reported with."""
+    import json
+
+    try:
+        with open(os.path.join(path, CHECKPOINT_META)) as f:
+            return dict(json.load(f).get("metrics") or {})
+    except (OSError, ValueError):
+        return {}
+
+
 def latest_checkpoint_on_disk(trial_dir: str) -> tuple[str, int, float] | None:
     """The newest complete ``checkpoint_XXXXXX`` of a trial directory, with its iteration."""
     import json

@@ -29,24 +29,26 @@ def checkpoint_dir_name(index: int) -> str:
     return f"checkpoint_{index:06d}"
 
 
-def write_checkpoint_meta(directory: str, iteration: int, time_total: float) -> None:
-    import json
+def write_checkpoint_meta(directory: str, iteration: int, time_total: float,
+                          metrics: dict[str, Any] | None = None) -> None:
+    from distcore.tune._internal.loggers import dumps
 
     with open(os.path.join(directory, CHECKPOINT_META), "w") as f:
-        json.dump({"training_iteration": iteration, "time_total_s": time_total}, f)
+        f.write(dumps({"training_iteration": iteration, "time_total_s": time_total, "metrics": metrics or {}}))
 
 
-def persist_checkpoint(source: str, trial_dir: str, index: int, iteration: int, time_total: float) -> str:
+def persist_checkpoint(source: str, trial_dir: str, index: int, iteration: int, time_total: float,
+                       metrics: dict[str, Any] | None = None) -> str:
     """Copy ``source`` into ``trial_dir/checkpoint_<index>`` atomically (tmp dir + rename)."""
     dest = os.path.join(trial_dir, checkpoint_dir_name(index))
     if os.path.abspath(source) == os.path.abspath(dest):
-        write_checkpoint_meta(dest, iteration, time_total)
+        write_checkpoint_meta(dest, iteration, time_total, metrics)
         return dest
     tmp = dest + f".tmp-{os.getpid()}"
     if os.path.exists(tmp):
         shutil.rmtree(tmp)
     shutil.copytree(source, tmp)
-    write_checkpoint_meta(tmp, iteration, time_total)
+    write_checkpoint_meta(tmp, iteration, time_total, metrics)
     if os.path.exists(dest):
         shutil.rmtree(dest)
     os.replace(tmp, dest)
@@ -80,9 +82,9 @@ class _Run:
         self.thread = threading.Thread(target=self._main, name=f"trial-{spec['trial_id']}", daemon=True)
 
     # --------------------------------------------------------------- reporting
-    def _persist(self, directory: str) -> str:
+    def _persist(self, directory: str, metrics: dict[str, Any]) -> str:
         path = persist_checkpoint(directory, self.spec["trial_dir"], self.ckpt_index, self.iteration,
-                                  self.time_total)
+                                  self.time_total, metrics)
         self.ckpt_index += 1
         return path
 
@@ -110,7 +112,8 @@ class _Run:
             result = metrics
             self.iteration = int(result.get("training_iteration", self.iteration))
             self.time_total = float(result.get("time_total_s", self.time_total))
-        path = self._persist(checkpoint_dir) if checkpoint_dir is not None and not persisted else checkpoint_dir
+        path = self._persist(checkpoint_dir, result) if checkpoint_dir is not None and not persisted \
+            else checkpoint_dir
         with self.cond:
             self.buffer.append((result, path))
             self.seq += 1
@@ -182,7 +185,7 @@ class _Run:
                 result.pop("config", None)
                 ckpt = None
                 if freq and result["training_iteration"] % freq == 0:
-                    ckpt = self._save_class(instance)
+                    ckpt = self._save_class(instance, result)
                 self.iteration = result["training_iteration"]
                 self.time_total = result["time_total_s"]
                 try:
@@ -194,20 +197,20 @@ class _Run:
             with self.cond:
                 save = self.save_on_stop or (spec.get("checkpoint_at_end") and not self.stop_requested)
             if save and instance.implements_checkpointing():
-                self.final_checkpoint = self._save_class(instance, persist_only=True)
+                self.final_checkpoint = self._save_class(instance)
             if self.stop_requested:
                 raise _StopTrial
         finally:
             if not self.worker.keep_cached(instance, spec):
                 instance.stop()
 
-    def _save_class(self, instance: Trainable, persist_only: bool = False) -> str:
+    def _save_class(self, instance: Trainable, result: dict[str, Any] | None = None) -> str:
         dest = os.path.join(self.spec["trial_dir"], checkpoint_dir_name(self.ckpt_index))
         tmp = dest + f".tmp-{os.getpid()}"
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
         instance.save(tmp)
-        write_checkpoint_meta(tmp, instance.iteration, self.time_total)
+        write_checkpoint_meta(tmp, instance.iteration, self.time_total, result)
         if os.path.exists(dest):
             shutil.rmtree(dest)
         os.replace(tmp, dest)

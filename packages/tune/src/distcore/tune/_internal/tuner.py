@@ -10,7 +10,12 @@ from typing import Any
 import distcore
 from distcore.tune._internal import experiment_state
 from distcore.tune._internal.compat import RunConfig
-from distcore.tune._internal.controller import TuneController, latest_checkpoint_on_disk
+from distcore.tune._internal.controller import (
+    TuneController,
+    checkpoint_metrics,
+    latest_checkpoint_on_disk,
+)
+from distcore.tune._internal.loggers import read_results
 from distcore.tune._internal.registry import flush as flush_registry
 from distcore.tune._internal.registry import get_trainable_cls
 from distcore.tune._internal.result_grid import ResultGrid
@@ -268,6 +273,17 @@ class Tuner:
             if on_disk is not None and (trial.checkpoint_path is None or on_disk[0] > trial.checkpoint_path):
                 trial.checkpoint_path, trial.checkpoint_iteration, trial.checkpoint_time_total = on_disk
                 trial.checkpoint_index = int(os.path.basename(on_disk[0]).rsplit("_", 1)[1]) + 1
+            # the newest result we know of: the state file's, result.json's, or the checkpoint's
+            candidates = [trial.last_result]
+            rows = read_results(trial.local_path)
+            if rows:
+                candidates.append({k: v for k, v in rows[-1].items() if k != "config"})
+            if trial.checkpoint_path:
+                candidates.append(checkpoint_metrics(trial.checkpoint_path))
+            newest = max(candidates, key=lambda r: r.get("training_iteration", -1) if r else -1)
+            if newest and newest is not trial.last_result:
+                trial.last_result = dict(newest)
+                trial.update_metric_analysis(newest)
             if trial.status in (RUNNING, PENDING, PAUSED):
                 trial.status = PENDING if resume_unfinished else TERMINATED
             elif trial.status == ERROR:
