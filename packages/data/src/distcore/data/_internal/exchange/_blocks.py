@@ -155,3 +155,54 @@ def row_counts(refs: list[Any], metadata: Sequence[BlockMetadata | None] | None,
         for i, c in zip(missing, got, strict=True):
             counts[i] = c
     return [int(c) for c in counts]  # type: ignore[arg-type]
+
+
+# --- sizing: how many map tasks and output partitions an exchange uses ---
+
+#: aim for output partitions of about this many bytes
+TARGET_PARTITION_BYTES = 128 * 1024 * 1024
+#: without metadata, at most this many map tasks and default output partitions
+MAX_UNSIZED_TASKS = 32
+
+
+def _cluster_cpus() -> int:
+    try:
+        return max(1, int(distcore.cluster_resources().get("CPU", 1)))
+    except Exception:  # noqa: BLE001 - not connected yet: the first task will connect
+        return 1
+
+
+def _total_bytes(metadata: Sequence[BlockMetadata | None] | None) -> int | None:
+    if not metadata or any(getattr(m, "size_bytes", None) is None for m in metadata):
+        return None
+    return int(sum(m.size_bytes for m in metadata))  # type: ignore[union-attr]
+
+
+def default_partitions(refs: Sequence[Any], metadata: Sequence[BlockMetadata | None] | None) -> int:
+    """Output partitions when the caller names none: enough for every CPU twice, about
+    ``TARGET_PARTITION_BYTES`` each for big data, never more than the input blocks."""
+    if not refs:
+        return 1
+    total = _total_bytes(metadata)
+    want = 2 * _cluster_cpus()
+    if total is not None:
+        want = max(want, -(-total // TARGET_PARTITION_BYTES))
+    else:
+        want = max(want, min(len(refs), MAX_UNSIZED_TASKS))
+    return max(1, min(len(refs), want))
+
+
+def group_inputs(refs: Sequence[Any], metadata: Sequence[BlockMetadata | None] | None) -> list[list[Any]]:
+    """Consecutive input blocks grouped for the map tasks: many small blocks share one task, so
+    an exchange makes (map tasks x partitions) objects, not (blocks x partitions)."""
+    if not refs:
+        return []
+    total = _total_bytes(metadata)
+    tasks = 2 * _cluster_cpus()
+    if total is not None:
+        tasks = max(tasks, -(-total // TARGET_PARTITION_BYTES))
+    else:
+        tasks = max(tasks, MAX_UNSIZED_TASKS)
+    tasks = max(1, min(len(refs), tasks))
+    edges = [len(refs) * i // tasks for i in range(tasks + 1)]
+    return [list(refs[edges[i]:edges[i + 1]]) for i in range(tasks)]

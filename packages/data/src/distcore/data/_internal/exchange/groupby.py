@@ -14,12 +14,18 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from distcore.data._internal.datasource._meta import BlockMetadata
 from distcore.data._internal.exchange._blocks import (
     EXCHANGE_TIMEOUT_S,
     check_columns,
     concat,
+    default_partitions,
     from_batch,
+    group_inputs,
     to_batch,
+)
+from distcore.data._internal.exchange._blocks import (
+    _cluster_cpus as _cpus,
 )
 from distcore.data._internal.exchange.aggregate_fns import AggregateFn, _Builtin, check_aggs
 from distcore.data._internal.exchange.shuffle import Refs, Result, _check_n, hash_partition
@@ -141,13 +147,15 @@ def _combine(partials: pa.Table, keys: list[str], aggs: list[AggregateFn]) -> pa
 
 
 def groupby_aggregate(refs: Refs, keys: str | Sequence[str] | None, aggs: AggregateFn | Sequence[AggregateFn],
-                      num_blocks: int | None = None, *, timeout: float | None = EXCHANGE_TIMEOUT_S) -> Result:
+                      num_blocks: int | None = None, *, metadata: Sequence[BlockMetadata] | None = None,
+                      timeout: float | None = EXCHANGE_TIMEOUT_S) -> Result:
     """One row per distinct ``keys`` (one row in all for ``keys=None``) with a column per aggregation."""
     key_list = _key_list(keys)
     agg_list = check_aggs(aggs)
     if not refs:
         return []
-    n = 1 if not key_list else _check_n(num_blocks if num_blocks is not None else len(refs))
+    n = 1 if not key_list else _check_n(num_blocks if num_blocks is not None
+                                        else default_partitions(refs, metadata))
 
     def prepare(table: pa.Table) -> pa.Table:
         return _partial(table, key_list, agg_list)
@@ -156,21 +164,22 @@ def groupby_aggregate(refs: Refs, keys: str | Sequence[str] | None, aggs: Aggreg
         return _combine(table, key_list, agg_list)
 
     if not key_list:
-        return _global(refs, prepare, finish, timeout)
-    return hash_partition(refs, key_list, n, prepare=prepare, finish=finish, timeout=timeout)
+        return _global(refs, metadata, prepare, finish, timeout)
+    return hash_partition(refs, key_list, n, metadata=metadata, prepare=prepare, finish=finish, timeout=timeout)
 
 
-def _global(refs: Refs, prepare: Callable[[pa.Table], pa.Table], finish: Callable[[pa.Table], pa.Table],
-            timeout: float | None) -> Result:
+def _global(refs: Refs, metadata: Sequence[BlockMetadata] | None, prepare: Callable[[pa.Table], pa.Table],
+            finish: Callable[[pa.Table], pa.Table], timeout: float | None) -> Result:
     from distcore.data._internal.exchange.shuffle import _concat_reduce, shuffle_reduce
     from distcore.data._internal.exchange.transform import map_blocks
 
-    partials = map_blocks(refs, prepare)
+    partials = map_blocks(group_inputs(refs, metadata), prepare)
     return shuffle_reduce([[p] for p in partials], 1, _concat_reduce, finish, timeout=timeout)
 
 
 def map_groups(refs: Refs, keys: str | Sequence[str] | None, fn: Callable[[Any], Any], batch_format: str = "default",
                num_blocks: int | None = None, *, fn_args: Sequence[Any] = (), fn_kwargs: dict[str, Any] | None = None,
+               metadata: Sequence[BlockMetadata] | None = None,
                timeout: float | None = EXCHANGE_TIMEOUT_S) -> Result:
     """``fn(group_batch)`` for each group; the outputs, groups in key order within each block."""
     key_list = _key_list(keys)
@@ -199,12 +208,12 @@ def map_groups(refs: Refs, keys: str | Sequence[str] | None, fn: Callable[[Any],
         from distcore.data._internal.exchange.shuffle import _concat_reduce, shuffle_reduce
 
         return shuffle_reduce([[r] for r in refs], 1, _concat_reduce, finish, timeout=timeout)
-    n = _check_n(num_blocks if num_blocks is not None else len(refs))
-    return hash_partition(refs, key_list, n, finish=finish, timeout=timeout)
+    n = _check_n(num_blocks) if num_blocks is not None else None
+    return hash_partition(refs, key_list, n, metadata=metadata, finish=finish, timeout=timeout)
 
 
 def unique(refs: Refs, column: str, num_blocks: int | None = None, *,
-           timeout: float | None = EXCHANGE_TIMEOUT_S) -> Result:
+           metadata: Sequence[BlockMetadata] | None = None, timeout: float | None = EXCHANGE_TIMEOUT_S) -> Result:
     """Blocks of the distinct values of ``column`` (one column), sorted within each block."""
     if not isinstance(column, str):
         raise ValueError(f"unique takes one column name, got {column!r}")
@@ -221,5 +230,5 @@ def unique(refs: Refs, column: str, num_blocks: int | None = None, *,
         table = distinct(table)
         return sort_table(table, [column], [False]) if table.num_columns else table
 
-    n = _check_n(num_blocks if num_blocks is not None else len(refs))
-    return hash_partition(refs, [column], n, prepare=distinct, finish=finish, timeout=timeout)
+    n = _check_n(num_blocks) if num_blocks is not None else min(len(refs), 2 * _cpus())
+    return hash_partition(refs, [column], n, metadata=metadata, prepare=distinct, finish=finish, timeout=timeout)

@@ -16,6 +16,8 @@ from distcore.data._internal.exchange._blocks import (
     check_columns,
     collect,
     concat,
+    default_partitions,
+    group_inputs,
     row_counts,
     with_metadata,
 )
@@ -54,6 +56,7 @@ def _join_reduce(keys: list[str], right_keys: list[str], how: str, suffixes: tup
 
 def join(left: Refs, right: Refs, keys: str | Sequence[str], how: str = "inner", *,
          right_keys: str | Sequence[str] | None = None, num_blocks: int | None = None,
+         left_metadata: Sequence[BlockMetadata] | None = None, right_metadata: Sequence[BlockMetadata] | None = None,
          left_suffix: str | None = None, right_suffix: str | None = None,
          timeout: float | None = EXCHANGE_TIMEOUT_S) -> Result:
     """Hash join of two block lists on ``keys`` (``right_keys`` when the right side names them otherwise).
@@ -72,13 +75,15 @@ def join(left: Refs, right: Refs, keys: str | Sequence[str], how: str = "inner",
         return []
     if not left or not right:
         raise ValueError("join needs blocks on both sides (one side has no blocks, so its columns are unknown)")
-    n = _check_n(num_blocks if num_blocks is not None else max(len(left), len(right)))
-    left_parts = shuffle_map(left, n, _hash_map, lkeys, n, None)
-    right_parts = shuffle_map(right, n, _hash_map, rkeys, n, None)
+    n = _check_n(num_blocks if num_blocks is not None else max(default_partitions(left, left_metadata),
+                                                                default_partitions(right, right_metadata)))
+    lgroups, rgroups = group_inputs(left, left_metadata), group_inputs(right, right_metadata)
+    left_parts = shuffle_map(lgroups, n, _hash_map, lkeys, n, None)
+    right_parts = shuffle_map(rgroups, n, _hash_map, rkeys, n, None)
     pairs = []
     for j in range(n):
         pairs.append(_join_reduce.remote(lkeys, rkeys, _JOIN_TYPES[how], (left_suffix or "", right_suffix or ""),
-                                         len(left), *[p[j] for p in left_parts], *[p[j] for p in right_parts]))
+                                         len(lgroups), *[p[j] for p in left_parts], *[p[j] for p in right_parts]))
     return collect(pairs, timeout)
 
 

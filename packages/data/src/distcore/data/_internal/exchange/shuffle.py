@@ -22,6 +22,8 @@ from distcore.data._internal.exchange._blocks import (
     check_columns,
     collect,
     concat,
+    default_partitions,
+    group_inputs,
     maybe_single,
     partition_ids,
     row_counts,
@@ -47,7 +49,8 @@ def _check_n(n: int) -> int:
 
 
 @distcore.remote
-def _hash_map(block: pa.Table, keys: list[str], n: int, prepare: Callable[[pa.Table], pa.Table] | None) -> Any:
+def _hash_map(keys: list[str], n: int, prepare: Callable[[pa.Table], pa.Table] | None, *blocks: pa.Table) -> Any:
+    block = concat(blocks)
     check_columns(block, keys, "hash partition")
     if prepare is not None:
         block = prepare(block)
@@ -55,7 +58,8 @@ def _hash_map(block: pa.Table, keys: list[str], n: int, prepare: Callable[[pa.Ta
 
 
 @distcore.remote
-def _random_map(block: pa.Table, n: int, seed: int | None, index: int) -> Any:
+def _random_map(n: int, seed: int | None, index: int, *blocks: pa.Table) -> Any:
+    block = concat(blocks)
     rng = np.random.default_rng(None if seed is None else [seed, index])
     return maybe_single(split_by_ids(block, rng.integers(0, n, block.num_rows), n), n)
 
@@ -68,9 +72,10 @@ def _concat_reduce(finish: Callable[[pa.Table], pa.Table] | None, *parts: pa.Tab
     return with_metadata(table)
 
 
-def shuffle_map(refs: Refs, n: int, map_fn: Any, *args: Any) -> list[list[Any]]:
-    """Run ``map_fn`` on each block; returns ``parts[m][j]``: block m's part for partition j."""
-    return [as_list(map_fn.options(num_returns=n).remote(ref, *args), n) for ref in refs]
+def shuffle_map(groups: list[list[Any]], n: int, map_fn: Any, *args: Any) -> list[list[Any]]:
+    """Run ``map_fn(*args, *group)`` per group of input blocks; returns ``parts[m][j]``: map task m's
+    part for partition j."""
+    return [as_list(map_fn.options(num_returns=n).remote(*args, *group), n) for group in groups]
 
 
 def shuffle_reduce(parts: list[list[Any]], n: int, reduce_fn: Any, *args: Any,
@@ -83,7 +88,8 @@ def shuffle_reduce(parts: list[list[Any]], n: int, reduce_fn: Any, *args: Any,
     return collect(pairs, timeout)
 
 
-def hash_partition(refs: Refs, keys: str | Sequence[str], n: int, *,
+def hash_partition(refs: Refs, keys: str | Sequence[str], n: int | None = None, *,
+                   metadata: Sequence[BlockMetadata] | None = None,
                    prepare: Callable[[pa.Table], pa.Table] | None = None,
                    finish: Callable[[pa.Table], pa.Table] | None = None,
                    timeout: float | None = EXCHANGE_TIMEOUT_S) -> Result:
@@ -92,20 +98,23 @@ def hash_partition(refs: Refs, keys: str | Sequence[str], n: int, *,
     ``prepare`` runs on each input block before the split (map side), ``finish``
     on each combined partition (reduce side): groupby and join plug in there.
     """
-    keys, n = _keys(keys), _check_n(n)
+    keys = _keys(keys)
     if not refs:
         return []
-    return shuffle_reduce(shuffle_map(refs, n, _hash_map, keys, n, prepare), n, _concat_reduce, finish,
-                          timeout=timeout)
+    n = _check_n(n if n is not None else default_partitions(refs, metadata))
+    parts = shuffle_map(group_inputs(refs, metadata), n, _hash_map, keys, n, prepare)
+    return shuffle_reduce(parts, n, _concat_reduce, finish, timeout=timeout)
 
 
 def random_shuffle(refs: Refs, seed: int | None = None, num_blocks: int | None = None, *,
+                   metadata: Sequence[BlockMetadata] | None = None,
                    timeout: float | None = EXCHANGE_TIMEOUT_S) -> Result:
     """Rows in a uniformly random order (reproducible with ``seed``), in ``num_blocks`` blocks."""
     if not refs:
         return []
-    n = _check_n(num_blocks if num_blocks is not None else len(refs))
-    parts = [as_list(_random_map.options(num_returns=n).remote(ref, n, seed, i), n) for i, ref in enumerate(refs)]
+    n = _check_n(num_blocks if num_blocks is not None else default_partitions(refs, metadata))
+    parts = [as_list(_random_map.options(num_returns=n).remote(n, seed, i, *group), n)
+             for i, group in enumerate(group_inputs(refs, metadata))]
 
     def permute(table: pa.Table, seed: int | None = seed) -> pa.Table:
         rng = np.random.default_rng(None if seed is None else [seed, 1 << 30, table.num_rows])
@@ -131,7 +140,7 @@ def repartition(refs: Refs, n: int, shuffle: bool = False, *, metadata: Sequence
     if not refs:
         return []
     if shuffle:
-        return random_shuffle(refs, seed, n, timeout=timeout)
+        return random_shuffle(refs, seed, n, metadata=metadata, timeout=timeout)
     counts = row_counts(refs, metadata, timeout)
     starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     total = int(starts[-1])

@@ -15,10 +15,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import distcore
+from distcore.data._internal.datasource._meta import BlockMetadata
 from distcore.data._internal.exchange._blocks import (
     EXCHANGE_TIMEOUT_S,
     check_columns,
     concat,
+    default_partitions,
+    group_inputs,
     maybe_single,
     with_metadata,
 )
@@ -75,7 +78,8 @@ def _row(table: pa.Table, i: int, keys: list[str]) -> tuple[Any, ...]:
 
 
 @distcore.remote
-def _sample(block: pa.Table, keys: list[str], k: int, seed: int) -> pa.Table:
+def _sample(keys: list[str], k: int, seed: int, *blocks: pa.Table) -> pa.Table:
+    block = concat(blocks)
     check_columns(block, keys, "sort")
     if block.num_rows == 0:
         return block.select(keys) if block.num_columns else block
@@ -84,7 +88,8 @@ def _sample(block: pa.Table, keys: list[str], k: int, seed: int) -> pa.Table:
 
 
 @distcore.remote
-def _range_map(block: pa.Table, keys: list[str], desc: list[bool], bounds: list[tuple[Any, ...]]) -> Any:
+def _range_map(keys: list[str], desc: list[bool], bounds: list[tuple[Any, ...]], *blocks: pa.Table) -> Any:
+    block = concat(blocks)
     n = len(bounds) + 1
     if block.num_rows == 0 or not bounds:
         return maybe_single([block] * n if block.num_rows == 0 else [sort_table(block, keys, desc)], n)
@@ -117,16 +122,18 @@ def boundaries(sample: pa.Table, keys: list[str], desc: list[bool], n: int) -> l
 
 
 def sort(refs: Refs, keys: str | Sequence[str], descending: bool | Sequence[bool] = False,
-         num_blocks: int | None = None, *, timeout: float | None = EXCHANGE_TIMEOUT_S) -> Result:
+         num_blocks: int | None = None, *, metadata: Sequence[BlockMetadata] | None = None,
+         timeout: float | None = EXCHANGE_TIMEOUT_S) -> Result:
     """Blocks in sorted order by ``keys`` (multi-key; ``descending`` per key or for all)."""
     keys = _keys(keys)
     desc = _orders(keys, descending)
     if not refs:
         return []
-    n = _check_n(num_blocks if num_blocks is not None else len(refs))
-    per_block = max(SAMPLES_PER_BLOCK, 20 * n // len(refs) + 1)
-    samples = distcore.get([_sample.remote(r, keys, per_block, i) for i, r in enumerate(refs)], timeout=timeout)
+    n = _check_n(num_blocks if num_blocks is not None else default_partitions(refs, metadata))
+    groups = group_inputs(refs, metadata)
+    per_group = max(SAMPLES_PER_BLOCK, 20 * n // len(groups) + 1)
+    samples = distcore.get([_sample.remote(keys, per_group, i, *g) for i, g in enumerate(groups)], timeout=timeout)
     bounds = boundaries(concat(samples), keys, desc, n)
     n = len(bounds) + 1
-    parts = shuffle_map(refs, n, _range_map, keys, desc, bounds)
+    parts = shuffle_map(groups, n, _range_map, keys, desc, bounds)
     return shuffle_reduce(parts, n, _sort_reduce, keys, desc, timeout=timeout)

@@ -11,10 +11,12 @@ import distcore
 
 
 @distcore.remote
-def _apply(fn: Callable[[pa.Table], pa.Table], block: pa.Table) -> pa.Table:
-    return fn(block)
+def _apply(fn: Callable[[pa.Table], pa.Table], *blocks: pa.Table) -> pa.Table:
+    from distcore.data._internal.exchange._blocks import concat
+
+    return fn(concat(blocks))
 
 
-def map_blocks(refs: list[Any], fn: Callable[[pa.Table], pa.Table]) -> list[Any]:
-    """``[ref of fn(block) for each block]`` (runs as distcore tasks; returns at once)."""
-    return [_apply.remote(fn, ref) for ref in refs]
+def map_blocks(groups: list[list[Any]], fn: Callable[[pa.Table], pa.Table]) -> list[Any]:
+    """``[ref of fn(concat(group)) for each group of blocks]`` (distcore tasks; returns at once)."""
+    return [_apply.remote(fn, *group) for group in groups]
