@@ -252,3 +252,18 @@ def test_bad_arguments_raise_clear_errors(tmp_path) -> None:
         tune.Tuner("no_such_trainable")
     with pytest.raises(TypeError, match="subclass tune.Trainable"):
         tune.Tuner(int)
+
+
+def test_cli_lists_experiments_and_shows_results(cluster, tmp_path, capsys) -> None:
+    from distcore.tune.scripts import main
+
+    run(quadratic, tmp_path, name="cli_exp", param_space={"x": tune.grid_search([1, 3])}, metric="loss", mode="min")
+    capsys.readouterr()
+    assert main(["list", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "cli_exp" in out and "terminated" in out
+    assert main(["show", str(tmp_path / "cli_exp"), "--metric", "loss", "--mode", "min"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "cli_exp: 2 trials"
+    assert "TERMINATED" in lines[3] and " 3 " in f" {lines[3]} "  # best (x=3) first
+    assert main(["show", str(tmp_path)]) == 1
