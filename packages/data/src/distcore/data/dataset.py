@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import builtins
+import collections
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -110,20 +111,26 @@ class Dataset:
 
         return StreamingExecutor(self._plan, DataContext.get_current())
 
-    def _iter_bundles(self) -> Iterator[Any]:
+    def _iter_bundles(self, held: int = 0) -> Iterator[Any]:
+        """Output blocks as they are produced; the last ``held`` count as still held by the consumer."""
         ex = self._executor().run_in_thread()
         self._last_stats = ex.stats
+        recent: collections.deque = collections.deque(maxlen=max(1, held))
         try:
             while True:
                 b = ex.next_bundle()
                 if b is None:
                     return
+                if held:
+                    recent.append(b.size)
+                    ex.consumer_held = sum(recent)
                 yield b
         finally:
             ex.shutdown()
 
-    def _iter_tables(self) -> Iterator[pa.Table]:
-        for bundle in self._iter_bundles():
+    def _iter_tables(self, prefetch: int = 1) -> Iterator[pa.Table]:
+        # the consumer holds the current block, the prefetched ones and the batcher's remainder
+        for bundle in self._iter_bundles(held=prefetch + 2):
             yield distcore.get(bundle.ref, timeout=600)
 
     def _bundles(self) -> list[Any]:

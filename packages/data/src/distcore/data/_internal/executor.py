@@ -247,7 +247,9 @@ class StreamingExecutor:
                     break
                 est = op.launch_estimate()
                 if usage + est > self.budget:
-                    if op.is_source and (usage > 0 or any_running):
+                    # Over budget, a source waits unless the pipeline itself is empty (what the consumer
+                    # holds does not count here, else a consumer holding blocks would stall forever).
+                    if op.is_source and (usage - self.consumer_held > 0 or any_running):
                         break
                     if not op.is_source and op.num_running() > 0:
                         break

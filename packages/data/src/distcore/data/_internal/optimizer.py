@@ -112,9 +112,21 @@ def push_filter(op: LogicalOperator) -> LogicalOperator:
 # --------------------------------------------------------------------------- fusion
 
 
+_LIGHT_STAGES = (ProjectStage, RandomSampleStage, SliceStage)
+
+
+def _light(op: MapLike) -> bool:
+    """Cheap column/row selection with default resources (runs wherever its input is)."""
+    return (not op.is_actor and not op.remote_args and op.num_cpus is None and op.num_gpus is None
+            and op.compute.size is None and all(isinstance(s, _LIGHT_STAGES) or
+                                                 (isinstance(s, FilterStage) and s.expr is not None)
+                                                 for s in op.stages))
+
+
 def _compatible(up: MapLike, down: MapLike) -> bool:
     if up.is_actor:
-        return False
+        # select/drop/rename and expression filters after a pool run in the pool's actors
+        return _light(down)
     if up.remote_args or down.remote_args:
         return up.remote_args == down.remote_args and up.resources() == down.resources() and not down.is_actor
     if down.is_actor:
@@ -133,9 +145,10 @@ def fuse_maps(op: LogicalOperator) -> LogicalOperator:
         return op
     up = op.input
     if isinstance(up, MapLike) and _compatible(up, op):
+        keep = up if up.is_actor else op  # the operator whose compute and resources the fused one uses
         fused = MapLike(f"{up.name}->{op.name}", up.inputs[0] if up.inputs else None, up.stages + op.stages,
-                        compute=op.compute, num_cpus=op.num_cpus, num_gpus=op.num_gpus,
-                        remote_args=op.remote_args, kind="fused", read=up.read,
+                        compute=keep.compute, num_cpus=keep.num_cpus, num_gpus=keep.num_gpus,
+                        remote_args=keep.remote_args, kind="fused", read=up.read,
                         min_rows_per_bundle=op.min_rows_per_bundle or up.min_rows_per_bundle)
         return fused
     return op
@@ -168,9 +181,9 @@ def fuse_limit_into_map(op: LogicalOperator) -> LogicalOperator:
 
 RULES: list[Rule] = [
     Rule("drop_noops", drop_noops.__doc__ or "", drop_noops),
-    Rule("push_limit", push_limit.__doc__ or "", push_limit),
     Rule("push_projection", push_projection.__doc__ or "", push_projection),
     Rule("push_filter", push_filter.__doc__ or "", push_filter),
+    Rule("push_limit", push_limit.__doc__ or "", push_limit),
     Rule("fuse_maps", fuse_maps.__doc__ or "", fuse_maps),
     Rule("fuse_read", fuse_read.__doc__ or "", fuse_read),
     Rule("fuse_limit_into_map", fuse_limit_into_map.__doc__ or "", fuse_limit_into_map),

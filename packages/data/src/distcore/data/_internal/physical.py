@@ -264,12 +264,16 @@ class MapOp(PhysicalOp):
                 self.inqueue.popleft()
         return items
 
-    def launch_estimate(self) -> int:
-        items = self._next_items(peek=True)
+    def _estimate_output(self, items: list[Any]) -> tuple[int, int]:
+        """(estimated input bytes, estimated output bytes) of a task over ``items``."""
         size = sum(self._item_bytes(i) for i in items)
-        est_out = int(size * self._avg_ratio()) if not self.is_source else size
-        held_input = size if not self.is_source else 0
-        return est_out + (0 if held_input else 0)
+        if self.is_source:
+            observed = int(sum(self._out_sizes) / len(self._out_sizes)) if self._out_sizes else 0
+            return size, max(size, observed)
+        return size, int(size * self._avg_ratio())
+
+    def launch_estimate(self) -> int:
+        return self._estimate_output(self._next_items(peek=True))[1]
 
     def _concurrency_ok(self) -> bool:
         return self.max_concurrency is None or len(self.running) < self.max_concurrency
@@ -289,8 +293,7 @@ class MapOp(PhysicalOp):
     def launch_one(self, executor: Any) -> None:
         items = self._next_items()
         in_bytes = sum(i.size for i in items if isinstance(i, Bundle))
-        est = sum(self._item_bytes(i) for i in items)
-        est_out = int(est * self._avg_ratio()) if not self.is_source else est
+        est, est_out = self._estimate_output(items)
         block_ref, meta_ref, actor = self._submit(items)
         task = _Task(next(self._seq), block_ref, meta_ref, in_bytes, est_out, self.cpus, self.gpus, actor)
         task._in_est = est  # type: ignore[attr-defined]

@@ -1,0 +1,57 @@
+"""Backpressure: a pipeline 20x larger than its memory budget, read by a slow consumer, stays under budget."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import distcore.data as dd
+from distcore._private.testing import object_store_stats
+
+MiB = 1024 * 1024
+BLOCK = 3 * MiB
+
+
+def _inflate(batch):
+    n = len(batch["id"])
+    return {"payload": np.ones((n, BLOCK // 8 // n), dtype=np.float64)}
+
+
+@pytest.mark.usefixtures("shared_cluster")
+def test_slow_consumer_throttles_reads_under_budget() -> None:
+    budget = 13 * MiB
+    blocks = 90  # 270 MiB of blocks: over 20x the budget
+    ctx = dd.DataContext.get_current()
+    ctx.memory_budget = budget
+    base = object_store_stats()["used"]
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], object_store_stats()["used"] - base)
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    ds = dd.range(blocks * 4, override_num_blocks=blocks).map_batches(_inflate, batch_size=None)
+    rows = 0
+    try:
+        for batch in ds.iter_batches(batch_size=None, prefetch_batches=1):
+            rows += len(batch["payload"])
+            time.sleep(0.02)  # a slow consumer
+    finally:
+        stop.set()
+        sampler.join(5)
+    assert rows == blocks * 4
+    total = blocks * BLOCK
+    assert total >= 20 * budget
+    # Store usage (what the pipeline really held) stays within the budget.
+    assert peak[0] <= budget, f"peak store usage {peak[0] / MiB:.1f} MiB over a {budget / MiB:.0f} MiB budget"
+    assert peak[0] > 0
+    print(f"peak store usage {peak[0] / MiB:.1f} MiB of {budget / MiB:.0f} MiB")
+    stats = ds.stats()
+    assert "of a 13.0 MiB budget" in stats
