@@ -43,7 +43,7 @@ from distcore.train._internal.result import (
 from distcore.train._internal.run_files import RunFiles
 from distcore.train._internal.storage import StorageContext
 from distcore.train._internal.worker import STAGING_DIR, staging_name
-from distcore.train._internal.worker_group import WorkerGroup
+from distcore.train._internal.worker_group import WorkerGroup, leave_room_for_data
 
 logger = logging.getLogger("distcore.train")
 
@@ -172,9 +172,14 @@ class Controller:
         spec = self.spec
         group: WorkerGroup | None = None
         backend = spec.backend_config.backend_cls()
+        scaling = spec.scaling_config
+        if spec.datasets:
+            scaling, note = leave_room_for_data(scaling)
+            if note and attempt == 0:
+                self._say(note)
         try:
             try:
-                group = WorkerGroup(spec.scaling_config)
+                group = WorkerGroup(scaling)
             except InsufficientResourcesError:
                 raise
             except DistcoreError as exc:
@@ -369,4 +374,5 @@ class Controller:
 def _fmt_value(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
-    return str(v)
+    text = str(v)
+    return text if len(text) <= 40 else text[:37] + "..."

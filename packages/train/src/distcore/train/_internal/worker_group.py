@@ -156,3 +156,32 @@ def assign_ranks(infos: list[WorkerInfo]) -> list[WorkerInfo]:
         seen[info.node_id] = info.local_rank + 1
         info.local_world_size = counts[info.node_id]
     return ordered
+
+
+def leave_room_for_data(scaling: ScalingConfig) -> tuple[ScalingConfig, str | None]:
+    """With ``datasets=``, keep one CPU of the cluster free for the dataset's read/map tasks.
+
+    Workers whose CPUs the user left at the default (``resources_per_worker``
+    without "CPU") reserve less when the gang would otherwise hold every CPU,
+    so the data pipeline feeding them cannot starve (2 workers on a 2-CPU
+    machine reserve 0.5 CPU each). Returns the config to use and a note, or
+    the config unchanged and None.
+    """
+    if scaling.resources_per_worker and "CPU" in scaling.resources_per_worker:
+        return scaling, None
+    cluster_cpus = distcore.cluster_resources().get("CPU", 0.0)
+    gang_cpus = scaling.total_resources.get("CPU", 0.0)
+    if cluster_cpus - gang_cpus >= 1.0:
+        return scaling, None
+    share = max(0.0, (cluster_cpus - scaling.trainer_resources_dict.get("CPU", 0.0) - 1.0) / scaling.num_workers)
+    share = int(share * 100) / 100
+    per_worker = dict(scaling.resources_per_worker or {})
+    per_worker["CPU"] = share
+    adjusted = ScalingConfig(
+        num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker=per_worker,
+        placement_strategy=scaling.placement_strategy, trainer_resources=scaling.trainer_resources,
+        accelerator_type=scaling.accelerator_type,
+    )
+    note = (f"each worker reserves {share:g} CPU instead of 1 so that the dataset's tasks keep one of the "
+            f"cluster's {cluster_cpus:g} CPUs (set resources_per_worker={{'CPU': ...}} to choose)")
+    return adjusted, note
