@@ -15,6 +15,10 @@ CLI = CommandLine(
     description="Build, deploy and inspect Serve applications.",
 )
 
+from distcore.serve._internal.cli_commands import register  # noqa: E402
+
+register(CLI)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     return CLI.main(argv)
