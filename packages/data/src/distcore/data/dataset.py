@@ -450,6 +450,13 @@ class Dataset:
 
     def schema(self) -> pa.Schema | None:
         """The schema (runs the plan up to its first block when it is not known)."""
+        from distcore.data._internal.logical import Read
+
+        if isinstance(self._dag, Read):
+            known = getattr(self._dag.datasource, "schema", None)
+            schema = known() if callable(known) else None
+            if schema is not None and len(schema):
+                return schema
         for b in self.limit(1)._bundles():
             if b.meta.schema is not None and len(b.meta.schema):
                 return b.meta.schema

@@ -35,8 +35,8 @@ def repartition(op: LogicalOperator, num_blocks: int, shuffle: bool) -> AllToAll
 
 def random_shuffle(op: LogicalOperator, seed: int | None, num_blocks: int | None) -> AllToAll:
     def fn(parts: list) -> list:
-        refs, _ = _refs(parts[0])
-        return _exchange().random_shuffle(refs, seed, num_blocks)
+        refs, metas = _refs(parts[0])
+        return _exchange().random_shuffle(refs, seed, num_blocks, metadata=metas)
 
     return AllToAll("RandomShuffle", [op], fn, "random_shuffle", row_preserving=True)
 
@@ -49,16 +49,16 @@ def sort(op: LogicalOperator, key: Any, descending: Any) -> AllToAll:
         raise ValueError(f"sort: descending has {len(descending)} values for {len(keys)} keys")
 
     def fn(parts: list) -> list:
-        refs, _ = _refs(parts[0])
-        return _exchange().sort(refs, keys, descending)
+        refs, metas = _refs(parts[0])
+        return _exchange().sort(refs, keys, descending, metadata=metas)
 
     return AllToAll(f"Sort({keys})", [op], fn, "sort", row_preserving=True)
 
 
 def aggregate(op: LogicalOperator, keys: Any, aggs: list, num_blocks: int | None = None) -> AllToAll:
     def fn(parts: list) -> list:
-        refs, _ = _refs(parts[0])
-        return _exchange().groupby_aggregate(refs, keys, aggs, num_blocks)
+        refs, metas = _refs(parts[0])
+        return _exchange().groupby_aggregate(refs, keys, aggs, num_blocks, metadata=metas)
 
     return AllToAll(f"Aggregate({keys})", [op], fn, "aggregate")
 
@@ -66,9 +66,9 @@ def aggregate(op: LogicalOperator, keys: Any, aggs: list, num_blocks: int | None
 def map_groups(op: LogicalOperator, keys: Any, udf: Any, batch_format: str, fn_args: tuple,
                fn_kwargs: dict | None, num_blocks: int | None = None) -> AllToAll:
     def fn(parts: list) -> list:
-        refs, _ = _refs(parts[0])
+        refs, metas = _refs(parts[0])
         return _exchange().map_groups(refs, keys, udf, batch_format, num_blocks, fn_args=fn_args,
-                                      fn_kwargs=fn_kwargs)
+                                      fn_kwargs=fn_kwargs, metadata=metas)
 
     return AllToAll(f"MapGroups({getattr(udf, '__name__', 'fn')})", [op], fn, "map_groups")
 
@@ -78,8 +78,8 @@ def unique(op: LogicalOperator, column: str) -> AllToAll:
         raise ValueError(f"unique takes one column name, got {column!r}")
 
     def fn(parts: list) -> list:
-        refs, _ = _refs(parts[0])
-        return _exchange().unique(refs, column)
+        refs, metas = _refs(parts[0])
+        return _exchange().unique(refs, column, metadata=metas)
 
     return AllToAll(f"Unique({column})", [op], fn, "unique")
 
@@ -90,9 +90,10 @@ def join(left: LogicalOperator, right: LogicalOperator, on: Any, how: str, num_p
     how = {"left_outer": "left", "right_outer": "right", "full_outer": "outer"}.get(how, how)
 
     def fn(parts: list) -> list:
-        lrefs, _ = _refs(parts[0])
-        rrefs, _ = _refs(parts[1])
-        return _exchange().join(lrefs, rrefs, on, how, num_blocks=num_partitions)
+        lrefs, lmeta = _refs(parts[0])
+        rrefs, rmeta = _refs(parts[1])
+        return _exchange().join(lrefs, rrefs, on, how, num_blocks=num_partitions, left_metadata=lmeta,
+                                right_metadata=rmeta)
 
     return AllToAll(f"Join({on}, {how})", [left, right], fn, "join")
 
