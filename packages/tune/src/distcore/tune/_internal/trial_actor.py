@@ -18,7 +18,7 @@ from typing import Any
 from distcore.tune._internal.trainable import Trainable, standard_fields
 
 CHECKPOINT_META = ".tune_checkpoint.json"
-LINGER_S = 0.005
+LINGER_S = 0.02
 
 
 class _StopTrial(BaseException):
@@ -118,7 +118,10 @@ class _Run:
             self.buffer.append((result, path))
             self.seq += 1
             my_seq = self.seq
-            self.cond.notify_all()
+            # wake a waiting poll only when it has something new to decide on: the first
+            # result of a batch, or a full window (not on every report: each wake costs a GIL handoff)
+            if len(self.buffer) == 1 or len(self.buffer) >= int(self.spec.get("window", 256)):
+                self.cond.notify_all()
             if self.spec.get("sync"):
                 while self.acked < my_seq and not self.stop_requested:
                     self.cond.wait(1.0)
