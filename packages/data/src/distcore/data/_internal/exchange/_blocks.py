@@ -56,7 +56,13 @@ def _column_hash(col: pa.ChunkedArray) -> np.ndarray:
         return values.view(np.uint64)
     import pandas as pd
 
-    return pd.util.hash_array(np.asarray(col.to_pylist(), dtype=object), categorize=True)
+    # hash each distinct value once (pandas' stable hash), then spread the hashes by index
+    encoded = pc.dictionary_encode(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
+    values = encoded.dictionary.to_numpy(zero_copy_only=False).astype(object)
+    value_hash = pd.util.hash_array(values, categorize=False) if len(values) else np.zeros(0, np.uint64)
+    value_hash = np.append(value_hash, np.uint64(0x2545F4914F6CDD1D))  # the last slot: nulls
+    indices = pc.fill_null(encoded.indices, len(values)).to_numpy(zero_copy_only=False)
+    return value_hash[indices]
 
 
 def partition_ids(table: pa.Table, keys: Sequence[str], n: int) -> np.ndarray:

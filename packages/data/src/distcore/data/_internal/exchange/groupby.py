@@ -47,13 +47,15 @@ def _key_value(row: tuple[Any, ...]) -> Any:
     return row[0] if len(row) == 1 else row
 
 
-def _grouped(table: pa.Table, keys: list[str], specs: list[tuple[Any, str, Any]]) -> tuple[pa.Table, list[str]]:
-    """``table.group_by(keys)`` with ``specs`` plus each group's row indices (column ``__dc_row``).
+def _grouped(table: pa.Table, keys: list[str], specs: list[tuple[Any, str, Any]],
+             with_rows: bool = True) -> tuple[pa.Table, list[str]]:
+    """``table.group_by(keys)`` with ``specs`` (plus, ``with_rows``, each group's row indices in
+    column ``__dc_row_list``).
 
     Every spec reads its own copy of the input column, so output names never clash;
     returns the grouped table and the output column name of each spec.
     """
-    work = table.append_column(_ROW, pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    work = table.append_column(_ROW, pa.array(np.arange(table.num_rows, dtype=np.int64))) if with_rows else table
     aggs, names = [], []
     for i, (col, func, opts) in enumerate(specs):
         if col == []:
@@ -64,7 +66,8 @@ def _grouped(table: pa.Table, keys: list[str], specs: list[tuple[Any, str, Any]]
         work = work.append_column(alias, table.column(col) if isinstance(col, str) else col)
         aggs.append((alias, func, opts) if opts is not None else (alias, func))
         names.append(f"{alias}_{func}")
-    aggs.append((_ROW, "list"))
+    if with_rows:
+        aggs.append((_ROW, "list"))
     if keys:
         return work.group_by(keys, use_threads=False).aggregate(aggs), names
     # no keys: one group of every row (pyarrow has hash_list but no scalar list aggregation)
@@ -91,7 +94,8 @@ def _partial(table: pa.Table, keys: list[str], aggs: list[AggregateFn]) -> pa.Ta
             for spec in agg.map_specs():
                 specs.append(spec)
                 owners.append(i)
-    grouped, names = _grouped(source, keys, specs)
+    custom = any(not isinstance(a, _Builtin) for a in aggs)
+    grouped, names = _grouped(source, keys, specs, with_rows=custom)
     out = {k: grouped.column(k) for k in keys}
     for i, agg in enumerate(aggs):
         if isinstance(agg, _Builtin):
@@ -124,9 +128,10 @@ def _combine(partials: pa.Table, keys: list[str], aggs: list[AggregateFn]) -> pa
             for j, (func, opts) in enumerate(agg.reduce_funcs()):
                 specs.append((f"__dc_s{i}_{j}", func, opts))
                 owners.append(i)
-    grouped, names = _grouped(partials, keys, specs)
+    custom = any(not isinstance(a, _Builtin) for a in aggs)
+    grouped, names = _grouped(partials, keys, specs, with_rows=custom)
     out: dict[str, Any] = {k: grouped.column(k) for k in keys}
-    row_lists = grouped.column(f"{_ROW}_list").to_pylist()
+    row_lists = grouped.column(f"{_ROW}_list").to_pylist() if custom else []
     for i, agg in enumerate(aggs):
         if isinstance(agg, _Builtin):
             out[agg.name] = agg.finalize([grouped.column(n) for n, o in zip(names, owners, strict=True) if o == i])
