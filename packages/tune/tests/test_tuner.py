@@ -267,3 +267,51 @@ def test_cli_lists_experiments_and_shows_results(cluster, tmp_path, capsys) -> N
     assert lines[0] == "cli_exp: 2 trials"
     assert "TERMINATED" in lines[3] and " 3 " in f" {lines[3]} "  # best (x=3) first
     assert main(["show", str(tmp_path)]) == 1
+
+
+def test_time_budget_ends_the_experiment(cluster, tmp_path) -> None:
+    import time
+
+    def slow(config):
+        for i in range(1000):
+            time.sleep(0.05)
+            tune.report({"i": i})
+
+    start = time.monotonic()
+    grid = run(slow, tmp_path, param_space={"a": tune.grid_search([1, 2, 3])}, time_budget_s=1.5)
+    assert time.monotonic() - start < 30
+    assert grid.num_terminated == 3 and all(r.metrics.get("i", 0) < 999 for r in grid)
+
+
+def test_restore_errored_trials(cluster, tmp_path) -> None:
+    flag = tmp_path / "fail"
+    flag.write_text("1")
+
+    def maybe_fails(config):
+        if os.path.exists(config["flag"]) and config["x"] == 2:
+            raise RuntimeError("failing while the flag exists")
+        tune.report({"x": config["x"]})
+
+    space = {"x": tune.grid_search([1, 2]), "flag": str(flag)}
+    grid = run(maybe_fails, tmp_path, param_space=space)
+    assert grid.num_errors == 1
+    path = str(tmp_path / "exp")
+    untouched = tune.Tuner.restore(path, trainable=maybe_fails).fit()
+    assert untouched.num_errors == 1  # errored trials stay errored by default
+    flag.unlink()
+    grid = tune.Tuner.restore(path, trainable=maybe_fails, restart_errored=True).fit()
+    assert grid.num_errors == 0 and sorted(r.metrics["x"] for r in grid) == [1, 2]
+    with pytest.raises(ValueError, match="no restorable experiment"):
+        tune.Tuner.restore(str(tmp_path / "missing"), trainable=maybe_fails)
+
+
+def test_placement_group_factory_trial(cluster, tmp_path) -> None:
+    from distcore.util import get_current_placement_group
+
+    def in_group(config):
+        pg = get_current_placement_group()
+        tune.report({"bundles": len(pg.bundle_specs) if pg is not None else 0})
+
+    pgf = tune.PlacementGroupFactory([{"CPU": 0.5}, {"CPU": 1}])
+    grid = run(tune.with_resources(in_group, pgf), tmp_path)
+    assert grid[0].metrics["bundles"] == 2
