@@ -188,6 +188,7 @@ def test_udf_error_names_operator_and_traceback() -> None:
     text = str(info.value)
     assert "MapBatches(" in text and "explode" in text and "boom in user code" in text
     assert "ZeroDivisionError" in text
+    assert "in explode" in text  # the user's own frame is in the traceback
 
 
 def test_map_batches_returns_bad_type() -> None:

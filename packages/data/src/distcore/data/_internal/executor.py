@@ -155,7 +155,9 @@ class StreamingExecutor:
                     raise TimeoutError(f"no output from the dataset pipeline within {timeout}s")
                 self._lock.wait(0.1 if remaining is None else min(0.1, remaining))
             if self.output:
-                return self.output.popleft()
+                bundle = self.output.popleft()
+                self._lock.notify_all()
+                return bundle
             if self.error is not None:
                 raise self.error
             return None
@@ -265,7 +267,12 @@ class StreamingExecutor:
             callbacks.update(op.pending())
         if not callbacks:
             if not self.finished:
-                time.sleep(min(timeout, 0.005) if self.output or self.consumer_held else 0.001)
+                # Nothing running: wait for the consumer to take a block (it notifies) or a short timeout.
+                if self._thread is not None:
+                    with self._lock:
+                        self._lock.wait(timeout)
+                else:
+                    time.sleep(0.001)
             return
         refs = list(callbacks)
         ready, rest = distcore.wait(refs, num_returns=1, timeout=timeout)

@@ -285,6 +285,7 @@ class MapOp(PhysicalOp):
         args = [i.ref if isinstance(i, Bundle) else i for i in items]
         opts = dict(self.remote_args)
         opts.setdefault("num_cpus", self.cpus)
+        opts.setdefault("name", self.name)
         if self.gpus:
             opts.setdefault("num_gpus", self.gpus)
         block_ref, meta_ref = _map_task.options(**opts).remote(self.stages, self.max_block_bytes, *args)
