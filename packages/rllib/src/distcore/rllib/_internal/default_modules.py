@@ -25,7 +25,8 @@ class DefaultActorCriticModule(RLModule):
         pi_out = n_out // 2 if self.free_log_std else n_out
         self.share = bool(cfg["vf_share_layers"])
         self.pi_encoder, n_in = encoder_for(self.observation_space, cfg)
-        self.pi_net = mlp(n_in, hid, act, pi_out, out_gain=0.01)
+        self.pi_trunk = mlp(n_in, hid, act)
+        self.pi_head = mlp(hid[-1] if hid else n_in, [], act, pi_out, out_gain=0.01)
         if self.free_log_std:
             self.log_std = nn.Parameter(torch.zeros(pi_out))
         if self.share:
@@ -36,9 +37,8 @@ class DefaultActorCriticModule(RLModule):
             self.vf_net = mlp(n_in_v, hid, act, 1, out_gain=1.0)
 
     def _pi(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.pi_encoder(obs)
-        trunk = self.pi_net[:-1](features)
-        out = self.pi_net[-1](trunk)
+        trunk = self.pi_trunk(self.pi_encoder(obs))
+        out = self.pi_head(trunk)
         if self.free_log_std:
             out = torch.cat([out, self.log_std.expand_as(out)], dim=-1)
         return out, trunk

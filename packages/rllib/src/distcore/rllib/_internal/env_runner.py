@@ -77,6 +77,9 @@ class EnvRunner:
     def ping(self) -> int:
         return self.worker_index
 
+    def get_weights(self) -> dict[str, Any]:
+        return self.module.get_state()
+
     def weights_info(self) -> tuple[int, str | None]:
         """(sequence number, object id) of the weights this runner last loaded."""
         return self.weights_seq, self.last_weights_object_id

@@ -21,6 +21,14 @@ from distcore.rllib._internal.schedules import schedule_value
 from distcore.rllib.core.rl_module import MultiRLModule, RLModuleSpec
 
 
+def to_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor of a batch column (copied when read-only, e.g. zero-copy from the object store)."""
+    array = np.asarray(array)
+    if not array.flags.writeable or not array.flags.c_contiguous:
+        array = np.array(array)
+    return torch.from_numpy(array)
+
+
 class Learner:
     """Base learner; algorithms implement :meth:`update`."""
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distcore.rllib._internal.learner import Learner
+from distcore.rllib._internal.learner import Learner, to_tensor
 from distcore.rllib._internal.postprocessing import compute_n_step
 from distcore.rllib._internal.replay_buffers import PrioritizedReplayBuffer, ReplayBuffer
 from distcore.rllib._internal.schedules import check_schedule, schedule_value
@@ -128,7 +128,7 @@ class DQNLearner(Learner):
         results: dict[str, Any] = {}
         for mid, batch in batches.items():
             module, target = self.module[mid], self.target[mid]
-            b = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+            b = {k: to_tensor(v) for k, v in batch.items()}
             q_all = module.q_values(b["obs"])
             q = q_all.gather(1, b["actions"].long().unsqueeze(1)).squeeze(1)
             with torch.no_grad():

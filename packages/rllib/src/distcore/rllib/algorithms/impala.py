@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distcore.rllib._internal.learner import Learner
+from distcore.rllib._internal.learner import Learner, to_tensor
 from distcore.rllib._internal.postprocessing import compute_vtrace
 from distcore.rllib.algorithms.algorithm import Algorithm
 from distcore.rllib.algorithms.algorithm_config import (
@@ -97,7 +97,7 @@ class IMPALALearner(Learner):
             if mid not in batches:
                 continue
             module = self.module[mid]
-            b = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batches[mid].items()}
+            b = {k: to_tensor(v) for k, v in batches[mid].items()}
             data = {**b, **self.vtrace_inputs(module, b)}
             n = len(b["rewards"])
             sums: dict[str, float] = {}

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distcore.rllib._internal.learner import Learner
+from distcore.rllib._internal.learner import Learner, to_tensor
 from distcore.rllib._internal.postprocessing import compute_gae
 from distcore.rllib.algorithms.algorithm import Algorithm
 from distcore.rllib.algorithms.algorithm_config import (
@@ -71,7 +71,7 @@ class PPOConfig(AlgorithmConfig):
 
 
 def _tensors(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+    return {k: to_tensor(v) for k, v in batch.items()}
 
 
 class PPOLearner(Learner):

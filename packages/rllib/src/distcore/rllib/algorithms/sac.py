@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distcore.rllib._internal.learner import Learner
+from distcore.rllib._internal.learner import Learner, to_tensor
 from distcore.rllib._internal.replay_buffers import PrioritizedReplayBuffer
 from distcore.rllib.algorithms.algorithm_config import (
     AlgorithmConfig,
@@ -100,7 +100,7 @@ class SACLearner(Learner):
         for mid, batch in batches.items():
             module, target = self.module[mid], self.target[mid]
             critic_opt, actor_opt, alpha_opt = self.optimizers[mid]
-            b = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
+            b = {k: to_tensor(v) for k, v in batch.items()}
             alpha = self.log_alpha[mid].exp().detach()
             with torch.no_grad():
                 next_dist = module.get_action_dist(module.forward_train({"obs": b["new_obs"]})["action_dist_inputs"])

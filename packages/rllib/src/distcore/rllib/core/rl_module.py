@@ -111,7 +111,7 @@ class RLModule(nn.Module):
         return {k: v.detach().cpu().numpy().copy() for k, v in self.state_dict().items()}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in state.items()})
+        self.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in state.items()})
 
 
 @dataclass
