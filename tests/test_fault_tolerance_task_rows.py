@@ -122,3 +122,27 @@ def test_tasks_of_a_sigkilled_driver_are_failed_once_its_job_ends(cluster, tmp_p
             proc.kill()
             proc.wait(10)
         proc.stdout.close()
+
+
+@distcore.remote
+def tree(base: int, depth: int) -> int:
+    if depth == 0:
+        return base
+    return sum(distcore.get([tree.remote(base * 3 + k + 1, depth - 1) for k in range(3)]))
+
+
+def _tree_sum(base: int, depth: int) -> int:
+    return base if depth == 0 else sum(_tree_sum(base * 3 + k + 1, depth - 1) for k in range(3))
+
+
+@pytest.mark.timeout(150)
+def test_nested_tasks_without_faults_all_end_finished(cluster):
+    """Nested gets start extra workers; the pool retires them when idle (SIGTERM): they ship their last
+    task events first, so no row is left RUNNING, and none is failed by the retirement."""
+    cluster.add_node(num_cpus=2)
+    cluster.connect()
+    job_id = distcore.get_runtime_context().get_job_id()
+    assert distcore.get([tree.remote(i, 2) for i in range(4)], timeout=100) == [_tree_sum(i, 2) for i in range(4)]
+    rows = _wait_rows("tree", lambda r: r.state in ("FINISHED", "FAILED"), job_id=job_id, timeout=20)
+    assert len(rows) == 4 * 13
+    assert [(r.state, r.error_message) for r in rows if r.state != "FINISHED"] == []

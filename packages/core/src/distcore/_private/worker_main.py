@@ -11,6 +11,7 @@ import codecs
 import io
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -104,6 +105,22 @@ def _watch_parent(parent_pid: int) -> None:
             os._exit(0)
 
 
+def _exit_after_flush(core: CoreWorker) -> None:
+    """SIGTERM (an idle worker retired, a graceful kill): ship the buffered task events, then exit.
+
+    Without this the last second of task ends recorded here would be lost and
+    their rows would stay RUNNING in the state API.
+    """
+
+    def run() -> None:
+        try:
+            core.run(core.task_events.flush(timeout=4.0), timeout=10.0)
+        finally:
+            os._exit(0)
+
+    threading.Thread(target=run, name="distcore-exit", daemon=True).start()
+
+
 def main() -> None:
     env = os.environ
     core = CoreWorker(
@@ -133,6 +150,7 @@ def main() -> None:
         # merged with the task's), as in Ray.
         core.job_runtime_env = env_dict
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda *_: _exit_after_flush(core))
     if setup_error is not None:
         print(setup_error, file=sys.stderr)
         os._exit(3)

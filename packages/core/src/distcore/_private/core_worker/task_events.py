@@ -87,6 +87,7 @@ class TaskEventBuffer:
         self._lock = threading.Lock()
         self._events: deque[tuple] = deque(maxlen=MAX_BUFFERED)
         self._task: asyncio.Task | None = None
+        self._sending: asyncio.Lock | None = None  # made on the io loop, at the first flush
         self._pid = os.getpid()
 
     # ------------------------------------------------------------ recording
@@ -152,15 +153,19 @@ class TaskEventBuffer:
             await self.flush()
 
     async def flush(self, timeout: float = 10.0) -> None:
-        with self._lock:
-            batch = list(self._events)
-            self._events.clear()
-        if not batch:
-            return
-        try:
-            await self._core.gcs().call("Gcs", "AddTaskEvents", batch, timeout=timeout)
-        except Exception:  # noqa: BLE001 - observability must never fail a task
-            pass
+        # One send at a time: a final flush (a worker exiting) waits for the periodic one in flight.
+        if self._sending is None:
+            self._sending = asyncio.Lock()
+        async with self._sending:
+            with self._lock:
+                batch = list(self._events)
+                self._events.clear()
+            if not batch:
+                return
+            try:
+                await self._core.gcs().call("Gcs", "AddTaskEvents", batch, timeout=timeout)
+            except Exception:  # noqa: BLE001 - observability must never fail a task
+                pass
 
 
 def now() -> float:

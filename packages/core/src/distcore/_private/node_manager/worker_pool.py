@@ -183,7 +183,8 @@ class WorkerPool:
                     except (RpcError, TimeoutError):
                         owns = False  # unreachable: nothing to protect
                 if not owns and worker in self.idle:  # still idle: it took no task meanwhile
-                    self.kill(worker, "idle pool above its limit")
+                    # SIGTERM: the worker ships its last task events before it exits (``worker_main``).
+                    self.kill(worker, "idle pool above its limit", force=False)
         finally:
             self._retiring = False
 
