@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+import distcore
 import distcore.data as dd
 
 pytestmark = pytest.mark.usefixtures("shared_cluster")
@@ -109,3 +110,21 @@ def test_task_concurrency_cap_and_map_with_class() -> None:
 
     assert [r["id"] for r in dd.range(5).map(Plus, fn_constructor_args=(10,), concurrency=1).take_all()] == \
         list(range(10, 15))
+
+
+@distcore.remote(num_cpus=1)
+class Hog:
+    def ready(self):
+        return True
+
+
+def test_tasks_progress_when_other_actors_hold_every_cpu() -> None:
+    # e.g. two train workers holding both CPUs while they iterate a dataset
+    hogs = [Hog.remote() for _ in range(2)]
+    try:
+        assert distcore.get([h.ready.remote() for h in hogs], timeout=60) == [True, True]
+        ds = dd.range(100, override_num_blocks=4).map_batches(lambda b: {"id": b["id"] + 1})
+        assert sorted(r["id"] for r in ds.take_all()) == list(range(1, 101))
+    finally:
+        for h in hogs:
+            distcore.kill(h)

@@ -10,6 +10,7 @@ slow consumer throttles the reads instead of filling the object store.
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 from typing import Any
@@ -24,6 +25,7 @@ from distcore.data._internal.stats import ExecutionStats
 from distcore.data.exceptions import InsufficientResourcesError
 
 _EPS = 1e-9
+logger = logging.getLogger(__name__)
 
 
 def cluster_totals(ctx: Any) -> tuple[float, float]:
@@ -116,8 +118,28 @@ class StreamingExecutor:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def _adapt_to_busy_cluster(self) -> None:
+        """When other work (e.g. train workers) holds every CPU, default-resource tasks ask for 0 CPUs.
+
+        The executor still runs at most ``total CPUs`` of them at once, so the pipeline
+        progresses instead of waiting forever for a CPU that will not free up.
+        """
+        ops = [op for op in self._task_ops() if op.default_resources and op.cpus > 0]
+        if not ops:
+            return
+        try:
+            free = float(distcore.available_resources().get("CPU", 0.0))
+        except Exception:  # noqa: BLE001 - keep the normal requests
+            return
+        if free + _EPS < max(op.cpus for op in ops):
+            for op in ops:
+                op.request_cpus = 0.0
+            logger.warning("distcore.data: no free CPU in the cluster (%s CPUs total, all held by other work); "
+                           "running this dataset's tasks without a CPU reservation", self.total_cpus)
+
     def start(self) -> StreamingExecutor:
         self._started_at = time.perf_counter()
+        self._adapt_to_busy_cluster()
         for op in self.ops:
             op.start(self)
         return self

@@ -205,6 +205,10 @@ class MapOp(PhysicalOp):
         self.stages = stages
         self.cpus, self.gpus = cpus, gpus
         self.remote_args = remote_args
+        #: the CPUs each task asks the cluster for (the executor may lower it to 0 when other work
+        #: holds every CPU: the executor still caps this operator's tasks by ``cpus``)
+        self.request_cpus = cpus
+        self.default_resources = False
         self.max_concurrency = max_concurrency
         self.min_rows_per_bundle = min_rows_per_bundle
         self.min_bundle_bytes = min_bundle_bytes
@@ -284,7 +288,7 @@ class MapOp(PhysicalOp):
     def _submit(self, items: list[Any]) -> tuple[Any, Any, Any]:
         args = [i.ref if isinstance(i, Bundle) else i for i in items]
         opts = dict(self.remote_args)
-        opts.setdefault("num_cpus", self.cpus)
+        opts.setdefault("num_cpus", self.request_cpus)
         opts.setdefault("name", self.name)
         if self.gpus:
             opts.setdefault("num_gpus", self.gpus)

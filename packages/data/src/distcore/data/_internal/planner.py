@@ -72,9 +72,11 @@ class Planner:
         if isinstance(op, InputData):
             return InputDataOp(op.name, [Bundle(r, m) for r, m in op.bundles])
         if isinstance(op, Read):
-            return MapOp(op.name, [], [], cpus=1.0, gpus=0.0, remote_args={}, max_concurrency=None,
+            read = MapOp(op.name, [], [], cpus=1.0, gpus=0.0, remote_args={}, max_concurrency=None,
                          min_rows_per_bundle=None, min_bundle_bytes=0, max_block_bytes=ctx.target_max_block_size,
                          read_tasks=_read_tasks(op, ctx, self.cpus))
+            read.default_resources = True
+            return read
         if isinstance(op, MapLike):
             cpus, gpus = op.resources()
             read_tasks = _read_tasks(op.read, ctx, self.cpus) if op.read is not None else None
@@ -90,7 +92,9 @@ class Planner:
                                       min_size=c.min_size, max_size=max_size,
                                       max_in_flight=c.max_tasks_in_flight_per_actor or ctx.max_tasks_in_flight_per_actor,
                                       scale_ratio=ctx.actor_pool_scale_up_queue_ratio, **common)
-            return MapOp(op.name, deps, op.stages, max_concurrency=op.compute.size, **common)
+            task_op = MapOp(op.name, deps, op.stages, max_concurrency=op.compute.size, **common)
+            task_op.default_resources = op.num_cpus is None and op.num_gpus is None and not op.remote_args
+            return task_op
         if isinstance(op, Limit):
             return LimitOp(op.name, deps, op.n)
         if isinstance(op, Union):
