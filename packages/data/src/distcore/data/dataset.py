@@ -341,7 +341,7 @@ class Dataset:
         bundles = mat._bundle_list
         parts: list[list] = [[] for _ in builtins.range(n)]
         rows = [0] * n
-        for b in sorted(bundles, key=lambda b: -b.rows) if False else bundles:
+        for b in bundles:
             i = min(builtins.range(n), key=lambda j: (rows[j], j))
             parts[i].append(b)
             rows[i] += b.rows
