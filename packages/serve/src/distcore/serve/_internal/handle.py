@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,6 +18,7 @@ from distcore.serve._internal import loop as serve_loop
 from distcore.serve._internal import wire
 from distcore.serve._internal.context import request_id as _request_var
 from distcore.serve._internal.router import get_router
+from distcore.serve._internal.wire import next_request_id
 from distcore.serve.exceptions import RequestCancelledError
 
 
@@ -70,7 +70,7 @@ class DeploymentHandle:
 
     def _meta(self) -> dict:
         model = self._options.multiplexed_model_id or ""
-        rid = _request_var.get() or uuid.uuid4().hex[:16]
+        rid = _request_var.get() or next_request_id()
         meta = {"request_id": rid}
         if model:
             meta["model_id"] = model

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
 import time
-import uuid
 from typing import Any
 
 from distcore.serve._internal import loop as serve_loop
@@ -23,6 +23,7 @@ from distcore.serve._internal.metrics import ProxyMetrics
 from distcore.serve._internal.replica import HTTP_METHOD, WS_METHOD
 from distcore.serve._internal.router import all_routers, get_router
 from distcore.serve._internal.table import table_client
+from distcore.serve._internal.wire import next_request_id
 from distcore.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 _SCOPE_KEYS = ("type", "http_version", "method", "scheme", "path", "raw_path", "query_string", "headers",
@@ -34,12 +35,12 @@ class AccessLog:
 
     def __init__(self, path: str | None) -> None:
         self.path = path
-        self.lines: list[str] = []
+        self.lines: list[tuple] = []
         self._file = open(path, "a", buffering=1 << 16) if path else None  # noqa: SIM115
 
     def write(self, request_id: str, app: str, method: str, path: str, status: int, ms: float) -> None:
         if self._file is not None:
-            self.lines.append(f"{time.time():.3f} {request_id} {app} {method} {path} {status} {ms:.2f}ms\n")
+            self.lines.append((time.time(), request_id, app, method, path, status, ms))
 
     async def flush_forever(self) -> None:
         while True:
@@ -49,7 +50,8 @@ class AccessLog:
     def flush(self) -> None:
         if self._file is not None and self.lines:
             lines, self.lines = self.lines, []
-            self._file.writelines(lines)
+            self._file.writelines(f"{t:.3f} {rid} {app} {method} {path} {status} {ms:.2f}ms\n"
+                                  for t, rid, app, method, path, status, ms in lines)
             self._file.flush()
 
 
@@ -125,7 +127,7 @@ class ProxyApp:
                 request_id = v.decode("latin-1")
                 break
         if not request_id:
-            request_id = uuid.uuid4().hex[:16]
+            request_id = next_request_id()
         meta: dict[str, Any] = {"request_id": request_id}
         for k, v in headers:
             if k == b"serve_multiplexed_model_id":
@@ -292,6 +294,7 @@ class ProxyServer:
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(self.app, loop="none", lifespan="off", log_level="warning", access_log=False,
+                                proxy_headers=False, server_header=False,
                                 timeout_keep_alive=self.options.keep_alive_timeout_s, ws="websockets-sansio"
                                 if _has_sansio() else "websockets")
         self.server = uvicorn.Server(config)
@@ -336,7 +339,7 @@ class ProxyActor:
 
         async def run() -> dict:
             self._server = ProxyServer(options)
-            out = {"http_port": await self._server.start()}
+            out = {"http_port": await self._server.start(), "pid": os.getpid()}
             if grpc_options is not None and grpc_options.grpc_servicer_functions:
                 from distcore.serve._internal.grpc_proxy import GrpcProxy
 

@@ -247,12 +247,12 @@ class Router:
                 self._release(replica.replica_id)
                 self._replica_failed(replica)
                 continue
-            rid, queue = conn.start_stream(method, args, kwargs, meta or {})
+            rid, fut = conn.start_stream(method, args, kwargs, meta or {})
             try:
                 if deadline is None:
-                    first = await queue.get()
+                    first = await fut
                 else:
-                    first = await asyncio.wait_for(queue.get(), max(0.0, deadline - time.monotonic()))
+                    first = await asyncio.wait_for(fut, max(0.0, deadline - time.monotonic()))
             except BaseException:
                 conn.cancel(rid)
                 self._release(replica.replica_id)
@@ -267,14 +267,14 @@ class Router:
                 self._release(replica.replica_id)
                 self._replica_failed(replica)
                 continue
-            return _Stream(self, replica.replica_id, conn, rid, queue, first)
+            return _Stream(self, replica.replica_id, conn, rid, conn.rest(rid), first)
 
 
 class _Stream:
     """The frames of one streamed call; releases the replica slot when it ends."""
 
     def __init__(self, router: Router, replica_id: str, conn: wire.ClientConnection, rid: int,
-                 queue: asyncio.Queue, first: tuple) -> None:
+                 queue: asyncio.Queue | None, first: tuple) -> None:
         self.router = router
         self.replica_id = replica_id
         self.conn = conn
@@ -286,6 +286,8 @@ class _Stream:
     async def next(self) -> tuple:
         if self.first is not None:
             item, self.first = self.first, None
+        elif self.queue is None:
+            item = (wire.END, None)
         else:
             item = await self.queue.get()
         if item[0] in (wire.OK, wire.END, wire.ERR):

@@ -12,6 +12,8 @@ Server -> client: ``(rid, kind, payload)`` with ``kind`` one of OK, ERR, ITEM, E
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import pickle
 import struct
 from collections.abc import Callable
@@ -23,6 +25,15 @@ CALL, CANCEL, WSIN = 0, 1, 2
 OK, ERR, ITEM, END, REJECT = 0, 1, 2, 3, 4
 _HDR = struct.Struct("!I")
 MAX_FRAME = 1 << 30
+
+
+_ID_PREFIX = os.urandom(4).hex()
+_id_counter = itertools.count(1)
+
+
+def next_request_id() -> str:
+    """A unique request id, cheaper than uuid4 (no syscall): a per-process random prefix and a counter."""
+    return f"{_ID_PREFIX}{next(_id_counter):08x}"
 
 
 def dumps(obj: Any) -> bytes:
@@ -94,6 +105,7 @@ class ClientConnection(FrameProtocol):
         super().__init__()
         self._next = 0
         self._waiters: dict[int, Any] = {}
+        self._rest: dict[int, asyncio.Queue] = {}
         self.lost = False
 
     def on_message(self, msg: Any) -> None:
@@ -106,7 +118,11 @@ class ClientConnection(FrameProtocol):
             if kind in (OK, END, ERR, REJECT):
                 self._waiters.pop(rid, None)
         else:
-            self._waiters.pop(rid, None)
+            # a future takes the first frame; a stream's later frames go to a queue made on demand
+            if kind == ITEM:
+                self._waiters[rid] = self._rest[rid] = asyncio.Queue()
+            else:
+                self._waiters.pop(rid, None)
             if not waiter.done():
                 waiter.set_result((kind, payload))
 
@@ -134,20 +150,27 @@ class ClientConnection(FrameProtocol):
         self.send((CALL, rid, method, args, kwargs, meta))
         return rid, fut
 
-    def start_stream(self, method: str, args: tuple, kwargs: dict, meta: dict) -> tuple[int, asyncio.Queue]:
+    def start_stream(self, method: str, args: tuple, kwargs: dict, meta: dict) -> tuple[int, asyncio.Future]:
+        """Start a call whose answer may be streamed: the future holds the first frame, ``rest(rid)`` the others."""
         if self.lost:
             raise ReplicaConnectionError("connection to the replica is closed")
         rid = self._rid()
-        q: asyncio.Queue = asyncio.Queue()
-        self._waiters[rid] = q
-        self.send((CALL, rid, method, args, kwargs, dict(meta, stream=True)))
-        return rid, q
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters[rid] = fut
+        meta = dict(meta)
+        meta["stream"] = True
+        self.send((CALL, rid, method, args, kwargs, meta))
+        return rid, fut
+
+    def rest(self, rid: int) -> asyncio.Queue | None:
+        return self._rest.pop(rid, None)
 
     def ws_send(self, rid: int, message: dict) -> None:
         self.send((WSIN, rid, message))
 
     def cancel(self, rid: int) -> None:
         self._waiters.pop(rid, None)
+        self._rest.pop(rid, None)
         self.send((CANCEL, rid))
 
     def close(self) -> None:
