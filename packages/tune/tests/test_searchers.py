@@ -37,7 +37,7 @@ def drive(searcher, n, space=SPACE, seed=0):
 
 @pytest.mark.parametrize("make", [
     lambda: OptunaSearch(seed=0),
-    lambda: HyperOptSearch(random_state_seed=0, n_initial_points=10),
+    lambda: HyperOptSearch(random_state_seed=0, n_initial_points=8),
 ], ids=["optuna", "hyperopt"])
 def test_searcher_finds_the_optimum_region(make) -> None:
     best, configs = drive(make(), 60)

@@ -197,6 +197,7 @@ def test_max_concurrent_trials(cluster, tmp_path) -> None:
     assert all(b[0] >= a[1] - 0.05 for a, b in zip(spans, spans[1:], strict=False))
 
 
+@pytest.mark.slow
 def test_with_parameters_puts_a_200mb_array_once(cluster, tmp_path) -> None:
     from distcore._private.testing import object_store_stats
 

@@ -81,10 +81,8 @@ class TrialLogger:
 
     def on_trial_start(self, trial: Any) -> None:
         os.makedirs(trial.local_path, exist_ok=True)
-        params = os.path.join(trial.local_path, PARAMS_FILE)
-        with open(params + ".tmp", "w") as f:
+        with open(os.path.join(trial.local_path, PARAMS_FILE), "w") as f:
             f.write(dumps(trial.config))
-        os.replace(params + ".tmp", params)
 
     def _files(self, trial: Any) -> _TrialFiles:
         files = self._open.get(trial.trial_id)
