@@ -156,6 +156,15 @@ class Algorithm(Trainable):
         """Run one training iteration; returns the result dict."""
         result = super().train()
         result["config"] = self.config.to_dict()
+        # Flat aliases of the headline metrics, so tune metrics/stoppers/schedulers that read top-level keys
+        # can name "env_runners/episode_return_mean" (the nested dicts stay as in RLlib).
+        for group in ("env_runners", "evaluation"):
+            metrics = result.get(group, {})
+            metrics = metrics.get("env_runners", metrics) if group == "evaluation" else metrics
+            prefix = "evaluation/env_runners" if group == "evaluation" else "env_runners"
+            for key in ("episode_return_mean", "episode_len_mean"):
+                if key in metrics:
+                    result[f"{prefix}/{key}"] = metrics[key]
         if self.callbacks is not None:
             self.callbacks.on_train_result(algorithm=self, result=result)
         return result
