@@ -93,6 +93,7 @@ class TuneController:
         self._stopping: set[str] = set()
         self._total: dict[str, float] = {}
         self._last_state = 0.0
+        self._state_period = state_period_s
         self._error_to_raise: BaseException | None = None
         self._stop_all = False
         self.interrupted = False
@@ -501,10 +502,13 @@ class TuneController:
     # ------------------------------------------------------------------ experiment state
     def _save_state(self, force: bool) -> None:
         now = time.monotonic()
-        if not force and now - self._last_state < self.state_period_s:
+        if not force and now - self._last_state < self._state_period:
             return
-        self._last_state = now
         experiment_state.save(self)
+        took = time.monotonic() - now
+        self._last_state = time.monotonic()
+        # keep saving under ~5% of the loop's time however large the experiment grows
+        self._state_period = max(self.state_period_s, 20 * took)
 
     # ------------------------------------------------------------------ the loop
     def _done(self) -> bool:

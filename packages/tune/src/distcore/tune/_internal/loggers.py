@@ -6,11 +6,16 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import logging
 import math
 import os
+import queue
+import threading
 from typing import IO, Any
 
 from distcore.tune._internal.variants import flatten
+
+logger = logging.getLogger("distcore.tune")
 
 PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"
@@ -73,30 +78,69 @@ def _takes_logdir(cls: Any) -> bool:
 
 
 class TrialLogger:
-    """Writes every trial's files; file handles stay open only while a trial runs."""
+    """Writes every trial's files from a background thread, so file latency never
+    holds up the driver loop; file handles stay open only while a trial runs."""
 
     def __init__(self, tensorboard: bool | None = None) -> None:
         self._open: dict[str, _TrialFiles] = {}
         self._tb_cls = _tensorboard_writer_cls() if tensorboard is not False else None
+        self._queue: queue.Queue[tuple[str, tuple[Any, ...]] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._errors = 0
+
+    def _submit(self, op: str, *args: Any) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="tune-trial-files", daemon=True)
+            self._thread.start()
+        self._queue.put((op, args))
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            op, args = item
+            try:
+                getattr(self, f"_do_{op}")(*args)
+            except Exception:  # a full disk must not kill the experiment: count and go on
+                self._errors += 1
+                logger.exception("tune: writing trial files failed (%s)", op)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Wait until every queued write is on disk."""
+        if self._thread is None:
+            return
+        done = threading.Event()
+        self._queue.put(("marker", (done,)))
+        done.wait(timeout)
+
+    def _do_marker(self, event: threading.Event) -> None:
+        event.set()
 
     def on_trial_start(self, trial: Any) -> None:
-        os.makedirs(trial.local_path, exist_ok=True)
-        with open(os.path.join(trial.local_path, PARAMS_FILE), "w") as f:
-            f.write(dumps(trial.config))
+        self._submit("start", trial.local_path, dumps(trial.config))
 
-    def _files(self, trial: Any) -> _TrialFiles:
-        files = self._open.get(trial.trial_id)
+    def _do_start(self, path: str, params: str) -> None:
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, PARAMS_FILE), "w") as f:
+            f.write(params)
+
+    def _files(self, trial_id: str, path: str) -> _TrialFiles:
+        files = self._open.get(trial_id)
         if files is None:
-            os.makedirs(trial.local_path, exist_ok=True)
-            files = self._open[trial.trial_id] = _TrialFiles(trial.local_path, self._tb_cls)
+            os.makedirs(path, exist_ok=True)
+            files = self._open[trial_id] = _TrialFiles(path, self._tb_cls)
         return files
 
     def on_results(self, trial: Any, results: list[dict[str, Any]]) -> None:
-        files = self._files(trial)
+        self._submit("results", trial.trial_id, trial.local_path, trial.config, [dict(r) for r in results])
+
+    def _do_results(self, trial_id: str, path: str, config: dict[str, Any], results: list[dict[str, Any]]) -> None:
+        files = self._files(trial_id, path)
         lines = []
         for result in results:
             row = dict(result)
-            row["config"] = trial.config
+            row["config"] = config
             lines.append(dumps(row))
         files.result.write("\n".join(lines) + "\n")
         for result in results:
@@ -104,7 +148,7 @@ class TrialLogger:
             if files.csv is None:
                 fields = list(flat)
                 if not files.fresh_csv:
-                    with open(os.path.join(trial.local_path, PROGRESS_FILE), newline="") as f:
+                    with open(os.path.join(path, PROGRESS_FILE), newline="") as f:
                         header = next(csv.reader(f), None)
                     fields = header or fields
                 files.csv = csv.DictWriter(files.progress, fieldnames=fields, extrasaction="ignore")
@@ -120,11 +164,19 @@ class TrialLogger:
         files.progress.flush()
 
     def on_trial_end(self, trial: Any) -> None:
-        files = self._open.pop(trial.trial_id, None)
+        self._submit("end", trial.trial_id)
+
+    def _do_end(self, trial_id: str) -> None:
+        files = self._open.pop(trial_id, None)
         if files is not None:
             files.close()
 
     def close(self) -> None:
+        """Write what is queued, close every file, stop the writer thread."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(120)
+            self._thread = None
         for files in self._open.values():
             files.close()
         self._open.clear()
