@@ -142,6 +142,11 @@ def test_json_lines_mixed_and_empty(tmp_path):
     tasks, table = run_all(JSONDatasource(str(tmp_path)), 1)
     assert len(tasks) == 1
     assert table.to_pylist() == [{"a": 1, "b": "x"}, {"a": None, "b": "y"}, {"a": 3, "b": None}]
+    (tmp_path / "arr.json").write_text(json.dumps(rows))
+    assert run_all(JSONDatasource(str(tmp_path / "arr.json")))[1].to_pylist() == table.to_pylist()
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(FileReadError, match="must hold objects"):
+        run_all(JSONDatasource(str(tmp_path / "bad.json")))
 
 
 def test_text_numpy_binary(tmp_path):

@@ -27,7 +27,7 @@ class CSVDatasource(FileBasedDatasource):
 
 
 class JSONDatasource(FileBasedDatasource):
-    """JSON lines files (one object per line)."""
+    """JSON lines files (one object per line); a file holding one JSON array of objects also works."""
 
     def __init__(self, paths: Any, *, arrow_json_args: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(paths, **kwargs)
@@ -38,6 +38,13 @@ class JSONDatasource(FileBasedDatasource):
             data = f.read()
         if not data.strip():
             return pa.table({})
+        if data.lstrip()[:1] == b"[":  # one JSON array of objects, not JSON lines
+            import json
+
+            rows = json.loads(data)
+            if not all(isinstance(r, dict) for r in rows):
+                raise ValueError("a JSON array file must hold objects (one per row)")
+            return pa.Table.from_pylist(rows)
         return pajson.read_json(io.BytesIO(data), **self._json_args)
 
 
