@@ -7,6 +7,7 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from distcore import serve
 from distcore._private.testing import wait_for
@@ -27,6 +28,7 @@ class Busy:
         return "ok"
 
 
+@pytest.mark.slow
 def test_autoscaling_up_under_load_and_down_when_idle(serve_instance, load_generator):
     serve.run(Busy.bind(), name="auto", route_prefix="/auto")
     assert _running("auto", "Busy") == 1

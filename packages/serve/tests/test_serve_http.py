@@ -13,6 +13,7 @@ from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 
 from distcore import serve
+from distcore._private.testing import wait_for
 from distcore.serve.exceptions import BackPressureError
 
 
@@ -233,6 +234,21 @@ def test_multiplexing_routes_by_model_id(serve_instance):
 
 
 def test_metrics_and_access_log(serve_instance):
+    import os
+
+    import distcore
+
+    r = httpx.get(f"{serve_instance}/stream", params={"n": 1}, headers={"x-request-id": "trace-me-123"}, timeout=30)
+    assert r.headers["x-request-id"] == "trace-me-123"
+    log = os.path.join(distcore.init(ignore_reinit_error=True)["session_dir"], "logs", "serve_access.log")
+
+    def logged() -> bool:
+        if not os.path.exists(log):
+            return False
+        with open(log) as f:
+            return "trace-me-123 stream GET /stream 200" in f.read()
+
+    wait_for(logged, 10, message=f"request id not in the access log {log}")
     text = httpx.get(f"{serve_instance}/-/metrics", timeout=30).text
     assert 'serve_num_http_requests_total{application="compose",deployment="Pipeline"' in text or \
         "serve_num_http_requests_total{" in text

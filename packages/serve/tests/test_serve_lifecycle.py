@@ -51,6 +51,7 @@ def test_redeploying_the_same_app_changes_nothing(serve_instance):
     assert after.status == "HEALTHY"
 
 
+@pytest.mark.slow
 def test_replica_crash_mid_load_is_replaced(serve_instance, load_generator):
     serve.run(Versioned.options(health_check_period_s=0.5).bind("c"), name="crash", route_prefix="/crash")
     load = load_generator(f"{serve_instance}/crash", concurrency=4)
@@ -131,6 +132,7 @@ class Counter:
         return serve.get_replica_context().replica_tag
 
 
+@pytest.mark.slow
 def test_controller_restart_loses_nothing(serve_instance):
     serve.run(Counter.bind(), name="survivor", route_prefix="/survivor")
     pid = httpx.get(f"{serve_instance}/survivor", timeout=30).text
