@@ -146,3 +146,24 @@ def test_nested_tasks_without_faults_all_end_finished(cluster):
     rows = _wait_rows("tree", lambda r: r.state in ("FINISHED", "FAILED"), job_id=job_id, timeout=20)
     assert len(rows) == 4 * 13
     assert [(r.state, r.error_message) for r in rows if r.state != "FINISHED"] == []
+
+
+@distcore.remote(max_retries=0)
+def dies_right_after_replying() -> str:
+    import threading as _threading
+
+    def die() -> None:
+        time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    _threading.Thread(target=die, daemon=True).start()
+    return "done"
+
+
+def test_a_worker_killed_right_after_its_reply_leaves_the_task_finished(cluster):
+    """The worker's own end report dies with it; the owner's record of the reply keeps the row right."""
+    cluster.add_node(num_cpus=1)
+    cluster.connect()
+    assert distcore.get(dies_right_after_replying.remote(), timeout=30) == "done"
+    (row,) = _wait_rows("dies_right_after_replying", lambda r: r.state in ("FINISHED", "FAILED"), timeout=20)
+    assert (row.state, row.error_type) == ("FINISHED", None)

@@ -537,8 +537,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM (``timeout``, a CI deadline) unwinds like Ctrl-C: the cluster's nodes are shut down, not orphaned.
+    signal.signal(signal.SIGTERM, _interrupt)
     runs: list[Stats] = []
     if not args.skip_baseline:
         runs.append(run_once(args, faults=False))

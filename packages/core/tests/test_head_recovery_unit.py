@@ -220,3 +220,27 @@ def test_ended_task_rows_come_back_after_a_restart_bounded(tmp_path):
     assert list(again.records) == ["t2", "t3", "t4", "new"]
     assert again.get("t3").state == "FINISHED"
     storage.close()
+
+
+def test_the_owners_end_waits_for_the_workers_report_then_stands_in_for_a_lost_one():
+    from distcore._private.gcs.tasks import TaskTable
+
+    table = TaskTable()
+    owner = dict(by_owner=True, worker="driver", node="n0")
+    table.add_events([_ev("a", "PENDING_NODE_ASSIGNMENT", 1, **owner), _ev("b", "PENDING_NODE_ASSIGNMENT", 1, **owner),
+                      _ev("c", "PENDING_NODE_ASSIGNMENT", 1, **owner)], now=100.0)
+    # The owner's reply-based ends arrive first.
+    table.add_events([_ev("a", "FINISHED", 3, **owner), _ev("b", "FINISHED", 3, **owner),
+                      _ev("c", "FINISHED", 3, **owner)], now=100.0)
+    assert {t: table.get(t).state for t in "abc"} == dict.fromkeys("abc", "PENDING_NODE_ASSIGNMENT")
+    # a: the worker's own report comes: it wins, with where the task ran.
+    table.add_events([_ev("a", "RUNNING", 2, worker="w1"), _ev("a", "FINISHED", 3, worker="w1")], now=101.0)
+    assert (table.get("a").state, table.get("a").worker_id) == ("FINISHED", "w1")
+    # b: its worker was killed before it reported: the owner's end stands in, not a failure.
+    table.add_events([_ev("b", "RUNNING", 2, worker="w2")], now=101.0)
+    assert [r.task_id for r in table.fail_unfinished("WORKER_DIED", "w2 died", worker_id="w2")] == ["b"]
+    assert (table.get("b").state, table.get("b").error_type) == ("FINISHED", None)
+    # c: nothing more is heard: the owner's end is applied after the grace period.
+    assert table.sweep(now=102.0) == []
+    assert [r.task_id for r in table.sweep(now=100.0 + table.owner_end_grace_s)] == ["c"]
+    assert table.get("c").state == "FINISHED"

@@ -168,6 +168,7 @@ class ActorSubmitter:
             return
         for ret in reply.returns:
             self.core.store_return(ret)
+        self.core.task_events.record_done_by_owner(call.spec, reply)
         self.core.submitter.finish_generator(call.spec.task_id)
         self.core.refs.remove_submitted(call.deps)
 

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 MAX_LEASE_REQUESTS_PER_KEY = 10
 INFEASIBLE_RETRY_S = 1.0
 # How long an idle leased worker is kept for the next task of the same shape.
-LEASE_LINGER_S = 0.02
+LEASE_LINGER_S = 0.1
 
 
 @dataclass
@@ -314,6 +314,7 @@ class TaskSubmitter:
             return
         for ret in reply.returns:
             self.core.store_return(ret)
+        self.core.task_events.record_done_by_owner(spec, reply)
         self.finish_generator(spec.task_id)
         self._done(task)
 

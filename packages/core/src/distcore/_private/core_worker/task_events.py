@@ -11,7 +11,9 @@ A task's life, as events (the control store merges them by task id, see
 - the worker ends it: ``FINISHED`` or ``FAILED`` (these are the executions
   ``timeline()`` draws);
 - or the owner gives up on it (worker died, cancelled, unschedulable):
-  ``FAILED`` with ``by_owner`` set.
+  ``FAILED`` with ``by_owner`` set;
+- the owner also records a successful reply as ``FINISHED`` (``by_owner``),
+  in case the worker's own report is lost with the worker.
 """
 
 from __future__ import annotations
@@ -135,6 +137,15 @@ class TaskEventBuffer:
         if failed:
             error_type, error = _describe_reply_error(reply)
         self.record(spec, start, time.time(), failed, error, error_type)
+
+    def record_done_by_owner(self, spec: p.TaskSpec, reply: p.TaskReply) -> None:
+        """The owner got ``spec``'s successful reply: FINISHED, should the worker's own report be
+        lost (a worker killed right after it replied). The control store holds it back a few
+        seconds: the worker's report, which says where and when it ran, wins."""
+        if reply.is_application_error:
+            return  # the worker's FAILED report carries the error
+        now_s = time.time()
+        self._add(spec, FINISHED, now_s, now_s, True)
 
     def record_failed(self, spec: p.TaskSpec, error: BaseException) -> None:
         """The owner failed ``spec`` without a worker's answer (crash, cancel, unschedulable)."""

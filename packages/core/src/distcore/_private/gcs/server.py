@@ -304,12 +304,15 @@ class GcsService:
         return self.tasks.execution_events(job_id)
 
     async def rpc_ListTasks(self, query: TaskQuery) -> TaskList:
+        self._persist_tasks(self.tasks.sweep())
         return self.tasks.list(query)
 
     async def rpc_GetTask(self, task_id: str) -> TaskRecord | None:
+        self._persist_tasks(self.tasks.sweep())
         return self.tasks.get(task_id)
 
     async def rpc_SummarizeTasks(self, query: TaskQuery) -> dict:
+        self._persist_tasks(self.tasks.sweep())
         return self.tasks.summarize(query)
 
     # ---------------------------------------------------------------- placement groups

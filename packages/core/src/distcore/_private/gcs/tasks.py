@@ -47,6 +47,8 @@ from distcore._private.state_filters import check_filters, matches
 MAX_TASKS = 100_000
 MAX_EXECUTIONS = 100_000
 MAX_EVENTS_PER_TASK = 20
+#: Seconds an owner's FINISHED event waits for the worker's own report before it is applied.
+OWNER_END_GRACE_S = 5.0
 
 _RANK = {PENDING_ARGS_AVAIL: 0, PENDING_NODE_ASSIGNMENT: 1, RUNNING: 2, FINISHED: 3, FAILED: 3}
 
@@ -124,16 +126,32 @@ class TaskTable:
         # task id -> (node id, worker id) of the process that submitted it (its owner).
         self._owners: dict[str, tuple[str, str]] = {}
         self._unfinished: set[str] = set()  # ids of records not FINISHED/FAILED (what fail_unfinished scans)
+        # The owners' FINISHED events (from the reply), held back while the worker's own report, which says
+        # where and when it ran, may still come: task id -> (arrival, event). Applied by sweep() after
+        # OWNER_END_GRACE_S, or at once when the worker, its node or the job is known to be gone.
+        self._owner_ends: OrderedDict[str, tuple[float, TaskEvent]] = OrderedDict()
+        self.owner_end_grace_s = OWNER_END_GRACE_S
 
     # ------------------------------------------------------------ writes
 
-    def add_events(self, events: list[TaskEvent | tuple]) -> list[TaskRecord]:
-        """Merge ``events``; the records they left in a terminal state (to persist)."""
-        ended: dict[str, TaskRecord] = {}
+    def add_events(self, events: list[TaskEvent | tuple], now: float | None = None) -> list[TaskRecord]:
+        """Merge ``events``; the records they (or :meth:`sweep`) left in a terminal state (to persist)."""
+        now = time.monotonic() if now is None else now
+        ended: dict[str, TaskRecord] = {rec.task_id: rec for rec in self.sweep(now)}
         for item in events:
             event = as_event(item)
             if event.state not in _RANK:
                 continue
+            if event.by_owner and event.state == FINISHED:
+                rec = self.records.get(event.task_id)
+                if rec is None or (rec.attempt_number, _RANK.get(rec.state, -1)) < (event.attempt, _RANK[FINISHED]):
+                    self._owner_ends[event.task_id] = (now, event)
+                    self._owner_ends.move_to_end(event.task_id)
+                continue
+            held = self._owner_ends.get(event.task_id)
+            if held is not None and event.state in TERMINAL_STATES and not event.by_owner \
+                    and event.attempt >= held[1].attempt:
+                del self._owner_ends[event.task_id]  # the worker's own report makes the owner's moot
             if event.state in TERMINAL_STATES and not event.by_owner:
                 self.executions.append(event)
             rec = self.records.get(event.task_id)
@@ -196,6 +214,9 @@ class TaskTable:
                 or (worker_id is not None and ((running and rec.worker_id == worker_id) or owner[1] == worker_id))
             ):
                 continue
+            if task_id in self._owner_ends:  # its owner got the reply: it finished
+                changed += self.sweep(task_ids={task_id})
+                continue
             rec.state = FAILED
             rec.end_time_ms = now_ms
             rec.error_type, rec.error_message = error_type, message
@@ -204,6 +225,29 @@ class TaskTable:
                                    "by_owner": True, "reconciled": True})
             self._unfinished.discard(task_id)
             changed.append(rec)
+        return changed
+
+    def sweep(self, now: float | None = None, *, task_ids: set[str] | None = None) -> list[TaskRecord]:
+        """Apply the owners' held-back FINISHED events that waited long enough (or those of ``task_ids``)."""
+        now = time.monotonic() if now is None else now
+        due = []
+        if task_ids is not None:
+            due = [tid for tid in task_ids if tid in self._owner_ends]
+        else:
+            for tid, (arrived, _) in self._owner_ends.items():
+                if now - arrived < self.owner_end_grace_s:
+                    break
+                due.append(tid)
+        changed = []
+        for tid in due:
+            _, event = self._owner_ends.pop(tid)
+            rec = self.records.get(tid)
+            if rec is None:
+                continue
+            _merge(rec, event)
+            if rec.state in TERMINAL_STATES:
+                self._unfinished.discard(tid)
+                changed.append(rec)
         return changed
 
     # ------------------------------------------------------------ reads
