@@ -55,3 +55,18 @@ def test_slow_consumer_throttles_reads_under_budget() -> None:
     print(f"peak store usage {peak[0] / MiB:.1f} MiB of {budget / MiB:.0f} MiB")
     stats = ds.stats()
     assert "of a 13.0 MiB budget" in stats
+
+
+@pytest.mark.usefixtures("shared_cluster")
+def test_barriers_larger_than_the_budget_do_not_deadlock() -> None:
+    # a sort and an ordered union need all (or later) input at once: they must not stall their own reads
+    dd.DataContext.get_current().memory_budget = 2 * MiB
+
+    def keyed(batch):
+        return {"id": -batch["id"], **_inflate(batch)}
+
+    ds = dd.range(20, override_num_blocks=10).map_batches(keyed, batch_size=None)
+    assert [r["id"] for r in ds.sort("id").select_columns(["id"]).take(3)] == [-19, -18, -17]
+    union = dd.range(20, override_num_blocks=5).map_batches(_inflate, batch_size=None).union(
+        dd.range(20, override_num_blocks=5).map_batches(_inflate, batch_size=None))
+    assert sum(len(b["payload"]) for b in union.iter_batches(batch_size=None)) == 40

@@ -448,7 +448,7 @@ class Dataset:
             return known
         return sum(b.rows for b in self._bundles())
 
-    def schema(self) -> pa.Schema | None:
+    def schema(self, fetch_if_missing: bool = True) -> pa.Schema | None:
         """The schema (runs the plan up to its first block when it is not known)."""
         from distcore.data._internal.logical import Read
 
@@ -457,13 +457,15 @@ class Dataset:
             schema = known() if callable(known) else None
             if schema is not None and len(schema):
                 return schema
+        if not fetch_if_missing:
+            return None
         for b in self.limit(1)._bundles():
             if b.meta.schema is not None and len(b.meta.schema):
                 return b.meta.schema
         return None
 
-    def columns(self) -> list[str]:
-        schema = self.schema()
+    def columns(self, fetch_if_missing: bool = True) -> list[str]:
+        schema = self.schema(fetch_if_missing)
         return list(schema.names) if schema is not None else []
 
     def num_blocks(self) -> int:
@@ -561,7 +563,7 @@ class MaterializedDataset(Dataset):
     def size_bytes(self) -> int:
         return sum(b.size for b in self._bundle_list)
 
-    def schema(self) -> pa.Schema | None:
+    def schema(self, fetch_if_missing: bool = True) -> pa.Schema | None:
         for b in self._bundle_list:
             if b.meta.schema is not None and len(b.meta.schema):
                 return b.meta.schema

@@ -127,48 +127,46 @@ _END = object()
 
 
 def _prefetch(blocks: Iterator[pa.Table], n: int) -> Iterator[pa.Table]:
-    """Fetch up to ``n`` blocks ahead in a background thread."""
+    """Fetch up to ``n`` blocks ahead in a background thread (it never holds more than ``n``)."""
     if n <= 0:
         yield from blocks
         return
-    q: queue.Queue = queue.Queue(maxsize=n)
+    q: queue.Queue = queue.Queue()
+    slots = threading.Semaphore(n)
     stop = threading.Event()
 
     def produce() -> None:
         try:
-            for b in blocks:
-                while not stop.is_set():
-                    try:
-                        q.put(b, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    break
-            item: Any = _END
+            while not stop.is_set():
+                if not slots.acquire(timeout=0.1):
+                    continue
+                try:
+                    item: Any = next(blocks)
+                except StopIteration:
+                    item = _END
+                q.put(item)
+                if item is _END:
+                    return
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
-            item = exc
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+            q.put(exc)
 
     t = threading.Thread(target=produce, daemon=True, name="distcore-data-prefetch")
     t.start()
     try:
         while True:
             item = q.get()
+            slots.release()
             if item is _END:
                 return
             if isinstance(item, BaseException):
                 raise item
             yield item
+            del item
     finally:
         stop.set()
-        close = getattr(blocks, "close", None)
+        slots.release()
         t.join(timeout=5)
+        close = getattr(blocks, "close", None)
         if not t.is_alive() and close is not None:
             close()
 

@@ -282,8 +282,14 @@ class MapOp(PhysicalOp):
     def _concurrency_ok(self) -> bool:
         return self.max_concurrency is None or len(self.running) < self.max_concurrency
 
+    def _probing(self) -> bool:
+        """Until one task's output size is known a source with map stages runs one task at a time:
+        its read estimate says nothing about what the maps make of it."""
+        return self.is_source and bool(self.stages) and not self._out_sizes and bool(self.running)
+
     def launchable(self) -> bool:
-        return not self.abandoned and self._concurrency_ok() and bool(self._next_items(peek=True))
+        return not self.abandoned and self._concurrency_ok() and not self._probing() and \
+            bool(self._next_items(peek=True))
 
     def _submit(self, items: list[Any]) -> tuple[Any, Any, Any]:
         args = [i.ref if isinstance(i, Bundle) else i for i in items]
@@ -370,7 +376,8 @@ class ActorPoolMapOp(MapOp):
         return best[0]
 
     def launchable(self) -> bool:
-        return not self.abandoned and bool(self._next_items(peek=True)) and self._free_actor() is not None
+        return not self.abandoned and not self._probing() and bool(self._next_items(peek=True)) and \
+            self._free_actor() is not None
 
     def maybe_scale_up(self, free_cpus: float, free_gpus: float) -> bool:
         if self.abandoned or len(self.actors) >= self.max_size or not self.inqueue:
@@ -473,6 +480,12 @@ class UnionOp(PhysicalOp):
         self.parts[index].append(item)
         self.inqueue.append(item)
 
+    def queued_bytes(self) -> int:
+        # Blocks of later inputs wait here until the earlier inputs finish; they do not count against
+        # the budget, else they could stop the reads of the input being emitted (a deadlock).
+        current = self.parts[self._current] if self._current < len(self.parts) else ()
+        return sum(b.size for b in current) + sum(b.size for b in self.outqueue)
+
     def poll(self, executor: Any) -> None:
         while self._current < len(self.parts):
             part = self.parts[self._current]
@@ -498,6 +511,11 @@ class AllToAllOp(PhysicalOp):
     def add_input(self, item: Any, index: int = 0) -> None:
         self.parts[index].append(item)
         self.inqueue.append(item)
+
+    def queued_bytes(self) -> int:
+        # An exchange needs all of its input: what it collects is materialized by design (the object
+        # store spills it if needed), so it does not hold back the reads that feed it.
+        return sum(b.size for b in self.outqueue)
 
     def poll(self, executor: Any) -> None:
         if self._ran or self.abandoned or not self.all_inputs_done():
