@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from distcore.tune._version import CORE_API_MAX, CORE_API_MIN, __version__
@@ -24,50 +25,42 @@ from distcore.util.versions import require_core_api
 
 require_core_api("distcore-tune", __version__, api_min=CORE_API_MIN, api_max=CORE_API_MAX)
 
-from distcore.tune import registry, schedulers, search, stopper  # noqa: E402  # noqa: E402
-from distcore.tune._internal.callback import Callback  # noqa: E402
-from distcore.tune._internal.parameters import with_parameters  # noqa: E402
-from distcore.tune._internal.registry import register_env, register_trainable  # noqa: E402
-from distcore.tune._internal.resources import PlacementGroupFactory, with_resources  # noqa: E402
-from distcore.tune._internal.result_grid import ResultGrid  # noqa: E402
-from distcore.tune._internal.sample import (  # noqa: E402
-    choice,
-    grid_search,
-    lograndint,
-    loguniform,
-    qlograndint,
-    qloguniform,
-    qrandint,
-    qrandn,
-    quniform,
-    randint,
-    randn,
-    sample_from,
-    uniform,
-)
-from distcore.tune._internal.stopper import Stopper  # noqa: E402
-from distcore.tune._internal.trainable import Trainable  # noqa: E402
-from distcore.tune._internal.tuner import TuneConfig, Tuner  # noqa: E402
-
-# train's classes, re-exported (imported on first use so `import distcore.tune` stays light).
-_FROM_TRAIN = {
-    "Checkpoint": "Checkpoint",
-    "CheckpointConfig": "CheckpointConfig",
-    "FailureConfig": "FailureConfig",
-    "Result": "Result",
-    "RunConfig": "RunConfig",
-    "get_checkpoint": "get_checkpoint",
-    "get_context": "get_context",
-    "report": "report",
+# Names load on first use, so that a trial actor importing tune stays light.
+_SAMPLE = "distcore.tune._internal.sample"
+_TRAIN = "distcore.train"
+_LAZY: dict[str, str] = {
+    **{name: _SAMPLE for name in ("choice", "grid_search", "lograndint", "loguniform", "qloguniform", "qlograndint",
+                                  "qrandint", "qrandn", "quniform", "randint", "randn", "sample_from", "uniform")},
+    **{name: _TRAIN for name in ("Checkpoint", "CheckpointConfig", "FailureConfig", "Result", "RunConfig",
+                                 "get_checkpoint", "get_context", "report")},
+    "Callback": "distcore.tune._internal.callback",
+    "with_parameters": "distcore.tune._internal.parameters",
+    "PlacementGroupFactory": "distcore.tune._internal.resources",
+    "with_resources": "distcore.tune._internal.resources",
+    "Stopper": "distcore.tune._internal.stopper",
+    "Trainable": "distcore.tune._internal.trainable",
+    "TuneConfig": "distcore.tune._internal.tuner",
+    "Tuner": "distcore.tune._internal.tuner",
+    "ResultGrid": "distcore.tune._internal.result_grid",
+    "register_env": "distcore.tune._internal.registry",
+    "register_trainable": "distcore.tune._internal.registry",
 }
+_SUBMODULES = ("registry", "schedulers", "search", "stopper")
 
 
 def __getattr__(name: str) -> Any:
-    if name in _FROM_TRAIN:
-        import distcore.train as train
+    if name in _SUBMODULES:
+        return importlib.import_module(f"distcore.tune.{name}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'distcore.tune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
-        return getattr(train, _FROM_TRAIN[name])
-    raise AttributeError(f"module 'distcore.tune' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
 
 __all__ = [
@@ -80,8 +73,8 @@ __all__ = [
     "ResultGrid",
     "RunConfig",
     "Stopper",
-    "TuneConfig",
     "Trainable",
+    "TuneConfig",
     "Tuner",
     "__version__",
     "choice",
