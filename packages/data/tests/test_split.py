@@ -92,3 +92,12 @@ def test_streaming_split_torch_batches_in_actor() -> None:
 def test_streaming_split_bad_n() -> None:
     with pytest.raises(ValueError, match="n >= 1"):
         dd.range(3).streaming_split(0)
+
+
+def test_streaming_split_feeds_workers_that_hold_every_cpu() -> None:
+    # like num_workers=2 train workers on a 2-CPU cluster: the reads must still run
+    workers = [Worker.options(num_cpus=1).remote() for _ in range(2)]
+    its = dd.range(300, override_num_blocks=6).map_batches(lambda b: {"id": b["id"] + 1}).streaming_split(
+        2, equal=True)
+    results = distcore.get([w.consume.remote(it, 2) for w, it in zip(workers, its, strict=True)], timeout=120)
+    assert results == [[150, 150], [150, 150]]
