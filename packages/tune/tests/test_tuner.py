@@ -316,3 +316,15 @@ def test_placement_group_factory_trial(cluster, tmp_path) -> None:
     pgf = tune.PlacementGroupFactory([{"CPU": 0.5}, {"CPU": 1}])
     grid = run(tune.with_resources(in_group, pgf), tmp_path)
     assert grid[0].metrics["bundles"] == 2
+
+
+def test_get_context_inside_a_trial(cluster, tmp_path) -> None:
+    def ctx(config):
+        c = tune.get_context()
+        tune.report({"trial_id": c.get_trial_id(), "dir": c.get_trial_dir(), "name": c.get_trial_name(),
+                     "exp": c.get_experiment_name()})
+
+    grid = run(ctx, tmp_path, name="ctx")
+    metrics = grid[0].metrics
+    assert metrics["dir"] == grid[0].path and metrics["exp"] == "ctx"
+    assert metrics["name"].startswith("ctx_") and metrics["name"].endswith(metrics["trial_id"])

@@ -94,6 +94,7 @@ class TuneController:
         self._total: dict[str, float] = {}
         self._last_state = 0.0
         self._state_period = state_period_s
+        self._warned_no_checkpoint = False
         self._error_to_raise: BaseException | None = None
         self._stop_all = False
         self.interrupted = False
@@ -378,6 +379,11 @@ class TuneController:
         if decision == TrialScheduler.STOP:
             self._request_stop(slot, trial, TERMINATED)
         elif decision == TrialScheduler.PAUSE:
+            if trial.checkpoint_path is None and not self._class_trainable and not self._warned_no_checkpoint:
+                self._warned_no_checkpoint = True
+                logger.warning("tune: %s pauses trial %s, which has reported no checkpoint: it will start over "
+                               "when resumed (report checkpoints with tune.report(..., checkpoint=...))",
+                               type(self.scheduler).__name__, trial)
             self._request_stop(slot, trial, PAUSED, save=trial.pending_exploit is None)
         elif status == "done" or status == "stopped":
             if trial.last_result:
