@@ -80,6 +80,7 @@ def test_streaming_split_iterators_passed_to_actors() -> None:
     assert results == [[250, 250], [250, 250]]
 
 
+@pytest.mark.slow  # imports torch in two fresh workers
 def test_streaming_split_torch_batches_in_actor() -> None:
     @distcore.remote(num_cpus=0)
     def total(it):

@@ -62,7 +62,7 @@ class StreamingExecutor:
         self._started_at = 0.0
         self.peak_usage = 0
         show = bars_enabled(ctx)
-        self.bars = [OpProgress(op.name, i, None, show) for i, op in enumerate(self.ops)]
+        self.bars = [OpProgress(op.name, i, op.expected_rows, show) for i, op in enumerate(self.ops)]
         self.stats = ExecutionStats([op.stats for op in self.ops], memory_budget=self.budget)
         self._check_fits()
 

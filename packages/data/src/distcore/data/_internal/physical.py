@@ -123,6 +123,8 @@ class PhysicalOp:
         self.inputs_done = [False] * max(1, len(deps))
         self.stats = OpStats(name)
         self.abandoned = False
+        #: rows this operator will output when known before it runs (progress bar totals)
+        self.expected_rows: int | None = None
 
     # queues
     def add_input(self, item: Any, index: int = 0) -> None:
@@ -189,6 +191,8 @@ class InputDataOp(PhysicalOp):
         super().__init__(name, [])
         self._bundles = bundles
         self.inputs_done = [True]
+        rows = [b.meta.num_rows for b in bundles]
+        self.expected_rows = None if any(r is None for r in rows) else sum(rows)
 
     def start(self, executor: Any) -> None:
         for b in self._bundles:
@@ -218,6 +222,9 @@ class MapOp(PhysicalOp):
         if read_tasks is not None:
             self.inqueue.extend(read_tasks)
             self.inputs_done = [True]
+            rows = [getattr(t.metadata, "num_rows", None) for t in read_tasks]
+            if all(r is not None for r in rows) and all(s.row_preserving for s in stages):
+                self.expected_rows = int(sum(rows))
         self.running: dict[Any, _Task] = {}
         self._seq = itertools.count()
         self._next_release = 0
