@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reports", type=int, default=1000, help="workload 2: reports per trial")
     parser.add_argument("--optuna-trials", type=int, default=100, help="workload 3: Optuna trials")
     parser.add_argument("--ray-trials", type=int, default=100, help="workload 1 on Ray (about 2 s per trial)")
+    parser.add_argument("--ray-optuna-trials", type=int, default=None, help="workload 3 on Ray (default: same)")
     parser.add_argument("--ray-report-trials", type=int, default=4)
     parser.add_argument("--ray-reports", type=int, default=500)
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = {
         "trivial": ([args.trials], [args.ray_trials], ">= 10x Ray"),
         "reports": ([args.report_trials, args.reports], [args.ray_report_trials, args.ray_reports], ">= 2x Ray"),
-        "optuna": ([args.optuna_trials], [args.optuna_trials], "<= 1.5x Optuna alone"),
+        "optuna": ([args.optuna_trials], [args.ray_optuna_trials or args.optuna_trials], "<= 1.5x Optuna alone"),
     }
     results = []
     rows = [["workload", "distcore", "Ray Tune", "ratio", "target"]]
@@ -175,11 +176,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"running {workload} {size} on distcore ...", file=sys.stderr, flush=True)
         mine = run_one("distcore", workload, size, args.num_cpus, args.timeout)
         results.append(mine)
+        print(f"  distcore: {_cell(mine)}", file=sys.stderr, flush=True)
         theirs = None
         if args.compare == "ray":
             print(f"running {workload} {ray_size} on Ray ...", file=sys.stderr, flush=True)
             theirs = run_one("ray", workload, ray_size, args.num_cpus, args.timeout)
             results.append(theirs)
+            print(f"  Ray: {_cell(theirs)}", file=sys.stderr, flush=True)
         ratio = "-"
         if theirs and "error" not in theirs and "error" not in mine:
             if workload == "optuna":
