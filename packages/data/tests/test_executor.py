@@ -110,3 +110,12 @@ def test_executor_shuts_down_when_consumer_stops_early() -> None:
     it.close()
     # the cluster is still usable right after
     assert dd.range(5).count() == 5
+
+
+def test_blocks_over_target_max_block_size_are_split() -> None:
+    ctx = dd.DataContext.get_current()
+    ctx.target_max_block_size = 1000  # bytes
+    mat = dd.range(1000, override_num_blocks=1).map_batches(lambda b: b, batch_size=None).materialize()
+    assert mat.num_blocks() >= 8
+    assert all(b.size <= 1000 for b in mat._bundle_list)
+    assert [r["id"] for r in mat.take_all()] == list(range(1000))

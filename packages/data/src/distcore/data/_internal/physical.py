@@ -12,7 +12,7 @@ import itertools
 import os
 import resource
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +50,8 @@ def _read_inputs(items: tuple) -> Iterable[pa.Table]:
             raise TypeError(f"a map task got an input of type {type(item).__name__}")
 
 
-def _execute(stages: list[Stage], items: tuple, max_block_bytes: int) -> tuple[pa.Table, BlockMetadata]:
+def _execute(stages: list[Stage], items: tuple, max_block_bytes: int) -> Iterator[Any]:
+    """Yield the output blocks (split to at most ``max_block_bytes`` each), then their metadata list."""
     start, cpu = time.perf_counter(), time.process_time()
     input_files: list[str] = []
     for item in items:
@@ -62,13 +63,16 @@ def _execute(stages: list[Stage], items: tuple, max_block_bytes: int) -> tuple[p
     if table.num_columns and any(isinstance(c, pa.ChunkedArray) and c.num_chunks > 8 for c in table.columns):
         table = table.combine_chunks()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    pieces = B.split_table(table, max_block_bytes)
     stats = BlockExecStats(wall_s=time.perf_counter() - start, cpu_s=time.process_time() - cpu, max_rss_bytes=rss)
-    return table, B.block_metadata(table, input_files, stats)
+    metas = [B.block_metadata(p, input_files, stats if i == 0 else None) for i, p in enumerate(pieces)]
+    yield from pieces
+    yield metas
 
 
-@distcore.remote(num_returns=2)
-def _map_task(stages: list[Stage], max_block_bytes: int, *items: Any) -> tuple[pa.Table, BlockMetadata]:
-    return _execute(stages, items, max_block_bytes)
+@distcore.remote(num_returns="dynamic")
+def _map_task(stages: list[Stage], max_block_bytes: int, *items: Any) -> Iterator[Any]:
+    yield from _execute(stages, items, max_block_bytes)
 
 
 @distcore.remote(num_returns=2, num_cpus=0)
@@ -89,9 +93,9 @@ class _MapWorker:
     def ready(self) -> int:
         return self.pid
 
-    @distcore.method(num_returns=2)
-    def process(self, max_block_bytes: int, *items: Any) -> tuple[pa.Table, BlockMetadata]:
-        return _execute(self.stages, items, max_block_bytes)
+    @distcore.method(num_returns="dynamic")
+    def process(self, max_block_bytes: int, *items: Any) -> Iterator[Any]:
+        yield from _execute(self.stages, items, max_block_bytes)
 
 
 _MapWorkerActor = distcore.remote(_MapWorker)
@@ -228,7 +232,7 @@ class MapOp(PhysicalOp):
         self.running: dict[Any, _Task] = {}
         self._seq = itertools.count()
         self._next_release = 0
-        self._done: dict[int, Bundle | None] = {}
+        self._done: dict[int, list[Bundle]] = {}
         self._out_sizes: list[int] = []
         self._in_sizes: list[int] = []
 
@@ -237,7 +241,7 @@ class MapOp(PhysicalOp):
         return len(self.running)
 
     def running_bytes(self) -> int:
-        held = sum(b.size for b in self._done.values() if b is not None)
+        held = sum(b.size for done in self._done.values() for b in done)
         return sum(t.input_bytes + t.est_output for t in self.running.values()) + held
 
     def _avg_ratio(self) -> float:
@@ -305,8 +309,8 @@ class MapOp(PhysicalOp):
         opts.setdefault("name", self.name)
         if self.gpus:
             opts.setdefault("num_gpus", self.gpus)
-        block_ref, meta_ref = _map_task.options(**opts).remote(self.stages, self.max_block_bytes, *args)
-        return block_ref, meta_ref, None
+        gen_ref = _map_task.options(**opts).remote(self.stages, self.max_block_bytes, *args)
+        return None, gen_ref, None
 
     def launch_one(self, executor: Any) -> None:
         items = self._next_items()
@@ -324,18 +328,17 @@ class MapOp(PhysicalOp):
     def _complete(self, meta_ref: Any) -> None:
         task = self.running.pop(meta_ref)
         self._task_finished(task)
-        try:
-            meta: BlockMetadata = distcore.get(meta_ref, timeout=600)
-        finally:
-            pass
+        refs = list(distcore.get(meta_ref, timeout=600))  # the task's block refs, then its metadata list
+        metas: list[BlockMetadata] = distcore.get(refs[-1], timeout=600)
+        bundles = [Bundle(r, m) for r, m in zip(refs[:-1], metas, strict=True)]
         self._in_sizes.append(getattr(task, "_in_est", 0))
-        self._out_sizes.append(int(meta.size_bytes or 0))
-        self.stats.task_done(meta, time.perf_counter() - task.started)
-        self._done[task.seq] = Bundle(task.block_ref, meta)
+        self._out_sizes.append(sum(b.size for b in bundles))
+        self.stats.task_done(metas[0] if metas else None, time.perf_counter() - task.started)
+        self._done[task.seq] = bundles
         while self._next_release in self._done:
-            bundle = self._done.pop(self._next_release)
+            ready = self._done.pop(self._next_release)
             self._next_release += 1
-            if bundle is not None:
+            for bundle in ready:
                 self.emit(bundle)
 
     def _task_finished(self, task: _Task) -> None:
@@ -400,9 +403,9 @@ class ActorPoolMapOp(MapOp):
     def _submit(self, items: list[Any]) -> tuple[Any, Any, Any]:
         actor = self._free_actor()
         args = [i.ref if isinstance(i, Bundle) else i for i in items]
-        block_ref, meta_ref = actor.process.remote(self.max_block_bytes, *args)
+        gen_ref = actor.process.remote(self.max_block_bytes, *args)
         self.actors[actor] += 1
-        return block_ref, meta_ref, actor
+        return None, gen_ref, actor
 
     def launch_one(self, executor: Any) -> None:
         super().launch_one(executor)
