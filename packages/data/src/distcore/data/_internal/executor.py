@@ -127,11 +127,16 @@ class StreamingExecutor:
         ops = [op for op in self._task_ops() if op.default_resources and op.cpus > 0]
         if not ops:
             return
+        need = max(op.cpus for op in ops)
         try:
-            free = float(distcore.available_resources().get("CPU", 0.0))
+            for attempt in range(3):  # a just-started cluster may not report its CPUs yet
+                free = float(distcore.available_resources().get("CPU", 0.0))
+                if free + _EPS >= need:
+                    return
+                time.sleep(0.2 * (attempt + 1))
         except Exception:  # noqa: BLE001 - keep the normal requests
             return
-        if free + _EPS < max(op.cpus for op in ops):
+        if free + _EPS < need:
             for op in ops:
                 op.request_cpus = 0.0
             logger.warning("distcore.data: no free CPU in the cluster (%s CPUs total, all held by other work); "
