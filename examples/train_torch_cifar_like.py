@@ -110,7 +110,7 @@ def main() -> None:
         train_loop,
         train_loop_config={"epochs": args.epochs, "lr": args.lr, "train_size": args.train_size},
         scaling_config=ScalingConfig(num_workers=args.num_workers),
-        run_config=RunConfig(name="cifar_like", storage_path=args.storage_path,
+        run_config=RunConfig(storage_path=args.storage_path,
                              checkpoint_config=CheckpointConfig(num_to_keep=2, checkpoint_score_attribute="accuracy")),
     )
     result = trainer.fit()

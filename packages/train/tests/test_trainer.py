@@ -242,3 +242,35 @@ def test_bad_arguments_are_rejected_at_construction() -> None:
         TorchTrainer(lambda: None, scaling_config={"num_workers": 2})
     with pytest.raises(TypeError, match="datasets"):
         TorchTrainer(lambda: None, datasets={"train": [1, 2, 3]})
+
+
+def counting_loop(config):
+    start = 0
+    ckpt = train.get_checkpoint()
+    if ckpt:
+        start = ckpt.get_metadata()["epoch"] + 1
+    for epoch in range(start, config["epochs"]):
+        with tempfile.TemporaryDirectory() as d:
+            ck = Checkpoint.from_directory(d)
+            ck.set_metadata({"epoch": epoch})
+            train.report({"epoch": epoch}, checkpoint=ck if train.get_context().get_world_rank() == 0 else None)
+
+
+def test_a_second_fit_with_the_same_name_continues_the_run(cluster, tmp_path) -> None:
+    def fit(epochs):
+        return TorchTrainer(counting_loop, train_loop_config={"epochs": epochs},
+                            scaling_config=ScalingConfig(num_workers=1),
+                            run_config=RunConfig(name="again", storage_path=str(tmp_path), verbose=0)).fit()
+
+    first = fit(2)
+    second = fit(4)
+    assert first.path == second.path
+    assert list(second.metrics_dataframe["epoch"]) == [0, 1, 2, 3]
+    assert list(second.metrics_dataframe["training_iteration"]) == [1, 2, 3, 4]
+    assert second.checkpoint.get_metadata() == {"epoch": 3}
+    # default names are unique per fit
+    a = TorchTrainer(counting_loop, train_loop_config={"epochs": 1}, scaling_config=ScalingConfig(num_workers=1),
+                     run_config=RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
+    b = TorchTrainer(counting_loop, train_loop_config={"epochs": 1}, scaling_config=ScalingConfig(num_workers=1),
+                     run_config=RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
+    assert a.path != b.path and os.path.basename(a.path).startswith("TorchTrainer_")

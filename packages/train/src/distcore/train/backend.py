@@ -59,7 +59,8 @@ class WorkerGroupProtocol(Protocol):
 class Backend:
     """Hooks that set up (and tear down) a framework on the worker gang; every hook is optional."""
 
-    share_cuda_visible_devices: bool = False
+    #: modules each worker starts importing as soon as it exists (e.g. ("torch",))
+    preload_modules: tuple[str, ...] = ()
 
     def on_start(self, worker_group: WorkerGroupProtocol, backend_config: BackendConfig) -> None:
         """After the workers are placed and ranked, before training starts."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -32,7 +33,7 @@ from distcore.train._internal import storage
 from distcore.train._internal.checkpoint import Checkpoint
 from distcore.train._internal.config import RunConfig, ScalingConfig
 from distcore.train._internal.controller import Controller, RunSpec
-from distcore.train._internal.result import Result
+from distcore.train._internal.result import RESULT_FILE, Result
 from distcore.train._internal.run_files import TRAINER_FILE, RunFiles
 from distcore.train._internal.worker import _takes_config
 from distcore.train.backend import BackendConfig
@@ -126,12 +127,15 @@ class DataParallelTrainer:
         if not distcore.is_initialized():
             distcore.init()
         name = self.run_config.name or (
-            f"{type(self).__name__}_{datetime.datetime.now().strftime('%Y-%m-%d_%H-%M-%S')}")
+            f"{type(self).__name__}_{datetime.datetime.now().strftime('%Y-%m-%d_%H-%M-%S')}_{uuid.uuid4().hex[:5]}")
         storage_ctx = storage.StorageContext.create(self.run_config.storage_path, name,
                                                     self.run_config.storage_filesystem)
         spec = self._spec()
-        restoring = self._restore_dir is not None
-        if not restoring:
+        # A run directory that already holds results is continued (as in Ray Train): the
+        # latest checkpoint there is where this fit resumes, and its rows go on.
+        restoring = self._restore_dir is not None or storage.exists(
+            storage_ctx.storage_filesystem, storage.join(storage_ctx.experiment_fs_path, RESULT_FILE))
+        if self._restore_dir is None:
             files = RunFiles(storage_ctx.storage_filesystem, storage_ctx.experiment_fs_path)
             files.write_params(self.train_loop_config)
             state = {"cls": type(self), "spec": {**spec.__dict__, "datasets": {}},

@@ -85,13 +85,15 @@ class Controller:
         assert cfg is not None
         self.rows: list[dict[str, Any]] = []
         self.manager = CheckpointManager(cfg)
+        self.verbose = spec.run_config.verbose or 0
         if restoring:
             self.rows = read_result_rows(self.fs, self.run_dir)
             state = read_checkpoint_state(self.fs, self.run_dir)
             if state:
                 self.manager = CheckpointManager.from_state(cfg, state)
+            latest = self.manager.latest.dir_name if self.manager.latest else "no checkpoint"
+            self._say(f"continuing the run in {self.run_dir} after {len(self.rows)} iteration(s) from {latest}")
         self.failures: list[str] = []
-        self.verbose = spec.run_config.verbose or 0
         self._last_print = 0.0
         self._start = time.time()
         self._time_offset = float(self.rows[-1].get("time_total_s", 0.0)) if self.rows else 0.0
@@ -179,7 +181,7 @@ class Controller:
                 self._say(note)
         try:
             try:
-                group = WorkerGroup(scaling)
+                group = WorkerGroup(scaling, preload=getattr(backend, "preload_modules", ()))
             except InsufficientResourcesError:
                 raise
             except DistcoreError as exc:

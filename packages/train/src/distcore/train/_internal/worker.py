@@ -82,8 +82,10 @@ class WorkerSession:
 class TrainWorker:
     """One member of the gang (created as an actor by the worker group)."""
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, preload: tuple[str, ...] = ()) -> None:
         os.environ.update(env or {})
+        if preload:  # start importing the framework while the gang is still being set up
+            threading.Thread(target=_preload, args=(preload,), name="preload", daemon=True).start()
         self._cond = threading.Condition()
         self._reports: list[dict[str, Any]] = []
         self._done = False
@@ -141,6 +143,16 @@ class TrainWorker:
             self._cond.wait_for(lambda: self._reports or self._done, timeout=timeout)
             reports, self._reports = self._reports, []
             return {"reports": reports, "done": self._done and not self._reports, "error": self._error}
+
+
+def _preload(modules: tuple[str, ...]) -> None:
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the real import reports the problem
+            return
 
 
 def _takes_config(fn: Any) -> bool:

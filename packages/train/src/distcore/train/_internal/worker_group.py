@@ -72,10 +72,12 @@ def _fmt(res: dict[str, float]) -> str:
 class WorkerGroup:
     """Places the gang and runs calls on it. ``workers`` are in world-rank order."""
 
-    def __init__(self, scaling: ScalingConfig, env: dict[str, str] | None = None) -> None:
+    def __init__(self, scaling: ScalingConfig, env: dict[str, str] | None = None,
+                 preload: tuple[str, ...] = ()) -> None:
         self.scaling = scaling
         self.workers: list[WorkerInfo] = []
         self.pg: Any = None
+        self._preload = tuple(preload)
         self._start(env or {})
 
     def __len__(self) -> int:
@@ -104,7 +106,7 @@ class WorkerGroup:
         cls = distcore.remote(TrainWorker)
         actors = [
             cls.options(**options, scheduling_strategy=PlacementGroupSchedulingStrategy(
-                self.pg, placement_group_bundle_index=i + offset)).remote(env)
+                self.pg, placement_group_bundle_index=i + offset)).remote(env, self._preload)
             for i in range(scaling.num_workers)
         ]
         metas = distcore.get([a.metadata.remote() for a in actors], timeout=START_TIMEOUT_S)

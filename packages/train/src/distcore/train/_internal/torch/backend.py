@@ -60,6 +60,8 @@ def _teardown() -> None:
 class TorchBackend(Backend):
     """Sets MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK... and calls ``init_process_group`` on every worker."""
 
+    preload_modules = ("torch", "torch.distributed")
+
     def on_start(self, worker_group: WorkerGroupProtocol, backend_config: BackendConfig) -> None:
         assert isinstance(backend_config, TorchConfig)
         workers = worker_group.workers
