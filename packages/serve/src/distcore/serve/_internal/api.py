@@ -239,7 +239,25 @@ def shutdown(timeout_s: float = 60.0) -> None:
     except Exception:
         pass
     _reset_local()
+    port = _ports.get("http_port")
     _ports.clear()
+    if port:
+        _wait_port_free(port, 10.0)
+
+
+def _wait_port_free(port: int, timeout_s: float) -> None:
+    """The killed proxy's process may hold its port a moment longer: wait so a new serve.start can bind it."""
+    import socket
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+                return
+            except OSError:
+                time.sleep(0.05)
 
 
 def _reset_local() -> None:

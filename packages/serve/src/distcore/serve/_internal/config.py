@@ -165,8 +165,8 @@ class HTTPOptions:
     access_log: bool = True
     # where the proxy appends access log lines; serve.start fills it from the session's log dir
     access_log_path: str | None = None
-    # host an app's ingress in the proxy process when it has exactly one replica (saves a hop)
-    colocate_ingress: bool = True
+    # host an app's ingress in the proxy process when it has exactly one replica (measured: no CPU saved)
+    colocate_ingress: bool = False
 
     @classmethod
     def parse(cls, value: Any) -> HTTPOptions:

@@ -165,7 +165,7 @@ class ServeController:
         self._checkpoint()
 
     def _set_ingress_flags(self, app: AppSpec) -> None:
-        colocate = getattr(self.http_options, "colocate_ingress", True)
+        colocate = getattr(self.http_options, "colocate_ingress", False)
         for (name, dep), st in self.states.items():
             if name == app.name:
                 st.colocate_ingress = colocate and dep == app.ingress and app.route_prefix is not None
