@@ -104,11 +104,21 @@ def test_dataset_is_reusable_and_lazy() -> None:
 
 
 def test_executor_shuts_down_when_consumer_stops_early() -> None:
-    it = iter(dd.range(10_000, override_num_blocks=20).iter_batches(batch_size=10))
+    import time
+
+    def slow(batch):
+        time.sleep(0.1)
+        return batch
+
+    ds = dd.range(4000, override_num_blocks=40).map_batches(slow, batch_size=None)
+    it = iter(ds.iter_batches(batch_size=10))
     first = next(it)
     assert first["id"].tolist() == list(range(10))
     it.close()
-    # the cluster is still usable right after
+    time.sleep(0.5)
+    done = ds._last_stats.ops[0].tasks_started
+    time.sleep(1.0)
+    assert ds._last_stats.ops[0].tasks_started == done < 40  # nothing more was launched
     assert dd.range(5).count() == 5
 
 

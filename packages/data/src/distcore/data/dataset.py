@@ -111,14 +111,22 @@ class Dataset:
 
         return StreamingExecutor(self._plan, DataContext.get_current())
 
-    def _iter_bundles(self, held: int = 0) -> Iterator[Any]:
-        """Output blocks as they are produced; the last ``held`` count as still held by the consumer."""
+    def _iter_bundles(self, held: int = 0, stop: Any = None) -> Iterator[Any]:
+        """Output blocks as they are produced; the last ``held`` count as still held by the consumer.
+
+        ``stop`` (a ``threading.Event``) set by another thread ends the execution early.
+        """
         ex = self._executor().run_in_thread()
         self._last_stats = ex.stats
         recent: collections.deque = collections.deque(maxlen=max(1, held))
         try:
             while True:
-                b = ex.next_bundle()
+                try:
+                    b = ex.next_bundle(timeout=0.2 if stop is not None else None)
+                except TimeoutError:
+                    if stop.is_set():
+                        return
+                    continue
                 if b is None:
                     return
                 if held:
@@ -128,9 +136,9 @@ class Dataset:
         finally:
             ex.shutdown()
 
-    def _iter_tables(self, prefetch: int = 1) -> Iterator[pa.Table]:
+    def _iter_tables(self, prefetch: int = 1, stop: Any = None) -> Iterator[pa.Table]:
         # the consumer holds the current block, the prefetched ones and the batcher's remainder
-        for bundle in self._iter_bundles(held=prefetch + 2):
+        for bundle in self._iter_bundles(held=prefetch + 2, stop=stop):
             yield distcore.get(bundle.ref, timeout=600)
 
     def _bundles(self) -> list[Any]:

@@ -29,7 +29,8 @@ from distcore.data._internal.batch import Batcher, check_batch_format, to_batch
 class DataIterator:
     """Iterate over a dataset's output (base class; subclasses provide the block stream)."""
 
-    def _iter_blocks(self) -> Iterator[pa.Table]:  # pragma: no cover
+    def _iter_blocks(self, stop: threading.Event | None = None) -> Iterator[pa.Table]:  # pragma: no cover
+        """The blocks; a producer thread sets ``stop`` when the consumer went away."""
         raise NotImplementedError
 
     def stats(self) -> str:
@@ -48,7 +49,7 @@ class DataIterator:
         if prefetch_batches < 0:
             raise ValueError(f"prefetch_batches must be >= 0, got {prefetch_batches}")
         batcher = Batcher(batch_size)
-        blocks = _prefetch(self._iter_blocks(), prefetch_batches)
+        blocks = _prefetch(self._iter_blocks, prefetch_batches)
         if local_shuffle_buffer_size:
             tables = _local_shuffle(blocks, batch_size or 1, local_shuffle_buffer_size, local_shuffle_seed)
             batcher = Batcher(batch_size)
@@ -68,7 +69,7 @@ class DataIterator:
 
     def iter_rows(self, *, prefetch_batches: int = 1) -> Iterator[dict[str, Any]]:
         """Rows as dicts."""
-        for table in _prefetch(self._iter_blocks(), prefetch_batches):
+        for table in _prefetch(self._iter_blocks, prefetch_batches):
             yield from B.rows_of(table)
 
     def iter_torch_batches(self, *, prefetch_batches: int = 1, batch_size: int | None = 256,
@@ -126,14 +127,21 @@ def _to_tensor(name: str, arr: np.ndarray, dtype: Any, device: Any) -> Any:
 _END = object()
 
 
-def _prefetch(blocks: Iterator[pa.Table], n: int) -> Iterator[pa.Table]:
-    """Fetch up to ``n`` blocks ahead in a background thread (it never holds more than ``n``)."""
+def _prefetch(make_blocks: Callable[[threading.Event], Iterator[pa.Table]], n: int) -> Iterator[pa.Table]:
+    """Fetch up to ``n`` blocks ahead in a background thread (it never holds more than ``n``).
+
+    When the consumer stops early, the block stream sees ``stop`` and ends its execution.
+    """
+    stop = threading.Event()
+    blocks = make_blocks(stop)
     if n <= 0:
-        yield from blocks
+        try:
+            yield from blocks
+        finally:
+            blocks.close()
         return
     q: queue.Queue = queue.Queue()
     slots = threading.Semaphore(n)
-    stop = threading.Event()
 
     def produce() -> None:
         try:
@@ -197,8 +205,8 @@ class DatasetIterator(DataIterator):
     def __init__(self, dataset: Any) -> None:
         self._dataset = dataset
 
-    def _iter_blocks(self) -> Iterator[pa.Table]:
-        yield from self._dataset._iter_tables()
+    def _iter_blocks(self, stop: threading.Event | None = None) -> Iterator[pa.Table]:
+        yield from self._dataset._iter_tables(stop=stop)
 
     def stats(self) -> str:
         return self._dataset.stats()
@@ -217,11 +225,11 @@ class StreamSplitDataIterator(DataIterator):
     def __repr__(self) -> str:
         return f"StreamSplitDataIterator(split={self._index}/{self._n})"
 
-    def _iter_blocks(self) -> Iterator[pa.Table]:
+    def _iter_blocks(self, stop: threading.Event | None = None) -> Iterator[pa.Table]:
         epoch = self._epoch
         self._epoch += 1
         waited_since = time.monotonic()
-        while True:
+        while stop is None or not stop.is_set():
             status, refs = distcore.get(self._coord.get.remote(self._index, epoch), timeout=self._timeout_s)
             if status == "end":
                 return
