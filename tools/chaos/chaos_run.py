@@ -176,6 +176,7 @@ class Stats:
     errors: dict[str, int] = field(default_factory=dict)
     task_rows: dict[str, int] = field(default_factory=dict)  # list_tasks rows by state, at the end
     unfinished_rows: dict[str, int] = field(default_factory=dict)  # "name/state" of rows not FINISHED
+    failed_causes: dict[str, int] = field(default_factory=dict)  # FAILED rows by error type and cause
     examples: list[str] = field(default_factory=list)
 
     def failure(self, kind: str, what: str, exc: BaseException | None = None) -> None:
@@ -366,6 +367,8 @@ def collect_state(stats: Stats, job_id: str | None) -> None:
         stats.task_rows = dict(_Tally(t.state for t in tasks))
         stats.unfinished_rows = {f"{k[0]}/{k[1]}": v for k, v in _Tally(
             (t.func_or_class_name or t.name, t.state) for t in tasks if t.state != "FINISHED").items()}
+        stats.failed_causes = dict(_Tally(
+            f"{t.error_type}: {_cause(t.error_message)}" for t in tasks if t.state == "FAILED").most_common(8))
     except Exception as exc:  # noqa: BLE001
         stats.failure("state", "list_tasks", exc)
     try:
@@ -381,6 +384,14 @@ def collect_state(stats: Stats, job_id: str | None) -> None:
         stats.objects_reconstructed = int(getattr(getattr(core, "lineage", None), "reconstructions", -1))
     except Exception:  # noqa: BLE001 - private counter; -1 when it is not there
         stats.objects_reconstructed = -1
+
+
+def _cause(message: str | None) -> str:
+    """A FAILED row's message without ids and numbers, so that rows of one cause count together."""
+    import re
+
+    text = (message or "").strip().splitlines()[0] if (message or "").strip() else ""
+    return re.sub(r"\b[0-9a-f]{6,}\b|\b\d+\b", "N", text)[:140]
 
 
 def run_once(args: argparse.Namespace, faults: bool) -> Stats:
@@ -492,6 +503,8 @@ def render(runs: list[Stats]) -> str:
         if s.unfinished_rows:
             lines.append(f"[{s.mode}] list_tasks rows not FINISHED: "
                          + ", ".join(f"{k}={v}" for k, v in sorted(s.unfinished_rows.items())))
+        for cause, n in s.failed_causes.items():
+            lines.append(f"[{s.mode}]   FAILED x{n}: {cause}")
         for e in s.examples:
             lines.append(f"[{s.mode}]   {e}")
     return "\n".join(lines)
