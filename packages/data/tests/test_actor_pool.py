@@ -86,6 +86,10 @@ class Broken:
 def test_udf_error_in_actor_names_operator() -> None:
     with pytest.raises(dd.UserCodeException, match=r"MapBatches\(Broken\).*bad batch in actor"):
         dd.range(10).map_batches(Broken, concurrency=1).take_all()
+
+
+@pytest.mark.slow  # a dead actor's error takes a while to surface on a loaded machine
+def test_constructor_error_names_operator() -> None:
     with pytest.raises(Exception, match=r"(?s)cannot load model.*MapBatches\(Broken\)"):
         dd.range(10).map_batches(Broken, fn_constructor_kwargs={"fail_in_init": True}, concurrency=1).take_all()
 
