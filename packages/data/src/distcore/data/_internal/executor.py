@@ -114,7 +114,8 @@ class StreamingExecutor:
 
     def usage(self) -> int:
         held = sum(op.queued_bytes() + op.running_bytes() for op in self.ops)
-        return held + sum(b.size for b in self.output) + self.consumer_held
+        # list() copies the deque atomically: the consumer thread pops from it concurrently
+        return held + sum(b.size for b in list(self.output)) + self.consumer_held
 
     # ------------------------------------------------------------------ lifecycle
 
