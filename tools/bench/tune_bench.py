@@ -134,7 +134,9 @@ def _cell(result: dict | None) -> str:
         return "error"
     if result["workload"] == "optuna":
         return f"{result['wall_s']:.2f} s vs {result['optuna_alone_s']:.2f} s = {result['rate']:.2f}x"
-    return f"{result['rate']:,.1f} {result['unit']} ({result['wall_s']:.1f} s)"
+    rate = result["rate"]
+    shown = f"{rate:.3f}" if rate < 10 else f"{rate:,.1f}"
+    return f"{shown} {result['unit']} ({result['wall_s']:.1f} s)"
 
 
 def main(argv: list[str] | None = None) -> int:
