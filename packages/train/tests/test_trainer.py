@@ -136,6 +136,10 @@ def checkpoint_loop(config):
             if ctx.get_world_rank() == 0:
                 torch.save({"epoch": epoch}, os.path.join(d, "state.pt"))
                 ck = Checkpoint.from_directory(d)
+            if config.get("sharded"):  # every rank uploads its own shard of the state
+                with open(os.path.join(d, f"shard{ctx.get_world_rank()}.txt"), "w") as f:
+                    f.write(str(epoch))
+                ck = Checkpoint.from_directory(d)
             train.report({"epoch": epoch, "start": start, "score": config.get("scores", {}).get(str(epoch), epoch)},
                          checkpoint=ck)
         time.sleep(config.get("sleep", 0))
@@ -144,9 +148,10 @@ def checkpoint_loop(config):
 def test_checkpoints_are_numbered_kept_by_score_and_reported(cluster, tmp_path) -> None:
     scores = {"0": 5, "1": 9, "2": 1, "3": 7, "4": 3}
     result = TorchTrainer(
-        checkpoint_loop, train_loop_config={"epochs": 5, "scores": scores},
+        checkpoint_loop, train_loop_config={"epochs": 5, "scores": scores, "sharded": True},
         scaling_config=ScalingConfig(num_workers=2),
-        run_config=RunConfig(name="ckpt", storage_path=str(tmp_path), verbose=0, checkpoint_config=CheckpointConfig(
+        # a URI works as well as a path
+        run_config=RunConfig(name="ckpt", storage_path=f"file://{tmp_path}", verbose=0, checkpoint_config=CheckpointConfig(
             num_to_keep=2, checkpoint_score_attribute="score", checkpoint_score_order="max")),
     ).fit()
     run = tmp_path / "ckpt"
@@ -158,6 +163,8 @@ def test_checkpoints_are_numbered_kept_by_score_and_reported(cluster, tmp_path) 
     assert [m["score"] for _, m in result.best_checkpoints] == [9, 7, 3]
     with result.best_checkpoints[0][0].as_directory() as d:
         assert torch.load(os.path.join(d, "state.pt"))["epoch"] == 1
+        # both ranks' shards were merged into the one checkpoint
+        assert sorted(f for f in os.listdir(d) if f.startswith("shard")) == ["shard0.txt", "shard1.txt"]
     assert list(result.metrics_dataframe["checkpoint_dir_name"]) == [f"checkpoint_{i:06d}" for i in range(5)]
 
 
