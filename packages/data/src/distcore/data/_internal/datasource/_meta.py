@@ -1,29 +1,17 @@
 """Block metadata and tensor helpers the datasources, sinks and exchanges share.
 
-``BlockMetadata`` is the engine's class (``distcore.data._internal.block``); until
-that module exists this file defines a stand-in with the same five fields.
+``BlockMetadata`` is the engine's class (``distcore.data._internal.block``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-try:  # the engine's class, once it exists
-    from distcore.data._internal.block import BlockMetadata
-except ImportError:  # pragma: no cover - only before the engine's block module lands
-
-    @dataclass
-    class BlockMetadata:  # type: ignore[no-redef]
-        num_rows: int | None
-        size_bytes: int | None
-        schema: pa.Schema | None
-        input_files: list[str] = field(default_factory=list)
-        exec_stats: Any = None
+from distcore.data._internal.block import BlockMetadata
 
 
 def metadata_of(table: pa.Table, input_files: Sequence[str] = ()) -> BlockMetadata:
