@@ -82,8 +82,11 @@ class WorkerSession:
 class TrainWorker:
     """One member of the gang (created as an actor by the worker group)."""
 
-    def __init__(self, env: dict[str, str] | None = None, preload: tuple[str, ...] = ()) -> None:
+    def __init__(self, env: dict[str, str] | None = None, preload: tuple[str, ...] = (),
+                 default_env: dict[str, str] | None = None) -> None:
         os.environ.update(env or {})
+        for key, value in (default_env or {}).items():
+            os.environ.setdefault(key, value)
         if preload:  # start importing the framework while the gang is still being set up
             threading.Thread(target=_preload, args=(preload,), name="preload", daemon=True).start()
         self._cond = threading.Condition()

@@ -103,10 +103,12 @@ class WorkerGroup:
         }
         if "memory" in res:
             options["memory"] = res["memory"]
+        # One intra-op thread per reserved CPU (as torchrun and Ray do), unless the environment says otherwise.
+        default_env = {"OMP_NUM_THREADS": str(max(1, int(res.get("CPU", 1))))}
         cls = distcore.remote(TrainWorker)
         actors = [
             cls.options(**options, scheduling_strategy=PlacementGroupSchedulingStrategy(
-                self.pg, placement_group_bundle_index=i + offset)).remote(env, self._preload)
+                self.pg, placement_group_bundle_index=i + offset)).remote(env, self._preload, default_env)
             for i in range(scaling.num_workers)
         ]
         metas = distcore.get([a.metadata.remote() for a in actors], timeout=START_TIMEOUT_S)
