@@ -281,3 +281,33 @@ def test_a_second_fit_with_the_same_name_continues_the_run(cluster, tmp_path) ->
     b = TorchTrainer(counting_loop, train_loop_config={"epochs": 1}, scaling_config=ScalingConfig(num_workers=1),
                      run_config=RunConfig(storage_path=str(tmp_path), verbose=0)).fit()
     assert a.path != b.path and os.path.basename(a.path).startswith("TorchTrainer_")
+
+
+def test_fit_inside_a_session_forwards_rank0_reports_to_it(cluster, tmp_path) -> None:
+    from distcore.train import TrainContext, session
+
+    class Outer:  # what tune installs in a trial
+        def __init__(self):
+            self.reports = []
+
+        def report(self, metrics, checkpoint=None):
+            self.reports.append((metrics, checkpoint))
+
+        def get_checkpoint(self):
+            return None
+
+        def get_context(self):
+            return TrainContext()
+
+        def get_dataset_shard(self, name):
+            return None
+
+    outer = Outer()
+    session.set_session(outer)
+    try:
+        TorchTrainer(counting_loop, train_loop_config={"epochs": 3}, scaling_config=ScalingConfig(num_workers=2),
+                     run_config=RunConfig(name="nested", storage_path=str(tmp_path), verbose=0)).fit()
+    finally:
+        session.set_session(None)
+    assert [m["epoch"] for m, _ in outer.reports] == [0, 1, 2]
+    assert all(c is not None and c.get_metadata()["epoch"] == m["epoch"] for m, c in outer.reports)
