@@ -263,6 +263,7 @@ def counting_loop(config):
             train.report({"epoch": epoch}, checkpoint=ck if train.get_context().get_world_rank() == 0 else None)
 
 
+@pytest.mark.slow
 def test_a_second_fit_with_the_same_name_continues_the_run(cluster, tmp_path) -> None:
     def fit(epochs):
         return TorchTrainer(counting_loop, train_loop_config={"epochs": epochs},
