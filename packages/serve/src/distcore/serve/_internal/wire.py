@@ -54,7 +54,9 @@ class FrameProtocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
-        self.closed = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._pending: list[bytes] | None = None
+        self.closed = self._loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -86,8 +88,19 @@ class FrameProtocol(asyncio.Protocol):
         raise NotImplementedError
 
     def send(self, obj: Any) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(frame(obj))
+        """Queue a frame; frames queued in one loop iteration go out in one write (fewer syscalls under load)."""
+        data = frame(obj)
+        pending = self._pending
+        if pending is None:
+            self._pending = [data]
+            self._loop.call_soon(self._flush)
+        else:
+            pending.append(data)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
