@@ -88,7 +88,14 @@ TRAINER_MAIN = JOB + textwrap.dedent('''
         from ray import train
         from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
-        ray.init(num_cpus=workers + 1, include_dashboard=False, log_to_driver=False)
+        for attempt in range(3):  # a loaded machine can miss Ray's fixed 30 s node start-up wait
+            try:
+                ray.init(num_cpus=workers + 1, include_dashboard=False, log_to_driver=False)
+                break
+            except Exception:
+                ray.shutdown()
+                if attempt == 2:
+                    raise
     else:
         import distcore as ray
         from distcore import train
