@@ -146,6 +146,13 @@ WORKERS = {"distcore": _distcore, "ray": _ray, "sb3": _sb3}
 
 # ---------------------------------------------------------------------------------------- driver
 def _run(engine: str, mode: str, runners: int, args: argparse.Namespace) -> dict:
+    result = _run_once(engine, mode, runners, args)
+    if "error" in result:  # one retry: a cluster start can time out on a loaded machine
+        result = _run_once(engine, mode, runners, args)
+    return result
+
+
+def _run_once(engine: str, mode: str, runners: int, args: argparse.Namespace) -> dict:
     cmd = [PYTHON[engine], os.path.abspath(__file__), "--worker", engine, "--mode", mode, "--runners", str(runners),
            "--sample-seconds", str(args.sample_seconds), "--max-time", str(args.max_time)]
     env = dict(os.environ, PYTHONWARNINGS="ignore", RAY_USAGE_STATS_ENABLED="0")

@@ -59,6 +59,7 @@ def test_a_killed_env_runner_is_replaced_and_training_continues(cluster) -> None
         algo.stop()
 
 
+@pytest.mark.slow
 def test_without_restarts_a_dead_runner_fails_the_iteration(cluster) -> None:
     algo = remote_ppo(1).fault_tolerance(restart_failed_env_runners=False).build()
     try:

@@ -62,8 +62,8 @@ def train_until(config, target: float, max_env_steps: int) -> tuple[float, int]:
 
 
 def test_ppo_smoke_return_rises() -> None:
-    ret, steps = train_until(ppo_cartpole(), 100.0, 16_384)
-    assert ret >= 100.0, f"PPO mean return {ret:.1f} after {steps} steps (random play: ~22)"
+    ret, steps = train_until(ppo_cartpole(), 60.0, 10_240)
+    assert ret >= 60.0, f"PPO mean return {ret:.1f} after {steps} steps (random play: ~22)"
 
 
 @pytest.mark.slow

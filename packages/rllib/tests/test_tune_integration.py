@@ -17,7 +17,7 @@ def base_config() -> PPOConfig:
             .rl_module(model_config={"fcnet_hiddens": [16]}).debugging(seed=0))
 
 
-@pytest.mark.parametrize("trainable", ["PPO", PPO], ids=["by-name", "by-class"])
+@pytest.mark.parametrize("trainable", ["PPO", pytest.param(PPO, marks=pytest.mark.slow)], ids=["by-name", "by-class"])
 def test_tuner_by_name_and_by_class(cluster, trainable) -> None:
     space = base_config().to_dict()
     space["lr"] = tune.grid_search([1e-3, 3e-3])
@@ -35,6 +35,7 @@ def test_tuner_by_name_and_by_class(cluster, trainable) -> None:
         assert best.metrics["env_runners"]["episode_return_mean"] > 0
 
 
+@pytest.mark.slow
 def test_pbt_over_lr(cluster) -> None:
     space = base_config().to_dict()
     space["lr"] = tune.choice([1e-4, 1e-3])
