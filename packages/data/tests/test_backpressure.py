@@ -70,3 +70,12 @@ def test_barriers_larger_than_the_budget_do_not_deadlock() -> None:
     union = dd.range(20, override_num_blocks=5).map_batches(_inflate, batch_size=None).union(
         dd.range(20, override_num_blocks=5).map_batches(_inflate, batch_size=None))
     assert sum(len(b["payload"]) for b in union.iter_batches(batch_size=None)) == 40
+
+
+@pytest.mark.usefixtures("shared_cluster")
+def test_batch_size_bundling_never_waits_on_a_full_budget() -> None:
+    # map_batches wants 50 rows per batch but its input arrives in small blocks under a tiny budget
+    dd.DataContext.get_current().memory_budget = 4 * MiB
+    ds = dd.range(40, override_num_blocks=40).map_batches(_inflate, batch_size=None, num_cpus=0.5).map_batches(
+        lambda b: {"n": [len(b["payload"])]}, batch_size=50)
+    assert sum(r["n"] for r in ds.take_all()) == 40

@@ -51,6 +51,9 @@ class StreamingExecutor:
             for idx, dep in enumerate(op.deps):
                 self.consumers[id(dep)].append((op, idx))
         self.budget = ctx.effective_memory_budget()
+        for op in self.ops:
+            if isinstance(op, MapOp):
+                op.bundle_cap = max(1, self.budget // 4)
         self.output: collections.deque[Bundle] = collections.deque()
         self.consumer_held = 0
         self._signaled: set[int] = set()

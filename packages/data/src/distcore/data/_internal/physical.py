@@ -217,6 +217,8 @@ class MapOp(PhysicalOp):
         #: holds every CPU: the executor still caps this operator's tasks by ``cpus``)
         self.request_cpus = cpus
         self.default_resources = False
+        #: a bundle never waits for more input than this many bytes (set from the memory budget)
+        self.bundle_cap = 1 << 62
         self.max_concurrency = max_concurrency
         self.min_rows_per_bundle = min_rows_per_bundle
         self.min_bundle_bytes = min_bundle_bytes
@@ -269,8 +271,8 @@ class MapOp(PhysicalOp):
             items.append(item)
             rows += item.rows
             size += item.size
-            if rows >= want_rows and size >= self.min_bundle_bytes:
-                break
+            if (rows >= want_rows and size >= self.min_bundle_bytes) or size >= self.bundle_cap:
+                break  # a full bundle, or as much as the memory budget lets upstream produce
         else:
             if not self.all_inputs_done():
                 return []  # wait for more input to fill the bundle
