@@ -40,6 +40,12 @@ def serve_instance():
     yield _state["url"]
 
 
+@pytest.fixture
+def serve_port(serve_instance) -> int:
+    """The shared proxy's port (a test that restarts Serve must restart it on this port)."""
+    return _state["port"]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_leaks_at_exit():
     yield
