@@ -134,3 +134,15 @@ def test_tasks_progress_when_other_actors_hold_every_cpu() -> None:
     finally:
         for h in hogs:
             distcore.kill(h)
+
+
+def test_pool_whose_actors_cannot_start_fails_naming_operator() -> None:
+    hogs = [Hog.remote() for _ in range(2)]
+    try:
+        assert distcore.get([h.ready.remote() for h in hogs], timeout=60) == [True, True]
+        dd.DataContext.get_current().wait_for_actors_timeout_s = 3
+        with pytest.raises(dd.InsufficientResourcesError, match=r"MapBatches\(AddOffset\) could not start"):
+            dd.range(10).map_batches(AddOffset, fn_constructor_args=(0,), concurrency=1).take_all()
+    finally:
+        for h in hogs:
+            distcore.kill(h)

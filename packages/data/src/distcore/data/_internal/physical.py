@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import os
 import resource
 import time
@@ -23,6 +24,8 @@ from distcore.data._internal import block as B
 from distcore.data._internal.block import BlockExecStats, BlockMetadata
 from distcore.data._internal.stats import OpStats
 from distcore.data._internal.transforms import Stage, run_stages
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -354,15 +357,24 @@ class MapOp(PhysicalOp):
 
 
 class ActorPoolMapOp(MapOp):
-    """A MapOp on a pool of actors (min..max), scaled up while its queue is long."""
+    """A MapOp on a pool of actors (min..max), scaled up while its queue is long.
+
+    Work goes only to actors that finished their constructor; a pool whose actors cannot
+    start (the cluster has no room) fails after ``start_timeout_s`` naming the operator.
+    """
 
     def __init__(self, *args: Any, min_size: int, max_size: int, max_in_flight: int,
-                 scale_ratio: float, **kwargs: Any) -> None:
+                 scale_ratio: float, start_timeout_s: float = 600.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.min_size, self.max_size = min_size, max_size
         self.max_in_flight = max_in_flight
         self.scale_ratio = scale_ratio
+        self.start_timeout_s = start_timeout_s
         self.actors: dict[Any, int] = {}  # handle -> calls in flight
+        self.ready: set[Any] = set()
+        self._starting: dict[Any, Any] = {}  # ready() ref -> handle
+        self._started_at = time.monotonic()
+        self._warned = False
         self._actor_cls = _MapWorkerActor
 
     def _new_actor(self) -> None:
@@ -372,17 +384,31 @@ class ActorPoolMapOp(MapOp):
             opts["num_gpus"] = self.gpus
         handle = self._actor_cls.options(**opts).remote(self.stages)
         self.actors[handle] = 0
-        self.stats.actors = len(self.actors)
+        self._starting[handle.ready.remote()] = handle
+        self.stats.actors = max(self.stats.actors, len(self.actors))
 
     def start(self, executor: Any) -> None:
+        self._started_at = time.monotonic()
         for _ in range(self.min_size):
             self._new_actor()
 
     def resource_usage(self) -> tuple[float, float]:
         return self.cpus * len(self.actors), self.gpus * len(self.actors)
 
+    def pending(self) -> dict[Any, Callable[[], None]]:
+        out = super().pending()
+        out.update({ref: (lambda r=ref: self._actor_ready(r)) for ref in self._starting})
+        return out
+
+    def _actor_ready(self, ref: Any) -> None:
+        handle = self._starting.pop(ref)
+        distcore.get(ref, timeout=600)  # raises the constructor's error (it names this operator)
+        if handle in self.actors:
+            self.ready.add(handle)
+
     def _free_actor(self) -> Any:
-        best = min(self.actors.items(), key=lambda kv: kv[1], default=None)
+        best = min(((h, n) for h, n in self.actors.items() if h in self.ready), key=lambda kv: kv[1],
+                   default=None)
         if best is None or best[1] >= self.max_in_flight:
             return None
         return best[0]
@@ -392,12 +418,18 @@ class ActorPoolMapOp(MapOp):
             self._free_actor() is not None
 
     def maybe_scale_up(self, free_cpus: float, free_gpus: float) -> bool:
-        if self.abandoned or len(self.actors) >= self.max_size or not self.inqueue:
+        if self.abandoned or len(self.actors) >= self.max_size or not self.inqueue or self._starting:
             return False
         busy = all(n >= 1 for n in self.actors.values())
         if not busy or len(self.inqueue) < self.scale_ratio * max(1, len(self.actors)):
             return False
         if self.cpus > free_cpus + 1e-9 or self.gpus > free_gpus + 1e-9:
+            return False
+        try:  # other work may hold what this executor believes is free
+            avail = distcore.available_resources()
+        except Exception:  # noqa: BLE001 - no scale-up without an answer
+            return False
+        if self.cpus > avail.get("CPU", 0.0) + 1e-9 or self.gpus > avail.get("GPU", 0.0) + 1e-9:
             return False
         self._new_actor()
         return True
@@ -419,6 +451,20 @@ class ActorPoolMapOp(MapOp):
             self.actors[task.actor] -= 1
 
     def poll(self, executor: Any) -> None:
+        if self.actors and not self.ready and self._starting:
+            waited = time.monotonic() - self._started_at
+            if waited > min(30.0, self.start_timeout_s) and not self._warned:
+                self._warned = True
+                logger.warning("distcore.data: operator %s is still waiting for its first actor after %.0fs "
+                               "(each needs %g CPU, %g GPU; the cluster has %s available)", self.name, waited,
+                               self.cpus, self.gpus, _available())
+            if waited > self.start_timeout_s:
+                from distcore.data.exceptions import InsufficientResourcesError
+
+                raise InsufficientResourcesError(
+                    f"operator {self.name} could not start any of its actors within {self.start_timeout_s:g}s: "
+                    f"each needs {self.cpus:g} CPU and {self.gpus:g} GPU; available now: {_available()} "
+                    f"(DataContext.wait_for_actors_timeout_s sets this limit)")
         # Scale down: once no more input can come, idle actors go.
         if self.work_done() or (self.all_inputs_done() and not self.inqueue):
             for handle, n in list(self.actors.items()):
@@ -427,6 +473,10 @@ class ActorPoolMapOp(MapOp):
 
     def _kill(self, handle: Any) -> None:
         self.actors.pop(handle, None)
+        self.ready.discard(handle)
+        for ref, h in list(self._starting.items()):
+            if h is handle:
+                del self._starting[ref]
         try:
             distcore.kill(handle)
         except Exception:  # noqa: BLE001 - the actor may already be gone
@@ -435,6 +485,13 @@ class ActorPoolMapOp(MapOp):
     def shutdown(self) -> None:
         for handle in list(self.actors):
             self._kill(handle)
+
+
+def _available() -> dict[str, float]:
+    try:
+        return {k: v for k, v in distcore.available_resources().items() if k in ("CPU", "GPU")}
+    except Exception:  # noqa: BLE001 - only for a message
+        return {}
 
 
 class LimitOp(PhysicalOp):

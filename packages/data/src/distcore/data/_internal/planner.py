@@ -91,7 +91,8 @@ class Planner:
                 return ActorPoolMapOp(op.name, deps, op.stages, max_concurrency=None,
                                       min_size=c.min_size, max_size=max_size,
                                       max_in_flight=c.max_tasks_in_flight_per_actor or ctx.max_tasks_in_flight_per_actor,
-                                      scale_ratio=ctx.actor_pool_scale_up_queue_ratio, **common)
+                                      scale_ratio=ctx.actor_pool_scale_up_queue_ratio,
+                                      start_timeout_s=ctx.wait_for_actors_timeout_s, **common)
             task_op = MapOp(op.name, deps, op.stages, max_concurrency=op.compute.size, **common)
             task_op.default_resources = op.num_cpus is None and op.num_gpus is None and not op.remote_args
             return task_op
