@@ -72,6 +72,7 @@ class ReplicaServer:
         self.idle.set()
         self.loop = asyncio.get_running_loop()
         self.ws_inboxes: dict[tuple[int, int], asyncio.Queue] = {}
+        self._async_cache: dict[Any, bool] = {}
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -200,7 +201,12 @@ class ReplicaServer:
         return fn
 
     async def _invoke(self, fn: Any, args: tuple, kwargs: dict) -> Any:
-        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+        is_async = self._async_cache.get(fn)
+        if is_async is None:
+            is_async = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+            if len(self._async_cache) < 1024:
+                self._async_cache[fn] = is_async
+        if is_async:
             out = fn(*args, **kwargs)
         else:
             run = contextvars.copy_context().run
