@@ -351,10 +351,17 @@ def spawn(framework: str, workloads: list[str], args: argparse.Namespace) -> lis
     env.pop("PYTHONPATH", None)
     if framework == "ray":  # a loaded machine starts Ray's agents slowly: do not let the raylet give up on them
         env.setdefault("RAY_agent_register_timeout_ms", "600000")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout_s, env=env, cwd=str(ROOT))
-    out = [json.loads(line[len(RESULT):]) for line in proc.stdout.splitlines() if line.startswith(RESULT)]
-    if proc.returncode != 0 or len(out) < len(workloads):
-        sys.stderr.write(f"[{framework}] exit {proc.returncode}\n{proc.stderr[-3000:]}\n")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout_s, env=env, cwd=str(ROOT))
+        stdout, stderr, code = proc.stdout, proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as exc:  # keep the workloads that finished
+        def text(b: Any) -> str:
+            return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
+
+        stdout, stderr, code = text(exc.stdout), text(exc.stderr), f"timeout after {args.timeout_s:.0f} s"
+    out = [json.loads(line[len(RESULT):]) for line in stdout.splitlines() if line.startswith(RESULT)]
+    if code != 0 or len(out) < len(workloads):
+        sys.stderr.write(f"[{framework}] exit {code}\n{stderr[-3000:]}\n")
     return out
 
 
