@@ -183,7 +183,10 @@ class Stats:
         name = type(exc).__name__ if exc is not None else kind
         self.errors[f"{kind}:{name}"] = self.errors.get(f"{kind}:{name}", 0) + 1
         if len(self.examples) < 12:
-            msg = str(exc).strip().splitlines()[0][:300] if exc is not None and str(exc).strip() else ""
+            lines = str(exc).strip().splitlines() if exc is not None else []
+            msg = lines[0][:300] if lines else ""
+            if len(lines) > 1:  # a remote error: its first line names the task, its last says what happened
+                msg += " ... " + lines[-1].strip()[:400]
             self.examples.append(f"{kind} {what}: {name}: {msg}")
 
 

@@ -20,7 +20,13 @@ from distcore._private.core_worker.locality import leases_follow_locality, prefe
 from distcore._private.rpc import RpcError, RpcUnavailable
 from distcore._private.serialization import ErrorValue, deserialize
 from distcore._private.worker_death import WorkerDeathInfo, fetch_death_info, owner_error
-from distcore.exceptions import TaskCancelledError, TaskUnschedulableError
+from distcore.exceptions import (
+    ObjectLostError,
+    ObjectReconstructionFailedError,
+    OwnerDiedError,
+    TaskCancelledError,
+    TaskUnschedulableError,
+)
 
 if TYPE_CHECKING:
     from distcore._private.core_worker.core_worker import CoreWorker
@@ -306,9 +312,8 @@ class TaskSubmitter:
         if reply.system_error:
             self._finish_with_error(task, _system_error(spec, reply.system_error))
             return
-        if reply.retryable_error_type and not task.cancelled and (
-            spec.max_retries == -1 or spec.attempt < spec.max_retries
-        ):
+        if (reply.retryable_error_type or (reply.is_application_error and lost_argument(spec, reply))) \
+                and not task.cancelled and (spec.max_retries == -1 or spec.attempt < spec.max_retries):
             spec.attempt += 1
             state.queue.appendleft(task)
             return
@@ -445,3 +450,29 @@ def decode_value(value: p.SerializedValue) -> Any:
     if isinstance(out, ErrorValue):
         raise out.error
     return out
+
+def lost_argument(spec: p.TaskSpec, reply: p.TaskReply) -> bool:
+    """True when the task failed only because its worker could not fetch one of its arguments.
+
+    That is a system failure, not the user's: the worker's own node went away
+    while it pulled the argument (it lives on until it notices), or the copy
+    was lost again while it was being recovered. The task is retried like a
+    crashed one; its new worker asks the owner for the argument again, which
+    reconstructs it when needed. A permanent loss (the owner died, the
+    reconstruction failed) is not retried.
+    """
+    arg_ids = {a.object_id for a in [*spec.args, *spec.kwargs.values()] if a.object_id is not None}
+    if not arg_ids:
+        return False
+    for ret in reply.returns:
+        if not ret.is_error or ret.value is None:
+            continue
+        try:
+            value = deserialize(ret.value.data)
+        except Exception:  # noqa: BLE001 - not ours to judge: leave it an application error
+            return False
+        error = value.error if isinstance(value, ErrorValue) else None
+        cause = getattr(error, "cause", error)
+        return (isinstance(cause, ObjectLostError) and not isinstance(cause, (OwnerDiedError, ObjectReconstructionFailedError))
+                and cause.object_id in arg_ids)
+    return False
