@@ -95,6 +95,7 @@ class TuneController:
         self._last_state = 0.0
         self._state_period = state_period_s
         self._warned_no_checkpoint = False
+        self._prefetched: tuple[Any, Any] | None = None
         self._error_to_raise: BaseException | None = None
         self._stop_all = False
         self.interrupted = False
@@ -530,6 +531,14 @@ class TuneController:
         refs = list(self._inflight)
         if not refs:
             return []
+        if len(refs) == 1:  # one trial in flight (e.g. a sequential searcher): one call, not wait + get
+            try:
+                self._prefetched = (refs[0], distcore.get(refs[0], timeout=timeout))
+            except distcore.exceptions.GetTimeoutError:
+                return []
+            except Exception as error:  # the actor died: handled like any failed reply
+                self._prefetched = (refs[0], error)
+            return refs
         ready, _ = distcore.wait(refs, num_returns=1, timeout=timeout)
         if ready and len(refs) > 1:
             more, _ = distcore.wait(refs, num_returns=len(refs), timeout=0)
@@ -614,6 +623,9 @@ class TuneController:
             raise self._error_to_raise
 
     def _get_many(self, refs: list[Any]) -> list[Any]:
+        prefetched, self._prefetched = self._prefetched, None
+        if prefetched is not None and len(refs) == 1 and prefetched[0] is refs[0]:
+            return [prefetched[1]]
         try:
             return distcore.get(refs, timeout=60)
         except Exception:

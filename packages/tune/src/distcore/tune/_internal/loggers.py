@@ -11,12 +11,14 @@ import math
 import os
 import queue
 import threading
+import time
 from typing import IO, Any
 
 from distcore.tune._internal.variants import flatten
 
 logger = logging.getLogger("distcore.tune")
 
+BATCH_S = 0.05
 PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"
 PROGRESS_FILE = "progress.csv"
@@ -96,15 +98,23 @@ class TrialLogger:
 
     def _loop(self) -> None:
         while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            op, args = item
-            try:
-                getattr(self, f"_do_{op}")(*args)
-            except Exception:  # a full disk must not kill the experiment: count and go on
-                self._errors += 1
-                logger.exception("tune: writing trial files failed (%s)", op)
+            items = [self._queue.get()]
+            while True:  # take everything queued: one wake-up per batch, not per write
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            for item in items:
+                if item is None:
+                    return
+                op, args = item
+                try:
+                    getattr(self, f"_do_{op}")(*args)
+                except Exception:  # a full disk must not kill the experiment: count and go on
+                    self._errors += 1
+                    logger.exception("tune: writing trial files failed (%s)", op)
+            # let writes pile up a little so this thread does not contend with the driver loop per trial
+            time.sleep(BATCH_S)
 
     def flush(self, timeout: float = 60.0) -> None:
         """Wait until every queued write is on disk."""

@@ -47,6 +47,7 @@ def persist_checkpoint(source: str, trial_dir: str, index: int, iteration: int, 
     tmp = dest + f".tmp-{os.getpid()}"
     if os.path.exists(tmp):
         shutil.rmtree(tmp)
+    os.makedirs(trial_dir, exist_ok=True)
     shutil.copytree(source, tmp)
     write_checkpoint_meta(tmp, iteration, time_total, metrics)
     if os.path.exists(dest):
@@ -171,6 +172,7 @@ class _Run:
     def _run_class(self) -> None:
         spec = self.spec
         cls = self.trainable
+        os.makedirs(spec["trial_dir"], exist_ok=True)  # the Trainable's logdir
         instance = self.worker.take_cached(cls, spec)
         if instance is None:
             instance = cls(dict(spec["config"]), trial_id=spec["trial_id"], trial_name=spec["trial_name"],
@@ -293,7 +295,6 @@ class TrialWorker:
     def start(self, spec: dict[str, Any], trainable: Any, poll_timeout: float = 0.0) -> dict[str, Any]:
         if self._run is not None and not self._run.done:
             raise RuntimeError(f"trial actor is still running trial {self._run.spec['trial_id']}")
-        os.makedirs(spec["trial_dir"], exist_ok=True)
         if trainable is not None:  # sent once per actor; later trials reuse it
             self._trainable = trainable
         elif self._trainable is None:
