@@ -363,6 +363,8 @@ class ActorPoolMapOp(MapOp):
     start (the cluster has no room) fails after ``start_timeout_s`` naming the operator.
     """
 
+    IDLE_S = 5.0
+
     def __init__(self, *args: Any, min_size: int, max_size: int, max_in_flight: int,
                  scale_ratio: float, start_timeout_s: float = 600.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -375,6 +377,7 @@ class ActorPoolMapOp(MapOp):
         self._starting: dict[Any, Any] = {}  # ready() ref -> handle
         self._started_at = time.monotonic()
         self._warned = False
+        self._idle_since = time.monotonic()
         self._actor_cls = _MapWorkerActor
 
     def _new_actor(self) -> None:
@@ -465,11 +468,20 @@ class ActorPoolMapOp(MapOp):
                     f"operator {self.name} could not start any of its actors within {self.start_timeout_s:g}s: "
                     f"each needs {self.cpus:g} CPU and {self.gpus:g} GPU; available now: {_available()} "
                     f"(DataContext.wait_for_actors_timeout_s sets this limit)")
-        # Scale down: once no more input can come, idle actors go.
+        # Scale down: once no more input can come, idle actors go; before that, actors above
+        # min_size go after IDLE_S seconds with an empty queue.
         if self.work_done() or (self.all_inputs_done() and not self.inqueue):
             for handle, n in list(self.actors.items()):
                 if n == 0:
                     self._kill(handle)
+            return
+        now = time.monotonic()
+        if self.inqueue or any(n for n in self.actors.values()):
+            self._idle_since = now
+        elif len(self.ready) > self.min_size and now - self._idle_since > self.IDLE_S:
+            idle = next(h for h in self.ready if self.actors.get(h) == 0)
+            self._kill(idle)
+            self._idle_since = now
 
     def _kill(self, handle: Any) -> None:
         self.actors.pop(handle, None)
