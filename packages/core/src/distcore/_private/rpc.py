@@ -44,7 +44,14 @@ _OPTIONS = _COMMON + [
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 # Servers accept those pings instead of answering GOAWAY "too_many_pings".
+# gRPC core cancels calls that wait too long to be accepted by the (asyncio)
+# application once more than 1,000 (soft) / 3,000 (hard) are queued: the client
+# sees a bare CANCELLED although the server is alive. Thousands of in-flight
+# actor calls from a few callers are normal here (issue 3's n:n hang), so the
+# queue is bounded by the callers instead.
 _SERVER_OPTIONS = _COMMON + [
+    ("grpc.server.max_pending_requests", 1 << 30),
+    ("grpc.server.max_pending_requests_hard_limit", 1 << 30),
     ("grpc.so_reuseport", 0),
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
     ("grpc.http2.max_ping_strikes", 0),

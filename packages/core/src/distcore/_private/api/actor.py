@@ -115,14 +115,18 @@ class ActorClass:
         actor_id = ids.new_actor_id()
         task_id = ids.new_task_id()
         max_concurrency = options.get("max_concurrency") or (1000 if self._is_asyncio else 1)
+        function_id = self._exporter.function_id(core)
+        if self._exporter.captured:
+            deps = deps + self._exporter.captured  # kept while the actor may (re)start
         creation = p.TaskSpec(
             task_id=task_id, job_id=core.job_id, kind=p.ACTOR_CREATION_TASK, name=self.__name__,
-            function_id=self._exporter.function_id(core), args=task_args, kwargs=task_kwargs, num_returns=1,
+            function_id=function_id, args=task_args, kwargs=task_kwargs, num_returns=1,
             return_ids=[ids.object_id_for_return(task_id, 1)], owner=core.address,  # type: ignore[arg-type]
             resources=running_res, placement_resources=placement_res, runtime_env=runtime_env,
             runtime_env_key=env_key, strategy=strategy, placement=placement,
             capture_child_tasks=tb.capture_child_tasks(options), namespace=namespace,
             actor_id=actor_id, max_concurrency=max_concurrency, is_asyncio=self._is_asyncio,
+            parent_task_id=core.current_task_id,  # set inside a task: the actor fate-shares with this worker
         )
         detached = options.get("lifetime") == "detached"
         spec = p.ActorSpec(

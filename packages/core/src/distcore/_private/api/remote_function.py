@@ -64,9 +64,12 @@ class RemoteFunction:
         task_id = ids.new_task_id()
         return_ids, refs = tb.new_return_refs(core, task_id, num_returns)
         max_retries = options.get("max_retries")
+        function_id = self._exporter.function_id(core)
+        if self._exporter.captured:
+            deps = deps + self._exporter.captured
         spec = p.TaskSpec(
             task_id=task_id, job_id=core.job_id, kind=p.NORMAL_TASK, name=name,
-            function_id=self._exporter.function_id(core), args=task_args, kwargs=task_kwargs,
+            function_id=function_id, args=task_args, kwargs=task_kwargs,
             num_returns=num_returns, return_ids=return_ids, owner=core.address,  # type: ignore[arg-type]
             resources=task_resources(options), max_retries=3 if max_retries is None else max_retries,
             retry_exceptions=tb.retry_exceptions_for_spec(options.get("retry_exceptions")), runtime_env=runtime_env,

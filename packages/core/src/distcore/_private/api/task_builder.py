@@ -23,7 +23,8 @@ from distcore._private.scheduling.policy import (
     NodeAffinityStrategy,
     SpreadStrategy,
 )
-from distcore._private.serialization import serialize
+from distcore._private.serialization import _Collector, serialize
+from distcore._private.serialization import _local as _serialization_state
 
 
 def build_args(
@@ -82,6 +83,10 @@ def strategy_and_placement(options: dict) -> tuple[Any, tuple[str, int] | None]:
     return DefaultStrategy(), None
 
 
+def captured_placement() -> tuple[str, int] | None:
+    return _captured_placement()
+
+
 def _captured_placement() -> tuple[str, int] | None:
     """The running task's placement group, if it captures child tasks (any bundle)."""
     from distcore._private import worker_state
@@ -136,6 +141,10 @@ class FunctionExporter:
         self._obj = obj
         self._blob: bytes | None = None
         self._exported: dict[int, str] = {}
+        # Ids of the refs the pickled function or class captured (closure,
+        # globals): every task it runs counts them as submitted, so they
+        # live until the function can no longer run with them.
+        self.captured: list[str] = []
 
     def function_id(self, core: CoreWorker) -> str:
         key = id(core)
@@ -143,7 +152,8 @@ class FunctionExporter:
         if fid is None:
             if self._blob is None:
                 try:
-                    self._blob = dumps_keeping_filenames(self._obj)
+                    self._blob, refs = _dumps_collecting_refs(self._obj)
+                    self.captured = list(dict.fromkeys(r.hex() for r in refs))
                 except Exception as exc:
                     name = getattr(self._obj, "__qualname__", repr(self._obj))
                     raise TypeError(
@@ -181,6 +191,19 @@ def retry_exceptions_for_spec(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return cloudpickle.dumps(list(value))
     return bool(value)
+
+
+def _dumps_collecting_refs(obj: Any) -> tuple[bytes, list[Any]]:
+    """``dumps_keeping_filenames`` and the refs it pickled."""
+    collector = _Collector()
+    stack = getattr(_serialization_state, "stack", None)
+    if stack is None:
+        stack = _serialization_state.stack = []
+    stack.append(collector)
+    try:
+        return dumps_keeping_filenames(obj), collector.refs
+    finally:
+        stack.pop()
 
 
 def dumps_keeping_filenames(obj: Any) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import logging
 import os
 import sys
@@ -45,6 +46,11 @@ BORROWER_CHECK_INTERVAL_S = 2.0
 # Tries to map a store object that keeps being spilled before it is mapped.
 _MAP_ATTEMPTS = 20
 
+_UNSET = object()
+# The task running in this thread or asyncio task: threaded and async actors
+# run several calls at once, each sees its own id.
+_current_task: contextvars.ContextVar = contextvars.ContextVar("distcore_current_task", default=_UNSET)
+
 
 class CoreWorker:
     """Owner and client side of one process. One per process."""
@@ -77,7 +83,7 @@ class CoreWorker:
         self.ip = ip
         # A task id for objects put outside any task (the driver's "task").
         self.root_task_id = ids.new_task_id()
-        self.current_task_id: str | None = None
+        self._latest_task_id: str | None = None  # for threads the user started inside a task
         self.current_actor_id: str | None = None
         self.memory = MemoryStore()
         self.refs = ReferenceCounter(self._on_release)
@@ -106,6 +112,17 @@ class CoreWorker:
         self.lineage = Reconstructor(self)  # lineage of owned returns; recovers lost objects
         self.actors = ActorSubmitter(self)
         self.task_events = TaskEventBuffer(self)
+
+    @property
+    def current_task_id(self) -> str | None:
+        """The task of the calling thread or asyncio task (the latest one started elsewhere)."""
+        task_id = _current_task.get()
+        return self._latest_task_id if task_id is _UNSET else task_id
+
+    @current_task_id.setter
+    def current_task_id(self, task_id: str | None) -> None:
+        _current_task.set(task_id)
+        self._latest_task_id = task_id
 
     # ------------------------------------------------------------ lifecycle
 

@@ -28,6 +28,7 @@ from distcore._private import ids
 from distcore._private import protocol as p
 from distcore._private.core_worker.error_hints import hint_for
 from distcore._private.core_worker.objects import INLINE_MAX_BYTES, write_to_store
+from distcore._private.rpc import RpcError, RpcUnavailable
 from distcore._private.serialization import ErrorValue, deserialize, serialize
 from distcore.exceptions import AsyncioActorExit, TaskCancelledError, TaskError
 
@@ -38,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 # How long later actor calls wait for a missing earlier one from the same caller.
 SEQ_GAP_TIMEOUT_S = 10.0
+# An actor created inside a task checks its owner this often; it ends after
+# OWNER_MISSES checks in a row found the owner's process gone.
+OWNER_CHECK_INTERVAL_S = 1.0
+OWNER_MISSES = 2
 
 
 class _ExitActor(BaseException):
@@ -116,6 +121,8 @@ class Executor:
             expected += 1
             self._dispatch_actor_call(*item)
         self._expected[key] = expected
+        if parked:  # another gap further on: no new call may come to trigger its check
+            asyncio.get_running_loop().call_later(SEQ_GAP_TIMEOUT_S, self._skip_gap, key, expected)
 
     def _dispatch_actor_call(self, req: p.PushTask, fut: asyncio.Future) -> None:
         if self.async_loop is not None:
@@ -281,7 +288,38 @@ class Executor:
             if spec.max_concurrency > 1:
                 self.pool = concurrent.futures.ThreadPoolExecutor(spec.max_concurrency, thread_name_prefix="actor")
         self.actor = instance
+        if spec.parent_task_id is not None and spec.owner is not None:
+            # Created inside a task or actor: the actor dies with that worker, as in Ray.
+            self.core.call_soon(lambda: asyncio.ensure_future(self._watch_owner(spec)))
         return p.TaskReply([p.ReturnObject(spec.return_ids[0], p.SerializedValue(serialize(None).to_bytes()))])
+
+    async def _watch_owner(self, spec: p.TaskSpec) -> None:
+        """End this (non-detached) actor once the worker that created it is gone."""
+        core, owner = self.core, spec.owner
+        try:
+            info: p.ActorInfo | None = await core.gcs().call("Gcs", "GetActorInfo", p.GetActor(spec.actor_id or ""))
+        except RpcError:
+            return
+        if info is None or info.detached:
+            return
+        misses = 0
+        while misses < OWNER_MISSES:
+            await asyncio.sleep(OWNER_CHECK_INTERVAL_S)
+            try:
+                await core.clients.get(owner.target).call("Health", "Check", None, timeout=10)
+                misses = 0
+            except RpcUnavailable:
+                misses += 1
+            except Exception:  # noqa: BLE001 - slow or busy: not a death
+                misses = 0
+        core.clients.drop(owner.target)
+        reason = f"the worker that created the actor ({owner.target}) died; a non-detached actor dies with its owner"
+        logger.warning("actor %s: %s", (spec.actor_id or "")[:8], reason)
+        try:
+            await core.gcs().call("Gcs", "KillActor", p.KillActor(spec.actor_id or "", force=True, no_restart=True,
+                                                                 reason=reason))
+        except RpcError:
+            os._exit(1)
 
     def _start_async_loop(self, max_concurrency: int) -> None:
         loop = asyncio.new_event_loop()
