@@ -190,9 +190,16 @@ def _wrap_stream(fn: Callable) -> Callable:
 class RpcClient:
     """A channel to one peer; ``await client.call("Service", "Method", msg)``."""
 
-    def __init__(self, address: str, token: str | None) -> None:
+    def __init__(self, address: str, token: str | None, framed: bool = False) -> None:
         self.address = address
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        # CoreWorker calls to a process of this node travel on the lean framed
+        # transport (core_worker/framed_rpc.py) where the peer listens for it.
+        self._framed: Any = None
+        if framed:
+            from distcore._private.core_worker.framed_rpc import FramedClient
+
+            self._framed = FramedClient(address, token)
         # Created on first use, inside the event loop that makes the calls.
         self._channel: grpc.aio.Channel | None = None
         self._stubs: dict[str, Any] = {}
@@ -208,6 +215,12 @@ class RpcClient:
         return stub
 
     async def call(self, service: str, method: str, request: Any = None, timeout: float | None = None) -> Any:
+        framed = self._framed
+        if framed is not None and service == "CoreWorker":
+            try:
+                return await framed.call(method, request, timeout)
+            except LookupError:  # no framed listener there: gRPC from now on
+                self._framed = None
         stub = self._stub(f"/{service}/{method}", False)
         try:
             raw = await stub(request, timeout=timeout, metadata=self._metadata)
@@ -230,6 +243,8 @@ class RpcClient:
             raise _translate(exc, self.address, f"{service}.{method}") from None
 
     async def close(self) -> None:
+        if self._framed is not None:
+            self._framed.close()
         if self._channel is not None:
             await self._channel.close()
 
@@ -258,14 +273,15 @@ def _translate(exc: grpc.aio.AioRpcError, address: str, what: str) -> Exception:
 class ClientPool:
     """One cached :class:`RpcClient` per address."""
 
-    def __init__(self, token: str | None) -> None:
+    def __init__(self, token: str | None, framed: bool = False) -> None:
         self._token = token
+        self._framed = framed
         self._clients: dict[str, RpcClient] = {}
 
     def get(self, address: str) -> RpcClient:
         client = self._clients.get(address)
         if client is None:
-            client = RpcClient(address, self._token)
+            client = RpcClient(address, self._token, self._framed)
             self._clients[address] = client
         return client
 

@@ -87,7 +87,7 @@ class CoreWorker:
         self.current_actor_id: str | None = None
         self.memory = MemoryStore()
         self.refs = ReferenceCounter(self._on_release)
-        self.clients = ClientPool(token)
+        self.clients = ClientPool(token, framed=os.environ.get("DISTCORE_FRAMED_RPC", "1") != "0")
         self.address: p.Address | None = None
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="distcore-io", daemon=True)
@@ -136,8 +136,13 @@ class CoreWorker:
 
     async def _start(self) -> None:
         self._server = RpcServer(self.token, host=self.ip, port=0)
-        self._server.add_service("CoreWorker", _OwnerService(self))
+        service = _OwnerService(self)
+        self._server.add_service("CoreWorker", service)
         port = await self._server.start()
+        from distcore._private.core_worker.framed_rpc import FramedServer
+
+        self._framed_server = FramedServer(service, self.token)
+        await self._framed_server.start(f"{self.ip}:{port}")
         self.address = p.Address(self.ip, port, self.worker_id, self.node_id)
         self._borrower_watch = asyncio.ensure_future(self._watch_borrowers())
         from distcore._private import head_restart
@@ -201,6 +206,8 @@ class CoreWorker:
         await self.task_events.flush(timeout=2.0)
         self.lineage.close()
         await self.submitter.close()
+        if getattr(self, "_framed_server", None) is not None:
+            await self._framed_server.stop()
         if self._server is not None:
             await self._server.stop(0.2)
         await self.clients.close()

@@ -1,0 +1,269 @@
+"""A lean transport for core-worker RPCs between processes of one node.
+
+gRPC aio costs ~550 us of wall time and most of ~600 us of CPU per round trip
+on this kind of machine (docs/performance.md §4); the task data path
+(``PushTask`` and its reply, actor calls, owner lookups) is all round trips.
+Between processes of one node the same calls travel here as length-prefixed
+pickled frames over one Unix-domain stream socket per peer, requests
+multiplexed by id:
+
+- the listener is an *abstract* Unix socket named after the process's gRPC
+  address (``\\0distcore-<ip>:<port>``): nothing on disk to clean up, unique
+  while that gRPC port is held, and invisible from another network namespace
+  (a peer there falls back to gRPC);
+- the cluster token is checked once, in the first frame of a connection;
+- a frame is ``4-byte big-endian length + pickle``; a request is
+  ``(id, method, message)``, a reply ``(id, status, payload)`` as in
+  :mod:`distcore._private.rpc` (an exception raised by the handler is raised
+  again in the caller);
+- a lost connection fails every call waiting on it with ``RpcUnavailable``,
+  as a closed gRPC channel does.
+
+Anything else (the control store, node managers, object transfer, other
+nodes) stays on gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import itertools
+import logging
+import pickle
+import struct
+import traceback
+from typing import Any
+
+from distcore._private.rpc import RemoteHandlerError, RpcUnavailable, _dumps
+
+logger = logging.getLogger(__name__)
+
+_HEADER = struct.Struct(">I")
+_OK = 0
+_ERR = 1
+# Reply frames bigger than this are flushed before the next one is queued.
+_HIGH_WATER = 4 << 20
+
+
+def socket_name(target: str) -> str:
+    """The abstract socket of the process whose gRPC server listens on ``target``."""
+    return f"\0distcore-{target}"
+
+
+def _frame(obj: Any) -> bytes:
+    body = _dumps(obj)
+    return _HEADER.pack(len(body)) + body
+
+
+class _Frames(asyncio.Protocol):
+    """Splits a byte stream into frames and hands each to ``on_frame``."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        start = 0
+        end = len(buf)
+        while end - start >= 4:
+            (size,) = _HEADER.unpack_from(buf, start)
+            if end - start - 4 < size:
+                break
+            body = bytes(buf[start + 4:start + 4 + size])
+            start += 4 + size
+            self.on_frame(body)
+            if self.transport is None or self.transport.is_closing():
+                break
+        if start:
+            del buf[:start]
+
+    def on_frame(self, body: bytes) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------- server
+
+
+class _ServerConnection(_Frames):
+    def __init__(self, server: FramedServer) -> None:
+        super().__init__()
+        self._server = server
+        self._authenticated = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._server.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.connections.discard(self)
+
+    def on_frame(self, body: bytes) -> None:
+        if not self._authenticated:
+            expected = self._server.expected or b""
+            if not hmac.compare_digest(body, expected):
+                logger.warning("refused a framed connection with a missing or wrong cluster token")
+                assert self.transport is not None
+                self.transport.close()
+                return
+            self._authenticated = True
+            return
+        rid, method, request = pickle.loads(body)
+        asyncio.ensure_future(self._handle(rid, method, request))
+
+    async def _handle(self, rid: int, method: str, request: Any) -> None:
+        handler = getattr(self._server.service, "rpc_" + method, None)
+        try:
+            if handler is None:
+                raise RuntimeError(f"unknown method CoreWorker.{method}")
+            result = await handler(request)
+            body = _dumps((rid, _OK, result))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - errors travel to the caller
+            try:
+                body = _dumps((rid, _ERR, exc))
+            except Exception:  # noqa: BLE001 - an unpicklable exception travels as text
+                body = _dumps((rid, _ERR, RemoteHandlerError("".join(traceback.format_exception(exc)))))
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return  # the caller went away; gRPC would drop the reply too
+        transport.write(_HEADER.pack(len(body)) + body)
+
+
+class FramedServer:
+    """Serves one service object's ``rpc_*`` coroutines on an abstract Unix socket."""
+
+    def __init__(self, service: object, token: str | None) -> None:
+        self.service = service
+        self.expected = token.encode() if token else b""
+        self._server: asyncio.AbstractServer | None = None
+        self.connections: set[_ServerConnection] = set()
+
+    async def start(self, target: str) -> bool:
+        """Listen beside the gRPC server at ``target``; False where that is impossible."""
+        try:
+            self._server = await asyncio.get_running_loop().create_unix_server(
+                lambda: _ServerConnection(self), path=socket_name(target)
+            )
+        except OSError as exc:  # a peer in another namespace owns the name, or no Unix sockets
+            logger.info("framed transport off for %s: %s", target, exc)
+            return False
+        return True
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.close()
+        await asyncio.sleep(0)  # let the transports finish closing
+
+
+# ---------------------------------------------------------------- client
+
+
+class _ClientConnection(_Frames):
+    def __init__(self, client: FramedClient) -> None:
+        super().__init__()
+        self._client = client
+
+    def on_frame(self, body: bytes) -> None:
+        rid, status, payload = pickle.loads(body)
+        fut = self._client.pending.pop(rid, None)
+        if fut is not None and not fut.done():
+            fut.set_result((status, payload))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._client.on_lost(self)
+
+
+class FramedClient:
+    """Calls to one peer's :class:`FramedServer`; ``None`` from :meth:`connect` means use gRPC."""
+
+    def __init__(self, target: str, token: str | None) -> None:
+        self.target = target
+        self._token = token.encode() if token else b""
+        self._conn: _ClientConnection | None = None
+        self._connecting: asyncio.Future | None = None
+        self.pending: dict[int, asyncio.Future] = {}
+        self._ids = itertools.count()
+        self.unsupported = False  # the peer has no framed listener here
+        self.closed = False
+
+    async def _connect(self) -> _ClientConnection | None:
+        if self._conn is not None:
+            return self._conn
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._open())
+        try:
+            return await asyncio.shield(self._connecting)
+        finally:
+            if self._connecting is not None and self._connecting.done():
+                self._connecting = None
+
+    async def _open(self) -> _ClientConnection | None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await loop.create_unix_connection(lambda: _ClientConnection(self), path=socket_name(self.target))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            if not self._was_connected:
+                self.unsupported = True  # never listened: an older peer, or another network namespace
+                return None
+            raise RpcUnavailable(f"connecting to {self.target} failed: {exc}") from None
+        except OSError as exc:
+            raise RpcUnavailable(f"connecting to {self.target} failed: {exc}") from None
+        assert conn.transport is not None
+        conn.transport.write(_HEADER.pack(len(self._token)) + self._token)
+        self._conn = conn
+        self._was_connected = True
+        return conn
+
+    _was_connected = False
+
+    async def call(self, method: str, request: Any, timeout: float | None) -> Any:
+        """The reply; raises ``LookupError`` when the peer has no framed listener."""
+        if self.closed:
+            raise RpcUnavailable(f"CoreWorker.{method} to {self.target} failed: the channel was closed")
+        conn = self._conn or await self._connect()
+        if conn is None:
+            raise LookupError(self.target)
+        rid = next(self._ids)
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[rid] = fut
+        body = _dumps((rid, method, request))
+        assert conn.transport is not None
+        conn.transport.write(_HEADER.pack(len(body)) + body)
+        try:
+            if timeout is None:
+                status, payload = await fut
+            else:
+                status, payload = await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"CoreWorker.{method} to {self.target} timed out") from None
+        finally:
+            self.pending.pop(rid, None)
+        if status != _OK:
+            raise payload
+        return payload
+
+    def on_lost(self, conn: _ClientConnection) -> None:
+        if self._conn is conn:
+            self._conn = None
+        pending, self.pending = self.pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(RpcUnavailable(f"CoreWorker call to {self.target} failed: the connection was lost"))
+
+    def close(self) -> None:
+        self.closed = True
+        if self._conn is not None and self._conn.transport is not None:
+            self._conn.transport.close()
+
+
+__all__ = ["FramedClient", "FramedServer", "socket_name"]

@@ -1,0 +1,111 @@
+"""The framed transport for core-worker calls (core_worker/framed_rpc.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from distcore._private.rpc import RpcClient, RpcServer, RpcUnavailable
+
+
+class _Service:
+    def __init__(self):
+        self.calls = 0
+        self.release = asyncio.Event()
+
+    async def rpc_Echo(self, request):
+        self.calls += 1
+        return request
+
+    async def rpc_Fail(self, request):
+        raise KeyError(request)
+
+    async def rpc_Wait(self, request):
+        await self.release.wait()
+        return request
+
+    async def rpc_Unpicklable(self, request):
+        return lambda: None
+
+
+async def _serve(token="token", framed=True):
+    from distcore._private.core_worker.framed_rpc import FramedServer
+
+    service = _Service()
+    server = RpcServer(token)
+    server.add_service("CoreWorker", service)
+    port = await server.start()
+    framed_server = FramedServer(service, token)
+    if framed:
+        assert await framed_server.start(f"127.0.0.1:{port}")
+    return service, server, framed_server, f"127.0.0.1:{port}"
+
+
+def test_calls_replies_and_errors_travel_framed():
+    async def main():
+        service, server, framed_server, target = await _serve()
+        client = RpcClient(target, "token", framed=True)
+        try:
+            assert await asyncio.gather(*(client.call("CoreWorker", "Echo", i) for i in range(500))) == list(range(500))
+            assert client._framed is not None and client._framed._conn is not None  # not gRPC
+            with pytest.raises(KeyError):
+                await client.call("CoreWorker", "Fail", "x")
+            with pytest.raises(Exception, match="pickle|Pickl"):
+                await client.call("CoreWorker", "Unpicklable", None)
+            with pytest.raises(TimeoutError):
+                await client.call("CoreWorker", "Wait", 1, timeout=0.2)
+            assert await client.call("Health", "Check") == "ok"  # other services stay on gRPC
+        finally:
+            await client.close()
+            await framed_server.stop()
+            await server.stop(0)
+        assert service.calls == 500
+
+    asyncio.run(main())
+
+
+def test_a_wrong_token_is_refused():
+    async def main():
+        _, server, framed_server, target = await _serve()
+        client = RpcClient(target, "wrong", framed=True)
+        try:
+            with pytest.raises(RpcUnavailable):
+                await client.call("CoreWorker", "Echo", 1, timeout=10)
+        finally:
+            await client.close()
+            await framed_server.stop()
+            await server.stop(0)
+
+    asyncio.run(main())
+
+
+def test_a_lost_peer_fails_the_calls_waiting_on_it():
+    async def main():
+        _, server, framed_server, target = await _serve()
+        client = RpcClient(target, "token", framed=True)
+        try:
+            waiting = asyncio.ensure_future(client.call("CoreWorker", "Wait", 1))
+            await asyncio.sleep(0.2)
+            await framed_server.stop()  # closes its connections
+            with pytest.raises(RpcUnavailable):
+                await asyncio.wait_for(waiting, 10)
+        finally:
+            await client.close()
+            await server.stop(0)
+
+    asyncio.run(main())
+
+
+def test_a_peer_without_a_framed_listener_is_called_over_grpc():
+    async def main():
+        _, server, framed_server, target = await _serve(framed=False)
+        client = RpcClient(target, "token", framed=True)
+        try:
+            assert await client.call("CoreWorker", "Echo", 7) == 7
+            assert client._framed is None  # fell back for good
+        finally:
+            await client.close()
+            await server.stop(0)
+
+    asyncio.run(main())
