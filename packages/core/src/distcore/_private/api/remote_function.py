@@ -32,6 +32,7 @@ class RemoteFunction:
         self._function = function
         self._options = validate_task_options(options)
         self._exporter = tb.FunctionExporter(function)
+        self._resolved_cache: tuple | None = None
         self._name = getattr(function, "__qualname__", getattr(function, "__name__", "task"))
         functools.update_wrapper(self, function)
 
@@ -59,8 +60,7 @@ class RemoteFunction:
             num_returns = 1
         name = options.get("name") or self._name
         task_args, task_kwargs, deps, keep = tb.build_args(core, name, args, kwargs)
-        strategy, placement = tb.strategy_and_placement(options)
-        runtime_env, env_key = tb.prepare_runtime_env(core, options.get("runtime_env"))
+        strategy, placement, capture, resources, retry_exceptions, runtime_env, env_key = self._resolve(core, options)
         task_id = ids.new_task_id()
         return_ids, refs = tb.new_return_refs(core, task_id, num_returns)
         max_retries = options.get("max_retries")
@@ -71,15 +71,15 @@ class RemoteFunction:
             task_id=task_id, job_id=core.job_id, kind=p.NORMAL_TASK, name=name,
             function_id=function_id, args=task_args, kwargs=task_kwargs,
             num_returns=num_returns, return_ids=return_ids, owner=core.address,  # type: ignore[arg-type]
-            resources=task_resources(options), max_retries=3 if max_retries is None else max_retries,
-            retry_exceptions=tb.retry_exceptions_for_spec(options.get("retry_exceptions")), runtime_env=runtime_env,
+            resources=dict(resources), max_retries=3 if max_retries is None else max_retries,
+            retry_exceptions=retry_exceptions, runtime_env=runtime_env,
             runtime_env_key=env_key, strategy=strategy, placement=placement,
-            capture_child_tasks=tb.capture_child_tasks(options), namespace=core.namespace,
+            capture_child_tasks=capture, namespace=core.namespace,
             parent_task_id=core.current_task_id, max_calls=options.get("max_calls") or 0,
         )
         core.refs.add_submitted(deps)
         del keep
-        core.spawn(core.submitter.submit(spec, deps))
+        core.submit_soon(core.submitter.submit(spec, deps))
         if num_returns == "streaming":
             return ObjectRefGenerator(task_id)
         if num_returns == "dynamic":
@@ -87,6 +87,27 @@ class RemoteFunction:
         if num_returns == 0:
             return None
         return refs[0] if len(refs) == 1 and num_returns == 1 else refs
+
+
+    def _resolve(self, core: Any, options: dict) -> tuple:
+        """Scheduling options as a spec carries them; worked out once for plain ``.remote()`` calls
+        (not inside a capturing placement group, not with a runtime env), then reused."""
+        cacheable = (
+            options is self._options and not core.job_runtime_env and not options.get("runtime_env")
+            and tb.captured_placement() is None
+        )
+        cached = getattr(self, "_resolved_cache", None)  # absent on objects pickled by an older version
+        if cacheable and cached is not None:
+            return cached
+        strategy, placement = tb.strategy_and_placement(options)
+        runtime_env, env_key = tb.prepare_runtime_env(core, options.get("runtime_env"))
+        resolved = (
+            strategy, placement, tb.capture_child_tasks(options), task_resources(options),
+            tb.retry_exceptions_for_spec(options.get("retry_exceptions")), runtime_env, env_key,
+        )
+        if cacheable:
+            self._resolved_cache = resolved
+        return resolved
 
 
 class _FunctionWithOptions:

@@ -8,6 +8,7 @@ API calls in from user threads through :meth:`CoreWorker.run`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextvars
 import logging
@@ -97,6 +98,8 @@ class CoreWorker:
         self._flush_scheduled = False
         self._flush_lock = asyncio.Lock()
         self._closed = False
+        self._posted: collections.deque = collections.deque()
+        self._wake_scheduled = False
         self.executor = None  # set by worker_main: the task executor
         self.job_runtime_env: dict | None = None
         self.assigned_resources: dict[str, float] = {}
@@ -181,11 +184,35 @@ class CoreWorker:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def call_soon(self, fn, *args) -> None:
-        if not self._closed:
+        """Run ``fn(*args)`` on the io loop soon (from any thread), in call order.
+
+        Calls queue in a deque and the loop is woken only when the queue was
+        empty: a burst of ``remote()`` calls or ref releases costs one wake-up
+        (one self-pipe write), not one each.
+        """
+        if self._closed:
+            return
+        self._posted.append((fn, args))
+        if not self._wake_scheduled:
+            self._wake_scheduled = True
             try:
-                self.loop.call_soon_threadsafe(fn, *args)
-            except RuntimeError:
-                pass
+                self.loop.call_soon_threadsafe(self._drain_posted)
+            except RuntimeError:  # the loop is closed
+                self._wake_scheduled = False
+
+    def _drain_posted(self) -> None:
+        self._wake_scheduled = False  # before draining: a later post schedules another drain
+        posted = self._posted
+        while posted:
+            fn, args = posted.popleft()
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001 - one failing callback must not drop the others
+                logger.exception("callback %r failed on the io loop", fn)
+
+    def submit_soon(self, coro: Coroutine) -> None:
+        """Start ``coro`` on the io loop without waiting for it (its errors are logged)."""
+        self.call_soon(asyncio.ensure_future, coro)
 
     def shutdown(self) -> None:
         if self._closed:
@@ -195,6 +222,7 @@ class CoreWorker:
         except Exception:  # noqa: BLE001
             pass
         self._closed = True
+        self.memory.wake_all()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
 
@@ -472,13 +500,21 @@ class CoreWorker:
         )
 
     def _fetch(self, refs: list, deadline: float | None) -> list[StoredObject]:
-        pending = [r for r in refs if not self.memory.contains(r.hex())]
+        # Values already here are read from this thread (dict reads are
+        # atomic): no hop to the io loop and back.
+        memory = self.memory
+        here = [memory.get(r.hex()) for r in refs]
+        if None not in here:
+            return here  # type: ignore[return-value]
+        pending = [r for r, obj in zip(refs, here, strict=True) if obj is None]
         blocked = bool(pending) and self.current_task_id is not None and not self.is_driver
         if blocked:
             self._notify_blocked(True)
         try:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            result = self.run(self._fetch_all(refs, remaining))
+            result = self._wait_owned(refs, pending, remaining)
+            if result is None:
+                result = self.run(self._fetch_all(refs, remaining))
         finally:
             if blocked:
                 self._notify_blocked(False)
@@ -487,6 +523,27 @@ class CoreWorker:
                 raise GetTimeoutError(
                     f"get timed out after {remaining:.3g} s waiting for {ref}" if remaining is not None else f"get of {ref} failed"
                 )
+        return result
+
+    def _wait_owned(self, refs: list, pending: list, timeout: float | None) -> list[StoredObject | None] | None:
+        """Wait on this thread for pending objects this process owns (a sync task or actor call's
+        result); None when some are owned elsewhere (the io loop asks their owners)."""
+        if self._closed or threading.current_thread() is self._thread:
+            return None
+        me = self.worker_id
+        ids = []
+        for ref in pending:
+            owner = ref._owner
+            if owner is not None and owner.worker_id != me:
+                return None
+            oid = ref.hex()
+            if self.refs.get(oid) is None or self.refs.was_freed(oid):
+                return None  # the io loop path raises the clear error
+            ids.append(oid)
+        done = self.memory.wait_here(ids, timeout)
+        result = [self.memory.get(r.hex()) for r in refs]
+        if done and None in result:
+            return None  # dropped meanwhile (being reconstructed): the io loop path handles it
         return result
 
     async def _fetch_all(self, refs: list, timeout: float | None) -> list[StoredObject | None]:

@@ -137,7 +137,7 @@ class Executor:
             if not fut.done():
                 fut.set_result(reply)
 
-        self.core.loop.call_soon_threadsafe(set_result)
+        self.core.call_soon(set_result)  # batched wake-ups (core_worker.call_soon)
 
     # ------------------------------------------------------------ main thread
 

@@ -351,6 +351,8 @@ class Reconstructor:
         owner, or to its owner) and read again once it is recomputed.
         """
         core = self.core
+        if all(obj.plasma_node is None for obj in objs):
+            return objs, {}  # every value is inline: nothing to locate (no io-loop hop)
         oids = [r.hex() for r in refs]
         tries: dict[str, int] = {}
         while True:

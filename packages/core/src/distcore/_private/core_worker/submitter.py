@@ -9,6 +9,7 @@ queued tasks, then returned to its node manager.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -360,9 +361,16 @@ class TaskSubmitter:
         if gen is None:
             return
         if item.obj is not None:
-            self.core.refs.add_owned(item.obj.object_id)
-            self.core.store_return(item.obj)
-            gen.items[item.index] = item.obj.object_id
+            obj, index = item.obj, item.index
+            if obj.is_error and index in gen.items:
+                # The worker was interrupted (cancelled) while reporting item
+                # ``index``, which got here anyway: the error goes after it
+                # instead of replacing a value the caller may have read.
+                index = max(gen.items) + 1
+                obj = dataclasses.replace(obj, object_id=ids.object_id_for_return(item.task_id, index))
+            self.core.refs.add_owned(obj.object_id)
+            self.core.store_return(obj)
+            gen.items[index] = obj.object_id
         gen.changed.set()
         gen.changed = asyncio.Event()
 
@@ -450,6 +458,7 @@ def decode_value(value: p.SerializedValue) -> Any:
     if isinstance(out, ErrorValue):
         raise out.error
     return out
+
 
 def lost_argument(spec: p.TaskSpec, reply: p.TaskReply) -> bool:
     """True when the task failed only because its worker could not fetch one of its arguments.
