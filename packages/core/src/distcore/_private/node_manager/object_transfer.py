@@ -45,6 +45,9 @@ from distcore._private.object_store.store import LocalObjectStore
 from distcore._private.rpc import ClientPool, RpcClient
 from distcore.exceptions import ObjectLostError, ObjectStoreFullError
 
+#: Seconds a pull keeps looking up a holder node its cluster view does not know yet.
+UNKNOWN_NODE_WAIT_S = 5.0
+
 logger = logging.getLogger(__name__)
 
 #: Bytes per streamed message (see ``tools/bench/transfer_bench.py``);
@@ -176,16 +179,23 @@ class ObjectTransfer:
             self.counters["transfer_failures"] += 1
 
     async def _holder_address(self, req: PullObject) -> str | None:
+        """The holder's address; None once it is known dead. A node this view does not know yet
+        (it just joined, or the head just restarted) is looked up again for UNKNOWN_NODE_WAIT_S."""
         if req.from_address:
             return req.from_address
-        for attempt in range(2):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + UNKNOWN_NODE_WAIT_S
+        while True:
             view = self._view()
             node = view.nodes.get(req.from_node) if view is not None else None
             if node is not None:
                 return node.address if node.alive else None
-            if attempt == 0 and self._refresh is not None:
-                await self._refresh()
-        return None
+            if self._refresh is None or loop.time() >= deadline:
+                return None
+            await self._refresh()
+            view = self._view()
+            if view is None or req.from_node not in view.nodes:
+                await asyncio.sleep(0.25)
 
     async def _transfer(self, req: PullObject) -> tuple[str, int]:
         oid, holder = req.object_id, req.from_node
