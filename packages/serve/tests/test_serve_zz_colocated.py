@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import httpx
+import pytest
 
 from distcore import serve
 
@@ -25,6 +26,7 @@ class Outer:
         return {"value": value, "pid": os.getpid(), "replica": serve.get_replica_context().replica_tag}
 
 
+@pytest.mark.slow
 def test_ingress_hosted_in_the_proxy(serve_instance, serve_port):
     port = serve_port
     serve.shutdown()

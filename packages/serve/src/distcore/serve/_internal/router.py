@@ -117,7 +117,7 @@ class Router:
                 change.cancel()
                 self._drop(fut)
             route = self.route()
-            if route is not None and (not self.waiters or self.waiters[0] is fut or True):
+            if route is not None:
                 replica = self._pick(route, model_id)
                 if replica is not None:
                     return replica
