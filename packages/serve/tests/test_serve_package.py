@@ -47,3 +47,17 @@ def test_cli_help_as_a_module() -> None:
         check=True,
     ).stdout
     assert out.startswith("usage: distcore-serve")
+
+
+def test_public_api_is_frozen() -> None:
+    from distcore import serve
+
+    assert sorted(serve.__all__) == sorted([
+        "Application", "ApplicationStatusOverview", "AutoscalingConfig", "Deployment", "DeploymentConfig",
+        "DeploymentHandle", "DeploymentResponse", "DeploymentResponseGenerator", "DeploymentStatusOverview",
+        "HTTPOptions", "ReplicaContext", "ServeStatus", "__version__", "batch", "delete", "deployment",
+        "exceptions", "gRPCOptions", "get_app_handle", "get_deployment_handle", "get_multiplexed_model_id",
+        "get_replica_context", "ingress", "multiplexed", "run", "shutdown", "start", "status",
+    ])
+    for name in serve.__all__:
+        assert hasattr(serve, name), name
