@@ -221,3 +221,17 @@ def test_pb2_explores_within_bounds() -> None:
     assert exploits > 5
     with pytest.raises(ValueError, match="lower < upper"):
         PB2(metric="s", mode="max", hyperparam_bounds={"lr": [1, 0]})
+
+
+def test_scheduler_state_round_trips(tmp_path) -> None:
+    sched = ASHAScheduler(metric="score", mode="max", max_t=9, grace_period=1, reduction_factor=3)
+    a, b = FakeTrial("a"), FakeTrial("b")
+    runner = FakeRunner([a, b])
+    sched.on_trial_add(runner, a)
+    sched.on_trial_add(runner, b)
+    sched.on_trial_result(runner, a, r(1, 5.0))
+    path = str(tmp_path / "sched.pkl")
+    sched.save(path)
+    fresh = ASHAScheduler(metric="score", mode="max", max_t=9, grace_period=1, reduction_factor=3)
+    fresh.restore(path)
+    assert fresh.on_trial_result(runner, b, r(1, 1.0)) == S  # the rung still holds a's 5.0

@@ -11,6 +11,7 @@ from typing import Any
 
 STATE_FILE = "experiment_state.json"
 SEARCHER_FILE = "searcher-state.pkl"
+SCHEDULER_FILE = "scheduler-state.pkl"
 TUNER_FILE = "tuner.pkl"
 
 
@@ -45,6 +46,10 @@ def save(controller: Any) -> None:
     try:
         controller.searcher.save(os.path.join(controller.experiment_path, SEARCHER_FILE))
     except Exception:  # a searcher that cannot pickle its state restarts fresh
+        pass
+    try:
+        controller.scheduler.save(os.path.join(controller.experiment_path, SCHEDULER_FILE))
+    except Exception:  # likewise a scheduler (its decisions then restart from the resumed results)
         pass
 
 

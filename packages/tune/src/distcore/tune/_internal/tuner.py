@@ -209,6 +209,12 @@ class Tuner:
                 searcher.restore(restore["searcher_state_path"])
             except Exception:
                 pass
+        scheduler_state = os.path.join(self._path, experiment_state.SCHEDULER_FILE)
+        if restore and os.path.exists(scheduler_state):
+            try:
+                scheduler.restore(scheduler_state)
+            except Exception:  # an unreadable state: the scheduler starts fresh
+                pass
         return TuneController(
             trainable=self._trainable, trainable_name=_trainable_name(self._original),
             param_space=self._param_space, searcher=searcher, scheduler=scheduler,
