@@ -63,6 +63,11 @@ class DataConfig:
         return self.datasets_to_split == "all" or name in self.datasets_to_split
 
 
+def default_run_name(trainer_name: str) -> str:
+    """A fresh run name: the trainer's class, the time and a random suffix (never an existing run)."""
+    return f"{trainer_name}_{datetime.datetime.now().strftime('%Y-%m-%d_%H-%M-%S')}_{uuid.uuid4().hex[:5]}"
+
+
 class DataParallelTrainer:
     """Runs ``train_loop_per_worker`` on ``scaling_config.num_workers`` workers and collects its reports."""
 
@@ -126,8 +131,7 @@ class DataParallelTrainer:
         """Train; returns the :class:`Result`, raises ``TrainingFailedError`` when the run failed for good."""
         if not distcore.is_initialized():
             distcore.init()
-        name = self.run_config.name or (
-            f"{type(self).__name__}_{datetime.datetime.now().strftime('%Y-%m-%d_%H-%M-%S')}_{uuid.uuid4().hex[:5]}")
+        name = self.run_config.name or default_run_name(type(self).__name__)
         storage_ctx = storage.StorageContext.create(self.run_config.storage_path, name,
                                                     self.run_config.storage_filesystem)
         spec = self._spec()
