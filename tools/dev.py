@@ -23,7 +23,13 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 STAMP = VENV / ".distcore-dev-stamp"
 PACKAGES = ("core", "data", "train", "tune", "serve", "rllib")
-EXTRAS = {"core": "[default]", "tune": "[optuna,hyperopt]"}
+EXTRAS = {
+    "core": "[default]",
+    "data": "[images,torch]",
+    "train": "[torch]",
+    "tune": "[optuna,hyperopt]",
+    "serve": "[fastapi]",
+}
 # Build tools first: the packages are then installed editable without build isolation.
 BUILD_REQUIREMENTS = ["hatchling>=1.21", "editables>=0.5"]
 # torch is pinned so that pip takes the small CPU build, never a multi-GB CUDA one.
