@@ -77,6 +77,19 @@ def _patch_rpc(rpc):
         return handler
     rpc._wrap_unary = wrap
     threading.Thread(target=_dump, daemon=True).start()
+def _patch_framed(fr):
+    orig = fr._ServerConnection._handle
+    async def _handle(self, rid, method, request):
+        _bump(f"in rpc_{method}")
+        if method != "PushTask":
+            return await orig(self, rid, method, request)
+        tid = request.spec.task_id
+        T.setdefault(tid, {})["srv_in"] = time.perf_counter()
+        try:
+            return await orig(self, rid, method, request)
+        finally:
+            T[tid]["srv_out"] = time.perf_counter()
+    fr._ServerConnection._handle = _handle
 def _patch_executor(ex):
     orig = ex.Executor.execute
     def execute(self, req):
@@ -95,7 +108,10 @@ def _import(name, *a, **k):
     ex = sys.modules.get("distcore._private.core_worker.executor")
     if "ex" not in _done and hasattr(ex, "Executor") and hasattr(ex, "_exit_after"):
         _done.add("ex"); _patch_executor(ex)
-    if len(_done) == 2:
+    fr = sys.modules.get("distcore._private.core_worker.framed_rpc")
+    if "fr" not in _done and hasattr(fr, "_ServerConnection"):
+        _done.add("fr"); _patch_framed(fr)
+    if len(_done) == 3:
         builtins.__import__ = _orig_import
     return module
 builtins.__import__ = _import
@@ -104,11 +120,11 @@ builtins.__import__ = _import
 SEGMENTS = (
     ("remote() on the caller's thread", "t0", "t1"),
     ("submit: hop to the io loop, lease if needed", "t1", "push_start"),
-    ("PushTask request: gRPC to the worker's handler", "push_start", "srv_in"),
+    ("PushTask request: transport to the worker's handler", "push_start", "srv_in"),
     ("worker: io loop to the executor thread", "srv_in", "exec_in"),
     ("execute: args, run, serialize the return", "exec_in", "exec_out"),
     ("worker: executor back to the io loop, reply", "exec_out", "srv_out"),
-    ("PushTask reply: gRPC back to the owner's loop", "srv_out", "push_end"),
+    ("PushTask reply: transport back to the owner's loop", "srv_out", "push_end"),
     ("owner: store the return, wake get(), deserialize", "push_end", "t2"),
     ("total", "t0", "t2"),
 )
