@@ -41,9 +41,9 @@ class APPOLearner(IMPALALearner):
         out = super().vtrace_inputs(module, b)
         with torch.no_grad():
             inputs = module.forward_train({"obs": b["obs"]})["action_dist_inputs"]
-            rho = torch.exp(module.get_action_dist(inputs).logp(b["actions"]) - b["action_logp"])
-        # The surrogate applies its own (clipped) ratio: undo V-trace's rho factor, then normalize.
-        adv = out["pg_adv"] / torch.clamp(rho, max=self.config.vtrace_clip_pg_rho_threshold).clamp(min=1e-6)
+        # Advantages: V-trace lambda-returns minus values (GAE when on-policy); the surrogate applies
+        # its own clipped ratio of the learner's policy to the behaviour policy. Normalized per batch.
+        adv = out["vs"] - out["old_values"]
         out["pg_adv"] = (adv - adv.mean()) / (adv.std() + 1e-8) if len(adv) > 1 else adv
         out["old_inputs"] = inputs
         return out
