@@ -313,3 +313,13 @@ def test_fit_inside_a_session_forwards_rank0_reports_to_it(cluster, tmp_path) ->
         session.set_session(None)
     assert [m["epoch"] for m, _ in outer.reports] == [0, 1, 2]
     assert all(c is not None and c.get_metadata()["epoch"] == m["epoch"] for m, c in outer.reports)
+
+
+@pytest.mark.slow
+def test_run_config_stop_ends_the_run_when_a_metric_reaches_it(cluster, tmp_path) -> None:
+    result = TorchTrainer(counting_loop, train_loop_config={"epochs": 50}, scaling_config=ScalingConfig(num_workers=2),
+                          run_config=RunConfig(name="stop", storage_path=str(tmp_path), verbose=0,
+                                               stop={"epoch": 2})).fit()
+    assert result.error is None
+    assert list(result.metrics_dataframe["epoch"]) == [0, 1, 2]
+    assert result.checkpoint.get_metadata() == {"epoch": 2}
