@@ -13,8 +13,9 @@ Order of calls, for each start of the gang (and again after each restart):
 3. ``Backend.on_training_start(worker_group, backend_config)``: last step
    before the training function runs on every worker;
 4. the training function runs; reports flow back to the trainer;
-5. ``Backend.on_shutdown(worker_group, backend_config)``: tear down (also
-   after a failure, best effort), before the workers are ended.
+5. ``Backend.on_shutdown(worker_group, backend_config)``: tear down, before the
+   workers are ended, when the training function finished on every worker (after a
+   failure the workers are ended without it: a rank stuck in a collective would hold it).
 
 Example: a backend that hands TensorFlow its cluster spec::
 
@@ -69,7 +70,7 @@ class Backend:
         """Right before the training function starts on every worker."""
 
     def on_shutdown(self, worker_group: WorkerGroupProtocol, backend_config: BackendConfig) -> None:
-        """Before the workers are ended (best effort after a failure)."""
+        """Before the workers are ended, once training finished on every worker."""
 
 
 class BackendConfig:

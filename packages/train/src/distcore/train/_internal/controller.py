@@ -173,6 +173,7 @@ class Controller:
     def _attempt(self, attempt: int) -> None:
         spec = self.spec
         group: WorkerGroup | None = None
+        finished = False
         backend = spec.backend_config.backend_cls()
         scaling = spec.scaling_config
         if spec.datasets:
@@ -211,10 +212,13 @@ class Controller:
             except (DistcoreError, TimeoutError) as exc:
                 raise _AttemptFailed(self._describe_start_failure(group, exc)) from exc
             self._drive(group, attempt)
+            finished = True
         finally:
             if group is not None:
                 try:
-                    if group.workers:
+                    # after a failure the workers are ended outright: a rank stuck in a
+                    # collective would hold a graceful shutdown until its timeout
+                    if group.workers and finished:
                         backend.on_shutdown(group, spec.backend_config)
                 except Exception:  # noqa: BLE001 - teardown is best effort
                     pass
