@@ -36,6 +36,9 @@ class Learner:
                  world_size: int = 1) -> None:
         self.config = config
         self.rank, self.world_size = rank, world_size
+        # Small policy nets learn fastest on one intra-op thread per learner (num_cpus_per_learner);
+        # more threads spin against env runner processes on a small machine.
+        torch.set_num_threads(max(1, int(config.num_cpus_per_learner)))
         if config.seed is not None:
             torch.manual_seed(config.seed)
             np.random.seed(config.seed + rank)
