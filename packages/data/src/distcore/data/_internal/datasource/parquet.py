@@ -16,8 +16,6 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
-import pyarrow.fs as pafs
 
 from distcore.data._internal.datasource._meta import estimate
 from distcore.data._internal.datasource.datasource import (
@@ -40,6 +38,9 @@ class _Piece:
 
 def _read_pieces(pieces: list[_Piece], schema: pa.Schema, columns: list[str] | None,
                  expr: pc.Expression | None, batch_rows: int) -> Iterator[pa.Table]:
+    import pyarrow.dataset as pads  # imported on use: it costs ~1 s at worker start
+    import pyarrow.fs as pafs
+
     fmt = pads.ParquetFileFormat()
     fs = pafs.LocalFileSystem()
     for piece in pieces:
@@ -78,6 +79,8 @@ class ParquetDatasource(Datasource):
         base = None
         if isinstance(paths, (str, os.PathLike)) and os.path.isdir(os.fspath(paths)):
             base = os.fspath(paths)
+        import pyarrow.dataset as pads
+
         try:
             self._dataset = pads.dataset(files, format="parquet",
                                          partitioning=partitioning if base else None,
