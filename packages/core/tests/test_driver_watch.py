@@ -83,3 +83,22 @@ def test_the_loop_ends_the_jobs_of_dead_drivers_only():
 
     asyncio.run(run())
     assert ended == ["01"] and pool.dropped == ["127.0.0.1:1"]
+
+
+def test_a_silent_driver_whose_process_lives_on_this_host_is_only_slow():
+    import os
+    import subprocess
+    import sys
+
+    from distcore._private.gcs.driver_watch import _local_ips, alive_on_this_host
+
+    ips = _local_ips()
+    here = p.JobInfo("01", driver_address=p.Address("127.0.0.1", 1, "w1", "n"), driver_pid=os.getpid())
+    assert alive_on_this_host(here, ips)
+    # A remote driver: the ping decides, not the local process table.
+    remote = p.JobInfo("02", driver_address=p.Address("203.0.113.9", 1, "w2", "n"), driver_pid=os.getpid())
+    assert not alive_on_this_host(remote, ips)
+    # A driver process that has exited is not alive, even on this host.
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = p.JobInfo("03", driver_address=p.Address("127.0.0.1", 1, "w3", "n"), driver_pid=int(done.stdout))
+    assert not alive_on_this_host(gone, ips)

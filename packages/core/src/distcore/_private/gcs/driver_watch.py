@@ -6,7 +6,8 @@ control store pings every live job's driver (its core worker's ``Health``
 service) every ``interval_s``. A driver whose port refuses connections
 ``unreachable_after`` times in a row is gone (its process died: about 3 s);
 one that answers nothing at all (a timeout: a frozen process, a partitioned
-host) gets ``silent_after_s``. Then the job ends exactly as if the driver
+host) gets ``silent_after_s``, unless it runs on this host and its process
+still exists (then it is slow, not dead). Then the job ends exactly as if the driver
 had called ``JobFinished``.
 
 :class:`DriverLiveness` is the pure bookkeeping (observations in, verdicts
@@ -76,6 +77,39 @@ async def ping(clients: ClientPool, address: p.Address, timeout: float = PING_TI
     return OK
 
 
+def _local_ips() -> set[str]:
+    ips = {"127.0.0.1", "localhost", "::1"}
+    try:
+        import psutil
+
+        for addrs in psutil.net_if_addrs().values():
+            ips.update(a.address for a in addrs)
+    except Exception:  # noqa: BLE001 - best effort: loopback alone still covers one-machine clusters
+        pass
+    return ips
+
+
+def alive_on_this_host(job: p.JobInfo, local_ips: set[str]) -> bool:
+    """True when the job's driver runs on this machine and its process still exists.
+
+    A driver that is merely slow to answer (a long GIL-holding call, a loaded
+    machine) must not lose its job: on the head's own host the process table
+    is the ground truth, the ping only the fallback for remote drivers.
+    """
+    if job.driver_address is None or job.driver_pid <= 0:
+        return False
+    host = job.driver_address.target.rsplit(":", 1)[0].strip("[]")
+    if host not in local_ips:
+        return False
+    try:
+        import psutil
+
+        proc = psutil.Process(job.driver_pid)
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except Exception:  # noqa: BLE001 - gone, or not ours to inspect
+        return False
+
+
 async def watch_drivers(
     jobs: Callable[[], dict[str, p.JobInfo]],
     clients: ClientPool,
@@ -86,6 +120,7 @@ async def watch_drivers(
     """Ping the drivers of live jobs forever; call ``on_dead(job_id)`` for each that died."""
     liveness = liveness or DriverLiveness()
     loop = asyncio.get_running_loop()
+    local_ips = _local_ips()
     while True:
         await asyncio.sleep(interval_s)
         live = {j.job_id: j for j in jobs().values() if not j.is_dead and j.driver_address is not None}
@@ -96,6 +131,8 @@ async def watch_drivers(
         outcomes = await asyncio.gather(*(ping(clients, live[j].driver_address) for j in ids))  # type: ignore[arg-type]
         now = loop.time()
         for job_id, outcome in zip(ids, outcomes, strict=True):
+            if outcome == SILENT and alive_on_this_host(live[job_id], local_ips):
+                outcome = OK  # slow, not dead: its process is right here
             if not liveness.observe(job_id, outcome, now):
                 continue
             job = live[job_id]
