@@ -163,25 +163,14 @@ class BasicVariantGenerator(Searcher):
         self._live.discard(trial_id)
 
 
-class ConcurrencyLimiter(Searcher):
-    """Lets ``searcher`` have at most ``max_concurrent`` live trials (``batch``: wait
-    until the whole batch finishes before suggesting again)."""
+class _WrappingSearcher(Searcher):
+    """A searcher that wraps another: metric, mode and search properties are the wrapped one's."""
 
-    def __init__(self, searcher: Searcher, max_concurrent: int, batch: bool = False) -> None:
+    def __init__(self, searcher: Searcher) -> None:
         if not isinstance(searcher, Searcher):
-            raise TypeError(f"ConcurrencyLimiter wraps a Searcher, got {type(searcher).__name__}")
-        if max_concurrent < 1:
-            raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
+            raise TypeError(f"{type(self).__name__} wraps a Searcher, got {type(searcher).__name__}")
         super().__init__(searcher.metric, searcher.mode)
         self.searcher = searcher
-        self.max_concurrent = max_concurrent
-        self.batch = batch
-        self._live: set[str] = set()
-        self._in_batch: set[str] = set()
-
-    @property
-    def counts_samples(self) -> bool:  # type: ignore[override]
-        return self.searcher.counts_samples
 
     @property
     def metric(self) -> Any:
@@ -193,6 +182,24 @@ class ConcurrencyLimiter(Searcher):
 
     def set_search_properties(self, metric: Any, mode: Any, config: dict[str, Any], **spec: Any) -> bool:
         return self.searcher.set_search_properties(metric, mode, config, **spec)
+
+
+class ConcurrencyLimiter(_WrappingSearcher):
+    """Lets ``searcher`` have at most ``max_concurrent`` live trials (``batch``: wait
+    until the whole batch finishes before suggesting again)."""
+
+    def __init__(self, searcher: Searcher, max_concurrent: int, batch: bool = False) -> None:
+        if max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
+        super().__init__(searcher)
+        self.max_concurrent = max_concurrent
+        self.batch = batch
+        self._live: set[str] = set()
+        self._in_batch: set[str] = set()
+
+    @property
+    def counts_samples(self) -> bool:  # type: ignore[override]
+        return self.searcher.counts_samples
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.batch and self._batch_closed:
@@ -230,17 +237,14 @@ class ConcurrencyLimiter(Searcher):
         self.__dict__.update(state)
 
 
-class Repeater(Searcher):
+class Repeater(_WrappingSearcher):
     """Runs each suggestion ``repeat`` times (configs get ``__trial_index__`` when
     ``set_index``) and reports the mean of the metric to the wrapped searcher."""
 
     def __init__(self, searcher: Searcher, repeat: int = 1, set_index: bool = True) -> None:
-        if not isinstance(searcher, Searcher):
-            raise TypeError(f"Repeater wraps a Searcher, got {type(searcher).__name__}")
         if repeat < 1:
             raise ValueError(f"repeat must be >= 1, got {repeat}")
-        super().__init__(searcher.metric, searcher.mode)
-        self.searcher = searcher
+        super().__init__(searcher)
         self.repeat = repeat
         self.set_index = set_index
         self._current: tuple[str, dict[str, Any]] | None = None
@@ -248,17 +252,6 @@ class Repeater(Searcher):
         self._groups: dict[str, list[str]] = defaultdict(list)
         self._group_of: dict[str, str] = {}
         self._scores: dict[str, list[float | None]] = defaultdict(list)
-
-    @property
-    def metric(self) -> Any:
-        return self.searcher.metric
-
-    @property
-    def mode(self) -> Any:
-        return self.searcher.mode
-
-    def set_search_properties(self, metric: Any, mode: Any, config: dict[str, Any], **spec: Any) -> bool:
-        return self.searcher.set_search_properties(metric, mode, config, **spec)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self._current is None or self._issued >= self.repeat:
