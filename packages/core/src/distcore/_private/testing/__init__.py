@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -17,9 +18,28 @@ import distcore
 
 
 class ClusterManager:
+    """At most one local cluster for this test process, restarted when a test asks for another shape."""
+
     def __init__(self) -> None:
         self.current: dict[str, Any] | None = None
         self.sessions: set[str] = set()
+        self._exit_hooks: list[Callable[[], Any]] = []
+
+    def at_exit(self, hook: Callable[[], Any]) -> None:
+        """Run ``hook()`` in :meth:`close`, before the cluster stops (e.g. ``serve.shutdown``); once each."""
+        if hook not in self._exit_hooks:
+            self._exit_hooks.append(hook)
+
+    def close(self) -> None:
+        """Run the exit hooks (newest first; an error in one is ignored) and stop the cluster."""
+        while self._exit_hooks:
+            hook = self._exit_hooks.pop()
+            if distcore.is_initialized():
+                try:
+                    hook()
+                except Exception:  # noqa: BLE001 - teardown goes on; the leak check reports what stays
+                    pass
+        self.stop()
 
     def ensure(self, **kwargs: Any) -> dict[str, Any]:
         """A running cluster started with exactly ``kwargs`` (reused if it is)."""
