@@ -8,8 +8,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.json as pajson
 
 from distcore.data._internal.datasource._meta import tensor_array
 from distcore.data._internal.datasource.file_based import FileBasedDatasource
@@ -23,6 +21,8 @@ class CSVDatasource(FileBasedDatasource):
         self._csv_args = dict(arrow_csv_args or {})
 
     def read_file(self, path: str) -> pa.Table:
+        import pyarrow.csv as pacsv
+
         return pacsv.read_csv(path, **self._csv_args)
 
 
@@ -45,6 +45,8 @@ class JSONDatasource(FileBasedDatasource):
             if not all(isinstance(r, dict) for r in rows):
                 raise ValueError("a JSON array file must hold objects (one per row)")
             return pa.Table.from_pylist(rows)
+        import pyarrow.json as pajson
+
         return pajson.read_json(io.BytesIO(data), **self._json_args)
 
 
