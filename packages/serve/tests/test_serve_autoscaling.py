@@ -79,3 +79,29 @@ def test_scale_to_zero_and_back(serve_instance):
              message="did not scale back to zero")
     assert httpx.get(f"{serve_instance}/zero", timeout=60).text == "woke up"
     serve.delete("zero")
+
+
+@serve.deployment(
+    max_ongoing_requests=1,
+    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1,
+                        "upscale_delay_s": 0.2, "downscale_delay_s": 1.0},
+)
+class OneAtATime:
+    async def __call__(self, request):
+        await asyncio.sleep(0.3)
+        return "ok"
+
+
+def test_requests_queued_in_routers_trigger_scale_up(serve_instance, load_generator):
+    # each replica takes one request at a time, so its own ongoing count never exceeds the target (1):
+    # only the requests queued in the proxy's router can tell the controller that more replicas are needed
+    serve.run(OneAtATime.bind(), name="queued", route_prefix="/queued")
+    assert _running("queued", "OneAtATime") == 1
+    load = load_generator(f"{serve_instance}/queued", concurrency=4)
+    wait_for(lambda: _running("queued", "OneAtATime") == 2, 20,
+             message="requests queued in the router did not scale the deployment up")
+    codes = load.stop()
+    assert set(codes) == {200}, (codes, load.errors[:3])
+    wait_for(lambda: serve.status().applications["queued"].deployments["OneAtATime"].replica_states
+             == {"RUNNING": 1}, 30, message="did not scale back down once the queue emptied")
+    serve.delete("queued")

@@ -187,6 +187,13 @@ class ServeController:
         if st is not None:
             st.demand_at = time.monotonic()
 
+    async def record_handle_metrics(self, app: str, deployment: str, router_id: str, queued: int,
+                                    inflight: int) -> None:
+        """A router's queued and in-flight requests to one deployment (autoscaling counts both, as Ray does)."""
+        st = self.states.get((app, deployment))
+        if st is not None:
+            st.record_handle_metrics(router_id, queued, inflight, time.monotonic())
+
     async def listen(self, version: int, timeout_s: float) -> Table | None:
         self._ensure_loop()
         if version == self.version:

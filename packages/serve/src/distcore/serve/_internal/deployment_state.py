@@ -24,6 +24,8 @@ from distcore.serve._internal.table import SERVE_NAMESPACE, DeploymentRoute, Rep
 STARTING, RUNNING, STOPPING = "STARTING", "RUNNING", "STOPPING"
 MAX_CONSECUTIVE_FAILURES = 3
 PLACEMENT_GRACE_S = 1.5
+# a router's report of queued + in-flight requests counts this long (routers re-send every second while busy)
+HANDLE_METRICS_TTL_S = 3.0
 
 _RemoteReplica = distcore.remote(ReplicaActor)
 
@@ -87,6 +89,8 @@ class DeploymentState:
         self.failed = False
         self.auto = AutoscalingState()
         self.demand_at = 0.0
+        # router id -> (queued, in flight, when reported)
+        self.handle_metrics: dict[str, tuple[int, int, float]] = {}
         self.deleting = False
         self.unschedulable = ""
         # the app's ingress with one fixed replica may live in the proxy process (no socket hop)
@@ -186,14 +190,33 @@ class DeploymentState:
             self._stop(r)
         self._check_placement(now)
 
+    def record_handle_metrics(self, router_id: str, queued: int, inflight: int, now: float) -> None:
+        if queued or inflight:
+            self.handle_metrics[router_id] = (queued, inflight, now)
+        else:
+            self.handle_metrics.pop(router_id, None)
+
+    def handle_requests(self, now: float) -> tuple[int, int]:
+        """Requests queued in routers and in flight from them to replicas, over fresh router reports."""
+        queued = inflight = 0
+        for key, (q, i, at) in list(self.handle_metrics.items()):
+            if now - at > HANDLE_METRICS_TTL_S:
+                del self.handle_metrics[key]
+                continue
+            queued += q
+            inflight += i
+        return queued, inflight
+
     def _autoscale(self, now: float) -> None:
         cfg = self.spec.config.autoscaling_config
         if cfg is None:
             return
         running = self.running()
-        total = sum(r.ongoing for r in running)
+        queued, inflight = self.handle_requests(now)
+        # Ray's metric: requests running on replicas plus those queued in routers and handles
+        total = max(sum(r.ongoing for r in running), queued + inflight)
         current = self.target
-        waiting = not running and now - self.demand_at < 5.0
+        waiting = not running and (now - self.demand_at < 5.0 or queued > 0)
         if waiting:
             total = max(total, 1)
         new = decide(cfg, self.auto, current, total, now)

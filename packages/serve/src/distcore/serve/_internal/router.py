@@ -11,6 +11,7 @@ process's node are preferred.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections import deque
@@ -22,6 +23,10 @@ from distcore.serve._internal.table import DeploymentRoute, ReplicaInfo, table_c
 from distcore.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 NO_REPLICA_WAIT_S = 60.0
+# routers of autoscaling deployments report queued + in-flight requests this often while busy
+REPORT_INTERVAL_S = 0.25
+# a router that has been idle this long stops reporting (after one report of zero)
+REPORT_IDLE_STOP_S = 2.0
 
 
 class Router:
@@ -37,6 +42,8 @@ class Router:
         self._local_node = _local_node_id()
         self._demand_sent = 0.0
         self.model_replicas: dict[str, str] = {}
+        self.router_id = f"{os.getpid()}:{id(self):x}"
+        self._reporter: asyncio.Task | None = None
 
     # ---------------------------------------------------------------- table
 
@@ -105,6 +112,8 @@ class Router:
                 self._ask_for_replicas()
             fut = asyncio.get_running_loop().create_future()
             self.waiters.append(fut)
+            if self._reporter is None:
+                self._start_reporter()
             remaining = limit - time.monotonic()
             if remaining <= 0:
                 self._drop(fut)
@@ -180,6 +189,45 @@ class Router:
 
     def _acquire(self, replica_id: str) -> None:
         self.inflight[replica_id] = self.inflight.get(replica_id, 0) + 1
+        if self._reporter is None:
+            self._start_reporter()
+
+    # ---------------------------------------------------------------- autoscaling metrics
+
+    def _start_reporter(self) -> None:
+        """Report queued + in-flight requests to the controller while busy (autoscaling deployments only)."""
+        route = self.route()
+        if route is None or route.autoscaling_min is None or self.client.controller is None:
+            return
+        self._reporter = asyncio.get_running_loop().create_task(self._report_loop())
+
+    async def _report_loop(self) -> None:
+        last: tuple[int, int] | None = None
+        last_sent = 0.0
+        idle_since: float | None = None
+        try:
+            while True:
+                value = (len(self.waiters), sum(self.inflight.values()))
+                now = time.monotonic()
+                if value != last or now - last_sent >= 1.0:
+                    controller = self.client.controller
+                    if controller is not None:
+                        try:
+                            controller.record_handle_metrics.remote(self.app, self.deployment, self.router_id,
+                                                                    value[0], value[1])
+                        except Exception:
+                            pass
+                    last, last_sent = value, now
+                if value == (0, 0):
+                    if idle_since is None:
+                        idle_since = now
+                    elif now - idle_since >= REPORT_IDLE_STOP_S:
+                        return
+                else:
+                    idle_since = None
+                await asyncio.sleep(REPORT_INTERVAL_S)
+        finally:
+            self._reporter = None
 
     def _release(self, replica_id: str) -> None:
         n = self.inflight.get(replica_id, 1) - 1
@@ -328,6 +376,8 @@ def all_routers() -> dict[tuple[str, str], Router]:
 
 def reset_routers() -> None:
     for router in _routers.values():
+        if router._reporter is not None:
+            router._reporter.cancel()
         for conn in router.conns.values():
             conn.close()
     _routers.clear()
