@@ -19,9 +19,10 @@ from typing import Any
 from distcore.serve._internal import loop as serve_loop
 from distcore.serve._internal import wire
 from distcore.serve._internal.config import HTTPOptions
+from distcore.serve._internal.http_protocol import ProxyHttpProtocol
 from distcore.serve._internal.metrics import ProxyMetrics
 from distcore.serve._internal.replica import HTTP_METHOD, WS_METHOD
-from distcore.serve._internal.router import all_routers, get_router
+from distcore.serve._internal.router import Router, all_routers, get_router
 from distcore.serve._internal.table import table_client
 from distcore.serve._internal.wire import next_request_id
 from distcore.serve.exceptions import BackPressureError, DeploymentUnavailableError
@@ -64,8 +65,102 @@ async def _send_simple(send: Any, status: int, body: bytes, headers: list | None
     await send({"type": "http.response.body", "body": body})
 
 
+class FastReply:
+    """The reply frames of one request sent by :meth:`ProxyApp.fast_http`, written straight to the client."""
+
+    __slots__ = ("proto", "proxy", "router", "req", "path", "raw_path", "query", "request_id", "app", "ingress",
+                 "prefix", "start", "status", "replica", "conn", "rid", "finished")
+
+    def __init__(self, proto: ProxyHttpProtocol, proxy: ProxyApp, router: Router, req: Any, path: str,
+                 raw_path: bytes, query: bytes, request_id: str, app: str, ingress: str, prefix: str) -> None:
+        self.proto = proto
+        self.proxy = proxy
+        self.router = router
+        self.req = req
+        self.path = path
+        self.raw_path = raw_path
+        self.query = query
+        self.request_id = request_id
+        self.app = app
+        self.ingress = ingress
+        self.prefix = prefix
+        self.start = time.perf_counter()
+        self.status: int | None = None
+        self.replica: Any = None
+        self.conn: Any = None
+        self.rid = 0
+        self.finished = False
+
+    def _release(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.router._release(self.replica.replica_id)
+
+    def abandon(self) -> None:
+        """The client went away: cancel the call at the replica and free its slot."""
+        if not self.finished:
+            self.conn.cancel(self.rid)
+            self._release()
+
+    def _fall_back(self) -> None:
+        """Refused or lost before any answer: the general path retries (and queues, and times out)."""
+        proto = self.proto
+        if proto.fast is not self:
+            return
+        proto.fast = None
+        if not any(k == b"x-request-id" for k, _ in self.req.headers):
+            self.req.headers.append((b"x-request-id", self.request_id.encode()))
+        proto.run_asgi(self.req, self.path, self.raw_path, self.query)
+
+    def _done(self, status: int) -> None:
+        ms = (time.perf_counter() - self.start) * 1000
+        proxy = self.proxy
+        proxy.metrics.record(self.app, self.ingress, self.prefix, status, ms)
+        if proxy.access.path is not None:
+            proxy.access.write(self.request_id, self.app, self.req.method, self.path, status, ms)
+
+    def __call__(self, kind: int, payload: Any) -> None:
+        proto = self.proto
+        if kind == wire.OK:
+            self._release()
+            status, headers, body = payload
+            proto.write_response(status, headers, body, [(b"x-request-id", self.request_id.encode())])
+            self._done(status)
+        elif kind == wire.ITEM:
+            if self.status is None:  # the first item of a streamed response: ("start", status, headers)
+                _, self.status, headers = payload
+                proto.write_stream_start(self.status, headers, [(b"x-request-id", self.request_id.encode())])
+            else:
+                proto.write_stream_chunk(payload[1])
+        elif kind == wire.END:
+            self._release()
+            proto.write_stream_end()
+            self._done(self.status or 200)
+        elif kind == wire.REJECT:
+            self._release()
+            self.router.full_until[self.replica.replica_id] = time.monotonic() + 0.01
+            self._fall_back()
+        else:  # ERR
+            self._release()
+            lost = isinstance(payload, wire.ReplicaConnectionError)
+            if lost:
+                self.router._replica_failed(self.replica)
+            if self.status is not None:  # a stream cut short: the client must see the connection end
+                if proto.transport is not None:
+                    proto.transport.close()
+                self._done(500)
+            elif lost:
+                self._fall_back()
+            else:
+                text = getattr(payload, "__serve_traceback__", None) or f"{type(payload).__name__}: {payload}"
+                proto.write_response(500, [(b"content-type", b"text/plain; charset=utf-8")],
+                                     f"Internal Server Error (request {self.request_id}):\n{text}".encode(),
+                                     [(b"x-request-id", self.request_id.encode())])
+                self._done(500)
+
+
 class ProxyApp:
-    """The ASGI app uvicorn serves."""
+    """The ASGI app uvicorn serves (with :meth:`fast_http` as the shortcut for plain requests)."""
 
     def __init__(self, options: HTTPOptions) -> None:
         self.options = options
@@ -86,6 +181,40 @@ class ProxyApp:
                     prefix.endswith("/") and path.startswith(prefix)):
                 return prefix, app, ingress
         return None
+
+    def fast_http(self, proto: ProxyHttpProtocol, req: Any, path: str, raw_path: bytes, query: bytes) -> bool:
+        """Send a plain request to a replica with room at once; False when it needs the general path."""
+        if path.startswith("/-/"):
+            return False
+        match = self._match(path)
+        if match is None:
+            return False
+        prefix, app, ingress = match
+        router = get_router(app, ingress)
+        if router.waiters:
+            return False
+        route = router.route()
+        if route is None or route.request_timeout_s or self.client.table.request_timeout_s:
+            return False
+        request_id = model_id = ""
+        for k, v in req.headers:
+            if k == b"x-request-id":
+                request_id = v.decode("latin-1")
+            elif k == b"serve_multiplexed_model_id":
+                model_id = v.decode("latin-1")
+        if not request_id:
+            request_id = next_request_id()
+        meta = {"request_id": request_id, "stream": True}
+        if model_id:
+            meta["model_id"] = model_id
+        scope = (req.method, path, raw_path, query, req.headers, proto.client, proto.server,
+                 "" if prefix == "/" else prefix.rstrip("/"), prefix, req.http_version)
+        reply = FastReply(proto, self, router, req, path, raw_path, query, request_id, app, ingress, prefix)
+        proto.fast = reply
+        if not router.try_send(HTTP_METHOD, (scope, req.body), meta, reply):
+            proto.fast = None
+            return False
+        return True
 
     def _queue_lengths(self) -> dict[tuple[str, str], tuple[int, int]]:
         return {k: (r.queued(), sum(r.inflight.values())) for k, r in all_routers().items()}
@@ -293,7 +422,7 @@ class ProxyServer:
         sock.listen(2048)
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, loop="none", lifespan="off", log_level="warning", access_log=False,
+        config = uvicorn.Config(self.app, loop="none", http=ProxyHttpProtocol, lifespan="off", log_level="warning", access_log=False,
                                 proxy_headers=False, server_header=False,
                                 timeout_keep_alive=self.options.keep_alive_timeout_s, ws="websockets-sansio"
                                 if _has_sansio() else "websockets")

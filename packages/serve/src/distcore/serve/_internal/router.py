@@ -246,6 +246,29 @@ class Router:
 
     # ---------------------------------------------------------------- calls
 
+    def try_send(self, method: str, args: tuple, meta: dict, reply: Any) -> bool:
+        """Send at once when a replica has room and an open connection; its frames go to ``reply(kind, payload)``.
+
+        False (nothing sent) when the call must wait, connect or queue: the caller takes the async path.
+        ``reply`` gets ``replica``, ``conn`` and ``rid`` set before anything can arrive.
+        """
+        if self.waiters:
+            return False
+        route = self.route()
+        if route is None:
+            return False
+        replica = self._pick(route, meta.get("model_id", ""))
+        if replica is None:
+            return False
+        conn = self.conns.get(replica.replica_id)
+        if conn is None or conn.lost:
+            return False
+        self._acquire(replica.replica_id)
+        reply.replica = replica
+        reply.conn = conn
+        reply.rid = conn.start_callback(method, args, {}, meta, reply)
+        return True
+
     async def call(self, method: str, args: tuple, kwargs: dict, meta: dict | None,
                    deadline: float | None = None) -> Any:
         """Send one call; retry on refusal or a connection lost before an answer (once)."""

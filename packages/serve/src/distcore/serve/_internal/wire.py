@@ -126,6 +126,12 @@ class ClientConnection(FrameProtocol):
         waiter = self._waiters.get(rid)
         if waiter is None:
             return
+        if not isinstance(waiter, (asyncio.Future, asyncio.Queue)):
+            # a callback (the proxy's fast path) takes every frame
+            if kind != ITEM:
+                del self._waiters[rid]
+            waiter(kind, payload)
+            return
         if isinstance(waiter, asyncio.Queue):
             waiter.put_nowait((kind, payload))
             if kind in (OK, END, ERR, REJECT):
@@ -142,12 +148,16 @@ class ClientConnection(FrameProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         err = ReplicaConnectionError("connection to the replica was lost")
-        for waiter in self._waiters.values():
+        waiters = list(self._waiters.values())
+        self._waiters.clear()
+        for waiter in waiters:
             if isinstance(waiter, asyncio.Queue):
                 waiter.put_nowait((ERR, err))
-            elif not waiter.done():
-                waiter.set_result((ERR, err))
-        self._waiters.clear()
+            elif isinstance(waiter, asyncio.Future):
+                if not waiter.done():
+                    waiter.set_result((ERR, err))
+            else:
+                waiter(ERR, err)
         super().connection_lost(exc)
 
     def _rid(self) -> int:
@@ -174,6 +184,15 @@ class ClientConnection(FrameProtocol):
         meta["stream"] = True
         self.send((CALL, rid, method, args, kwargs, meta))
         return rid, fut
+
+    def start_callback(self, method: str, args: tuple, kwargs: dict, meta: dict, callback: Any) -> int:
+        """Start a call whose frames all go to ``callback(kind, payload)`` (``meta`` is sent as given)."""
+        if self.lost:
+            raise ReplicaConnectionError("connection to the replica is closed")
+        rid = self._rid()
+        self._waiters[rid] = callback
+        self.send((CALL, rid, method, args, kwargs, meta))
+        return rid
 
     def rest(self, rid: int) -> asyncio.Queue | None:
         return self._rest.pop(rid, None)
