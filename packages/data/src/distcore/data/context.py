@@ -49,6 +49,10 @@ class DataContext:
     - ``verbose_stats_logs``: ``ds.stats()`` adds per-task detail.
     - ``read_op_min_num_blocks``: default number of read tasks.
     - ``max_tasks_in_flight_per_actor``: calls queued on one pool actor.
+    - ``task_start_timeout_s``: a task or pool actor that waits longer than this for the cluster's
+      resources (other work holds them) makes its operator shrink its concurrency; it grows back when
+      resources free up.
+    - ``wait_for_actors_timeout_s``: an actor pool none of whose actors can start fails after this.
     """
 
     target_max_block_size: int = 128 * _MiB
@@ -61,6 +65,7 @@ class DataContext:
     max_tasks_in_flight_per_actor: int = 2
     actor_pool_scale_up_queue_ratio: float = 2.0
     wait_for_actors_timeout_s: float = 600.0
+    task_start_timeout_s: float = 5.0
     execution_options: ExecutionOptions = field(default_factory=ExecutionOptions)
     enable_operator_fusion: bool = True
     enable_optimizer: bool = True

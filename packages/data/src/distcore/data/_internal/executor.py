@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 import distcore
+from distcore.data._internal.adapt import StartWatcher
 from distcore.data._internal.logical import LogicalPlan
 from distcore.data._internal.optimizer import optimize
 from distcore.data._internal.physical import ActorPoolMapOp, Bundle, MapOp, PhysicalOp
@@ -68,6 +69,8 @@ class StreamingExecutor:
         self.bars = [OpProgress(op.name, i, op.expected_rows, show) for i, op in enumerate(self.ops)]
         self.stats = ExecutionStats([op.stats for op in self.ops], memory_budget=self.budget)
         self._check_fits()
+        self.watcher = StartWatcher(self._task_ops(), [op for op in self.ops if isinstance(op, ActorPoolMapOp)],
+                                    getattr(ctx, "task_start_timeout_s", 5.0))
 
     # ------------------------------------------------------------------ resources
 
@@ -123,10 +126,9 @@ class StreamingExecutor:
     # ------------------------------------------------------------------ lifecycle
 
     def _adapt_to_busy_cluster(self) -> None:
-        """When other work (e.g. train workers) holds every CPU, default-resource tasks ask for 0 CPUs.
-
-        The executor still runs at most ``total CPUs`` of them at once, so the pipeline
-        progresses instead of waiting forever for a CPU that will not free up.
+        """When other work (e.g. train workers) holds every CPU at start, default-resource task operators
+        start shrunk: one task at a time without a CPU reservation (``StartWatcher`` grows them back
+        once a CPU frees, and shrinks any operator whose tasks wait too long later on).
         """
         ops = [op for op in self._task_ops() if op.default_resources and op.cpus > 0]
         if not ops:
@@ -142,9 +144,9 @@ class StreamingExecutor:
             return
         if free + _EPS < need:
             for op in ops:
-                op.request_cpus = 0.0
+                op.starve([])
             logger.warning("distcore.data: no free CPU in the cluster (%s CPUs total, all held by other work); "
-                           "running this dataset's tasks without a CPU reservation", self.total_cpus)
+                           "running its tasks one at a time without a CPU reservation until a CPU frees up", self.total_cpus)
 
     def start(self) -> StreamingExecutor:
         self._started_at = time.perf_counter()
@@ -222,6 +224,7 @@ class StreamingExecutor:
     # ------------------------------------------------------------------ one step
 
     def step(self, timeout: float) -> None:
+        self.watcher.check()
         for op in self.ops:
             op.poll(self)
         self._move_outputs()
@@ -272,7 +275,7 @@ class StreamingExecutor:
                     used_g += op.gpus
             while op.launchable():
                 is_pool = isinstance(op, ActorPoolMapOp)
-                need_c = 0.0 if is_pool else getattr(op, "cpus", 0.0)
+                need_c = 0.0 if is_pool else getattr(op, "request_cpus", 0.0)
                 need_g = 0.0 if is_pool else getattr(op, "gpus", 0.0)
                 if need_c > 0 and used_c + need_c > self.total_cpus + _EPS:
                     break

@@ -115,6 +115,10 @@ class _Task:
     gpus: float = 0.0
     actor: Any = None
     started: float = field(default_factory=time.perf_counter)
+    items: list = field(default_factory=list)
+    submitted: float = field(default_factory=time.monotonic)
+    #: the cluster showed this task running (so it is not waiting for resources)
+    confirmed: bool = False
 
 
 class PhysicalOp:
@@ -220,6 +224,10 @@ class MapOp(PhysicalOp):
         #: holds every CPU: the executor still caps this operator's tasks by ``cpus``)
         self.request_cpus = cpus
         self.default_resources = False
+        #: set while the cluster has no CPU for this operator's tasks: they run one at a time without
+        #: a CPU reservation until a CPU frees up (see ``_internal.adapt``)
+        self.starved = False
+        self._retry: collections.deque[tuple[int, list]] = collections.deque()  # (seq, items) to resubmit
         #: a bundle never waits for more input than this many bytes (set from the memory budget)
         self.bundle_cap = 1 << 62
         self.max_concurrency = max_concurrency
@@ -264,6 +272,8 @@ class MapOp(PhysicalOp):
         return int(size)
 
     def _next_items(self, peek: bool = False) -> list[Any]:
+        if self._retry:
+            return self._retry[0][1] if peek else self._retry.popleft()[1]
         if not self.inqueue:
             return []
         if self.read_tasks is not None:
@@ -296,6 +306,8 @@ class MapOp(PhysicalOp):
         return self._estimate_output(self._next_items(peek=True))[1]
 
     def _concurrency_ok(self) -> bool:
+        if self.starved and self.running:
+            return False
         return self.max_concurrency is None or len(self.running) < self.max_concurrency
 
     def _probing(self) -> bool:
@@ -318,11 +330,14 @@ class MapOp(PhysicalOp):
         return None, gen_ref, None
 
     def launch_one(self, executor: Any) -> None:
+        seq = self._retry[0][0] if self._retry else None
         items = self._next_items()
+        if seq is None:
+            seq = next(self._seq)
         in_bytes = sum(i.size for i in items if isinstance(i, Bundle))
         est, est_out = self._estimate_output(items)
         block_ref, meta_ref, actor = self._submit(items)
-        task = _Task(next(self._seq), block_ref, meta_ref, in_bytes, est_out, self.cpus, self.gpus, actor)
+        task = _Task(seq, block_ref, meta_ref, in_bytes, est_out, self.request_cpus, self.gpus, actor, items=items)
         task._in_est = est  # type: ignore[attr-defined]
         self.running[meta_ref] = task
         self.stats.task_started()
@@ -352,8 +367,33 @@ class MapOp(PhysicalOp):
     def resource_usage(self) -> tuple[float, float]:
         return sum(t.cpus for t in self.running.values()), sum(t.gpus for t in self.running.values())
 
+    def work_done(self) -> bool:
+        return super().work_done() and (self.abandoned or not self._retry)
+
     def abandon(self) -> None:
         super().abandon()
+        self._retry.clear()
+
+    def starve(self, stuck: list[_Task]) -> None:
+        """Cancel ``stuck`` tasks (still waiting for a CPU) and resubmit their inputs one at a time
+        without a CPU reservation, keeping their places in the output order."""
+        for task in stuck:
+            if self.running.pop(task.meta_ref, None) is None:
+                continue
+            try:
+                distcore.cancel(task.meta_ref)
+            except Exception:  # noqa: BLE001 - it may have just finished; its output is dropped either way
+                pass
+            self._retry.append((task.seq, task.items))
+        self._retry = collections.deque(sorted(self._retry, key=lambda r: r[0]))
+        self.starved = True
+        self.request_cpus = 0.0
+        self.stats.starved_count += 1
+
+    def unstarve(self) -> None:
+        """A CPU is free again: new tasks reserve ``cpus`` and run at full concurrency."""
+        self.starved = False
+        self.request_cpus = self.cpus
 
 
 class ActorPoolMapOp(MapOp):
@@ -379,6 +419,7 @@ class ActorPoolMapOp(MapOp):
         self._warned = False
         self._idle_since = time.monotonic()
         self._actor_cls = _MapWorkerActor
+        self._created: dict[Any, float] = {}
 
     def _new_actor(self) -> None:
         opts = dict(self.remote_args)
@@ -387,6 +428,7 @@ class ActorPoolMapOp(MapOp):
             opts["num_gpus"] = self.gpus
         handle = self._actor_cls.options(**opts).remote(self.stages)
         self.actors[handle] = 0
+        self._created[handle] = time.monotonic()
         self._starting[handle.ready.remote()] = handle
         self.stats.actors = max(self.stats.actors, len(self.actors))
 
@@ -483,7 +525,25 @@ class ActorPoolMapOp(MapOp):
             self._kill(idle)
             self._idle_since = now
 
+    def adapt_to_free(self, free: dict[str, float], timeout_s: float, now: float) -> None:
+        """Shrink: drop actors that wait over ``timeout_s`` to start while the cluster has no room and
+        others already work. Grow back toward ``min_size`` once the cluster has room again."""
+        no_room = self.cpus > free["CPU"] + 1e-9 or self.gpus > free["GPU"] + 1e-9
+        if self.ready and no_room:
+            waiting = [h for h in self.actors if h not in self.ready and now - self._created.get(h, now) > timeout_s]
+            for handle in waiting:
+                self._kill(handle)
+            if waiting:
+                self.stats.starved_count += 1
+                logger.warning("distcore.data: operator %s dropped %d actor(s) that waited over %gs to start (the "
+                               "cluster has no room: %s free); it runs on %d actor(s) until room frees up",
+                               self.name, len(waiting), timeout_s, free, len(self.actors))
+        elif not no_room and len(self.actors) < self.min_size and not self._starting and not self.work_done() \
+                and not (self.all_inputs_done() and not self.inqueue):
+            self._new_actor()
+
     def _kill(self, handle: Any) -> None:
+        self._created.pop(handle, None)
         self.actors.pop(handle, None)
         self.ready.discard(handle)
         for ref, h in list(self._starting.items()):
