@@ -119,3 +119,36 @@ def test_list_logs_keeps_this_nodes_files(tmp_path):
         (tmp_path / name).write_text("x")
     names = [f.filename for f in list_logs(str(tmp_path), "aaaaaaaaaaaa" + "0" * 16, {"worker-mine.log"})]
     assert names == ["head-aaaaaaaaaaaa.log", "jobs.log", "worker-mine.log"]
+
+
+def test_a_workers_end_alone_stands_for_its_running_step():
+    from distcore._private.core_worker.task_events import _fold_running
+
+    # The worker folds a RUNNING event into the end of the same attempt in one batch...
+    running, finished = ev("t", "RUNNING", 2.0), ev("t", "FINISHED", 3.0)
+    finished.start = 2.0  # a worker's end spans the execution
+    still = ev("u", "RUNNING", 2.5)
+    batch = [tuple(getattr(e, f) for f in e.__slots__) for e in (running, still, finished)]
+    folded = _fold_running(batch)
+    assert [(e[0], e[10]) for e in folded] == [("u", "RUNNING"), ("t", "FINISHED")]
+    # ... and the table still shows the task's RUNNING step, at the end's start time.
+    table = TaskTable()
+    table.add_events([ev("t", "PENDING_NODE_ASSIGNMENT", 1.0, by_owner=True)])
+    table.add_events(folded)
+    rec = table.get("t")
+    assert [(e["state"], e["created_ms"]) for e in rec.events] == [
+        ("PENDING_NODE_ASSIGNMENT", 1000), ("RUNNING", 2000), ("FINISHED", 3000)]
+    assert (rec.state, rec.start_time_ms, rec.end_time_ms, rec.worker_id) == ("FINISHED", 2000, 3000, "w1")
+    assert table.get("u").state == "RUNNING"
+
+
+def test_persisted_rows_are_tuples_and_restore_as_records():
+    from distcore._private.gcs.tasks import record_from_row, record_to_row
+
+    table = TaskTable()
+    ended = table.add_events([ev("t", "RUNNING", 2.0), ev("t", "FAILED", 3.0, error="ValueError: x")])
+    row = record_to_row(ended[0])
+    assert type(row) is tuple and record_from_row(row) == ended[0]
+    again = TaskTable()
+    again.restore([row, ended[0]])  # old heads wrote records: both load
+    assert again.get("t").error_message == "ValueError: x"

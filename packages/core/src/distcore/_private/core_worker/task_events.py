@@ -173,10 +173,24 @@ class TaskEventBuffer:
                 self._events.clear()
             if not batch:
                 return
+            batch = _fold_running(batch)
             try:
                 await self._core.gcs().call("Gcs", "AddTaskEvents", batch, timeout=timeout)
             except Exception:  # noqa: BLE001 - observability must never fail a task
                 pass
+
+
+def _fold_running(batch: list[tuple]) -> list[tuple]:
+    """``batch`` without the RUNNING events whose attempt's end (by this worker) is in it too.
+
+    The end carries the start time, and the control store adds the RUNNING
+    step to the record from it (``gcs/tasks.py``): one event per short task
+    instead of two, which is most of the control store's work per task.
+    """
+    ended = {(e[0], e[12]) for e in batch if e[10] in TERMINAL_STATES and not e[13]}
+    if not ended:
+        return batch
+    return [e for e in batch if e[10] != RUNNING or (e[0], e[12]) not in ended]
 
 
 def now() -> float:

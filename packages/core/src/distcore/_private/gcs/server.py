@@ -20,7 +20,7 @@ from distcore._private.gcs.node_health import NodeHealthChecker
 from distcore._private.gcs.nodes import NodeTable
 from distcore._private.gcs.placement_groups import PlacementGroupTable
 from distcore._private.gcs.storage import Storage
-from distcore._private.gcs.tasks import TaskList, TaskQuery, TaskRecord, TaskTable
+from distcore._private.gcs.tasks import TaskList, TaskQuery, TaskRecord, TaskTable, record_to_row
 from distcore._private.rpc import ClientPool
 from distcore._private.scheduling.policy import (
     DefaultStrategy,
@@ -291,7 +291,7 @@ class GcsService:
         if not records:
             return
         try:
-            self.storage.put_many(TASKS_TABLE, [(rec.task_id, rec) for rec in records])
+            self.storage.put_many(TASKS_TABLE, [(rec.task_id, record_to_row(rec)) for rec in records])
             self._persisted_since_trim += len(records)
             if self._persisted_since_trim >= MAX_PERSISTED_TASKS // 10:
                 self._persisted_since_trim = 0
