@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 
 import pytest
 
@@ -76,9 +77,18 @@ def test_pbt_exploit_copies_checkpoint_and_mutates_within_space(cluster, tmp_pat
                                         hyperparam_mutations={"rate": tune.uniform(0.5, 10.0)},
                                         resample_probability=0.5)
 
+    barrier = str(tmp_path / "started")
+    os.makedirs(barrier)
+
     def trainable(config):
+        # the first two trials wait for each other (a new trial actor may take a second to start),
+        # so that PBT has a population to compare: without peers it has no one to exploit
+        open(os.path.join(barrier, str(config["rate"])), "w").close()
+        deadline = time.monotonic() + 30
+        while len(os.listdir(barrier)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
         step, value = _load_step()
-        while step < 12:
+        while step < 24:
             step += 1
             value += config["rate"]
             tune.report({"score": value, "step": step, "rate": config["rate"]}, checkpoint=_save(step, value))

@@ -142,4 +142,6 @@ def test_public_surface() -> None:
 
     assert tune.RunConfig is train.RunConfig and tune.Checkpoint is train.Checkpoint
     assert tune.CheckpointConfig is train.CheckpointConfig and tune.FailureConfig is train.FailureConfig
-    assert tune.report is train.report and tune.Result is train.Result
+    assert tune.Result is train.Result
+    # tune.report is tune's own (a trial reaches it without importing train); outside a trial it is train's
+    assert callable(tune.report) and tune.report.__module__ == "distcore.tune._internal.session"

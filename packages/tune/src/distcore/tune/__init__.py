@@ -31,8 +31,8 @@ _TRAIN = "distcore.train"
 _LAZY: dict[str, str] = {
     **{name: _SAMPLE for name in ("choice", "grid_search", "lograndint", "loguniform", "qloguniform", "qlograndint",
                                   "qrandint", "qrandn", "quniform", "randint", "randn", "sample_from", "uniform")},
-    **{name: _TRAIN for name in ("Checkpoint", "CheckpointConfig", "FailureConfig", "Result", "RunConfig",
-                                 "get_checkpoint", "get_context", "report")},
+    **{name: _TRAIN for name in ("Checkpoint", "CheckpointConfig", "FailureConfig", "Result", "RunConfig")},
+    **{name: "distcore.tune._internal.session" for name in ("get_checkpoint", "get_context", "report")},
     "Callback": "distcore.tune._internal.callback",
     "with_parameters": "distcore.tune._internal.parameters",
     "PlacementGroupFactory": "distcore.tune._internal.resources",

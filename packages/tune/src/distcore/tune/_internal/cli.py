@@ -71,7 +71,7 @@ def show_experiment(args: argparse.Namespace) -> int:
     metric_keys += [k for k in ("training_iteration", "time_total_s") if k not in metric_keys]
     if args.metric and args.mode:
         def sort_key(t: dict[str, Any]) -> float:
-            value = t.get("last_result", {}).get(args.metric)
+            value = flatten(t.get("last_result") or {}).get(args.metric)
             if not isinstance(value, (int, float)):
                 return float("inf")
             return value if args.mode == "min" else -value
@@ -80,7 +80,7 @@ def show_experiment(args: argparse.Namespace) -> int:
     rows = [["trial", "status", *config_keys[:8], *metric_keys]]
     for t in trials[: args.limit]:
         flat = flatten(t["config"])
-        result = t.get("last_result", {})
+        result = flatten(t.get("last_result") or {})
         rows.append([t.get("custom_name") or f"{t['trainable_name']}_{t['trial_id']}", t["status"],
                      *[_fmt(flat.get(k)) for k in config_keys[:8]], *[_fmt(result.get(k)) for k in metric_keys]])
     print(f"{state.get('name')}: {len(trials)} trials")

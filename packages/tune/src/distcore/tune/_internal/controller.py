@@ -303,19 +303,20 @@ class TuneController:
     def _process_result(self, trial: Trial, result: dict[str, Any], ckpt: str | None) -> str:
         result.setdefault("trial_id", trial.trial_id)
         trial.last_result = result
+        flat = trial.flat_result  # metric names, searchers, schedulers and stoppers use "a/b" keys
         trial.num_results += 1
-        trial.update_metric_analysis(result)
+        trial.update_metric_analysis(flat)
         if ckpt is not None:
-            self._register_checkpoint(trial, ckpt, result)
-        self.searcher.on_trial_result(trial.trial_id, result)
+            self._register_checkpoint(trial, ckpt, flat)
+        self.searcher.on_trial_result(trial.trial_id, flat)
         for cb in self.callbacks:
             cb.on_trial_result(self.iteration, self.trials, trial, result)
-        if self.stopper(trial.trial_id, result) or result.get("done"):
-            result["done"] = True
+        if self.stopper(trial.trial_id, flat) or result.get("done"):
+            trial.mark_done()
             return TrialScheduler.STOP
         if self.stopper.stop_all():
             self._stop_all = True
-        decision = self.scheduler.on_trial_result(self, trial, result)
+        decision = self.scheduler.on_trial_result(self, trial, flat)
         return decision
 
     def _register_checkpoint(self, trial: Trial, path: str, result: dict[str, Any]) -> None:
@@ -387,10 +388,9 @@ class TuneController:
                                type(self.scheduler).__name__, trial)
             self._request_stop(slot, trial, PAUSED, save=trial.pending_exploit is None)
         elif status == "done" or status == "stopped":
-            if trial.last_result:
-                trial.last_result["done"] = True
+            trial.mark_done()
             if response.get("final_checkpoint"):
-                self._register_checkpoint(trial, response["final_checkpoint"], trial.last_result)
+                self._register_checkpoint(trial, response["final_checkpoint"], trial.flat_result)
             self._complete(trial, slot)
         elif status == "error":
             self._on_failure(slot, trial, response.get("error") or "unknown error", response.get("exc"))
@@ -413,7 +413,7 @@ class TuneController:
             if late is not None:
                 shutil.rmtree(late, ignore_errors=True)
         if response.get("final_checkpoint"):
-            self._register_checkpoint(trial, response["final_checkpoint"], trial.last_result)
+            self._register_checkpoint(trial, response["final_checkpoint"], trial.flat_result)
         if trial.pending_exploit is not None:
             self._apply_exploit(trial)
         slot.trial = None
@@ -452,17 +452,18 @@ class TuneController:
         self.logger.on_trial_end(trial)
 
     def _on_trial_done(self, trial: Trial) -> None:
-        self.searcher.on_trial_complete(trial.trial_id, trial.last_result or None, error=False)
-        self.scheduler.on_trial_complete(self, trial, trial.last_result)
+        self.searcher.on_trial_complete(trial.trial_id, trial.flat_result or None, error=False)
+        self.scheduler.on_trial_complete(self, trial, trial.flat_result)
         for cb in self.callbacks:
             cb.on_trial_complete(self.iteration, self.trials, trial)
         self.reporter.event(f"Trial {trial} completed: {self._short_result(trial)}")
         self._save_state(force=False)
 
     def _short_result(self, trial: Trial) -> str:
-        if isinstance(self.metric, str) and self.metric in trial.last_result:
-            return f"{self.metric}={trial.last_result[self.metric]}"
-        return f"iter={trial.last_result.get('training_iteration')}"
+        flat = trial.flat_result
+        if isinstance(self.metric, str) and self.metric in flat:
+            return f"{self.metric}={flat[self.metric]}"
+        return f"iter={flat.get('training_iteration')}"
 
     def _on_failure(self, slot: _Slot | None, trial: Trial, error: str, exc: bytes | None,
                     actor_died: bool = False) -> None:

@@ -33,8 +33,8 @@ class ProgressReporter:
     def _best(self, trials: list[Any]) -> tuple[Any, float] | None:
         if not self.metric:
             return None
-        scored = [(t, t.last_result[self.metric]) for t in trials
-                  if isinstance(t.last_result.get(self.metric), (int, float))]
+        scored = [(t, t.flat_result[self.metric]) for t in trials
+                  if isinstance(t.flat_result.get(self.metric), (int, float))]
         if not scored:
             return None
         pick = max if self.mode == "max" else min
@@ -63,7 +63,7 @@ class ProgressReporter:
         for t in shown:
             flat = _flat(t.config)
             rows.append([str(t), t.status, *[_fmt(flat.get(k, "")) for k in config_keys],
-                         *[_fmt(t.last_result.get(m, "")) for m in metric_cols]])
+                         *[_fmt(t.flat_result.get(m, "")) for m in metric_cols]])
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r)) for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))

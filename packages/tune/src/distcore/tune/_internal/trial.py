@@ -16,6 +16,17 @@ def _short(value: Any) -> str:
     return text[:12]
 
 
+def flatten_result(result: dict[str, Any]) -> dict[str, Any]:
+    """Nested result dicts as one level with "/" keys ({"env_runners": {"ret": 1}} ->
+    {"env_runners/ret": 1}): what metric names, schedulers, searchers and stoppers see.
+    A result without nested dicts is returned as is (no copy)."""
+    if not any(isinstance(v, dict) and v for v in result.values()):
+        return result
+    from distcore.tune._internal.variants import flatten
+
+    return flatten(result)
+
+
 def experiment_tag(index: int, config: dict[str, Any]) -> str:
     from distcore.tune._internal.variants import flatten
 
@@ -41,7 +52,8 @@ class Trial:
         self.local_path = os.path.join(experiment_path, dirname)
         self.resources = resources
         self.status = PENDING
-        self.last_result: dict[str, Any] = {}
+        self._last_result: dict[str, Any] = {}
+        self._flat_result: dict[str, Any] | None = None
         self.metric_analysis: dict[str, dict[str, float]] = {}
         self.checkpoint_path: str | None = None  # latest persisted checkpoint
         self.checkpoint_index = 0
@@ -57,6 +69,28 @@ class Trial:
         self.pending_exploit: dict[str, Any] | None = None
 
     @property
+    def last_result(self) -> dict[str, Any]:
+        """The latest result as reported (nested dicts kept)."""
+        return self._last_result
+
+    @last_result.setter
+    def last_result(self, value: dict[str, Any]) -> None:
+        self._last_result = value
+        self._flat_result = None
+
+    @property
+    def flat_result(self) -> dict[str, Any]:
+        """The latest result flattened with "/" (see ``flatten_result``)."""
+        if self._flat_result is None:
+            self._flat_result = flatten_result(self._last_result)
+        return self._flat_result
+
+    def mark_done(self) -> None:
+        if self._last_result:
+            self._last_result["done"] = True
+            self.flat_result["done"] = True
+
+    @property
     def path(self) -> str:
         return self.local_path
 
@@ -70,7 +104,7 @@ class Trial:
         return self.status in (TERMINATED, ERROR)
 
     def update_metric_analysis(self, result: dict[str, Any]) -> None:
-        for key, value in result.items():
+        for key, value in flatten_result(result).items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 stats = self.metric_analysis.get(key)
                 if stats is None:

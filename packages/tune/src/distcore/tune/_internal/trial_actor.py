@@ -158,16 +158,15 @@ class _Run:
             self.cond.notify_all()
 
     def _run_function(self) -> None:
-        from distcore.tune._internal.compat import train_session
+        from distcore.tune._internal import session as tune_session
 
-        session = _TrialSession(self)
-        train_session.set_session(session)
+        tune_session.set_session(_TrialSession(self))
         try:
             returned = self.trainable(dict(self.spec["config"]))
             if isinstance(returned, dict):
                 self.emit(returned, None, enrich=True)
         finally:
-            train_session.set_session(None)
+            tune_session.set_session(None)
 
     def _run_class(self) -> None:
         spec = self.spec

@@ -102,6 +102,21 @@ def _resolve_trainable(trainable: Any) -> Any:
     return trainable
 
 
+def _as_param_dict(param_space: Any) -> dict[str, Any] | None:
+    """A dict, or an object with ``to_dict()`` (e.g. an rllib ``AlgorithmConfig``) as its dict."""
+    if param_space is None or isinstance(param_space, dict):
+        return param_space
+    to_dict = getattr(param_space, "to_dict", None)
+    if callable(to_dict):
+        converted = to_dict()
+        if not isinstance(converted, dict):
+            raise TypeError(f"param_space.to_dict() of {type(param_space).__name__} must return a dict, "
+                            f"got {type(converted).__name__}")
+        return converted
+    raise TypeError(f"param_space must be a dict (or an object with a to_dict() method, such as an rllib "
+                    f"AlgorithmConfig), got {type(param_space).__name__}")
+
+
 def _storage_root(run_config: Any) -> str:
     path = run_config.storage_path or os.environ.get(STORAGE_ENV) or os.path.join(
         os.path.expanduser("~"), "distcore_results")
@@ -130,8 +145,7 @@ class Tuner:
                  ) -> None:
         if trainable is None:
             raise TypeError("Tuner needs a trainable (a function, a tune.Trainable subclass, a name, or a Trainer)")
-        if param_space is not None and not isinstance(param_space, dict):
-            raise TypeError(f"param_space must be a dict, got {type(param_space).__name__}")
+        param_space = _as_param_dict(param_space)
         if tune_config is not None and not isinstance(tune_config, TuneConfig):
             raise TypeError(f"tune_config must be a tune.TuneConfig, got {type(tune_config).__name__}")
         if run_config is None:
@@ -302,6 +316,7 @@ class Tuner:
         restore = {"trials": trials, "num_suggested": state.get("num_suggested", len(trials)),
                    "searcher_finished": state.get("searcher_finished", False), "name": saved["name"],
                    "path": path, "searcher_state_path": os.path.join(path, experiment_state.SEARCHER_FILE)}
+        param_space = _as_param_dict(param_space)
         return cls(trainable, param_space=param_space if param_space is not None else saved["param_space"],
                    tune_config=saved["tune_config"], run_config=saved["run_config"], _restore=restore)
 
