@@ -55,7 +55,7 @@ def test_public_api_is_frozen() -> None:
     assert sorted(serve.__all__) == sorted([
         "Application", "ApplicationStatusOverview", "AutoscalingConfig", "Deployment", "DeploymentConfig",
         "DeploymentHandle", "DeploymentResponse", "DeploymentResponseGenerator", "DeploymentStatusOverview",
-        "HTTPOptions", "ReplicaContext", "ServeStatus", "__version__", "batch", "delete", "deployment",
+        "HTTPOptions", "ProxyLocation", "ReplicaContext", "ServeStatus", "__version__", "batch", "delete", "deployment",
         "exceptions", "gRPCOptions", "get_app_handle", "get_deployment_handle", "get_multiplexed_model_id",
         "get_replica_context", "ingress", "multiplexed", "run", "shutdown", "start", "status",
     ])

@@ -44,6 +44,7 @@ from distcore.serve._internal.config import (  # noqa: E402
     AutoscalingConfig,
     DeploymentConfig,
     HTTPOptions,
+    ProxyLocation,
     gRPCOptions,
 )
 from distcore.serve._internal.context import ReplicaContext, get_replica_context  # noqa: E402
@@ -66,6 +67,7 @@ __all__ = [
     "DeploymentResponseGenerator",
     "DeploymentStatusOverview",
     "HTTPOptions",
+    "ProxyLocation",
     "ReplicaContext",
     "ServeStatus",
     "__version__",

@@ -9,7 +9,7 @@ from typing import Any
 
 import distcore
 from distcore.serve._internal import loop as serve_loop
-from distcore.serve._internal.config import HTTPOptions, gRPCOptions
+from distcore.serve._internal.config import HTTPOptions, ProxyLocation, gRPCOptions
 from distcore.serve._internal.context import current_replica_context
 from distcore.serve._internal.deployment import Application, build_app_spec
 from distcore.serve._internal.handle import DeploymentHandle
@@ -44,6 +44,8 @@ class ServeStatus:
     applications: dict[str, ApplicationStatusOverview] = field(default_factory=dict)
     http_port: int | None = None
     grpc_port: int | None = None
+    # node id -> proxy state ("HEALTHY", "STARTING", "UNHEALTHY: <why>"), one per node running a proxy
+    proxies: dict[str, str] = field(default_factory=dict)
 
 
 _ports: dict[str, int] = {}
@@ -90,12 +92,18 @@ def _session_log_path() -> str | None:
 
 
 def start(http_options: dict | HTTPOptions | None = None, grpc_options: dict | gRPCOptions | None = None,
-          detached: bool = True, **_ignored: Any) -> None:
-    """Start Serve (controller and HTTP proxy) on the connected cluster; a no-op if it runs."""
+          detached: bool = True, proxy_location: str | ProxyLocation | None = None, **_ignored: Any) -> None:
+    """Start Serve (controller and HTTP proxies) on the connected cluster; a no-op if it runs.
+
+    ``proxy_location``: "HeadOnly" (default: one proxy, on the head), "EveryNode" (one
+    per node; nodes sharing a host share the port) or "Disabled" (handles only).
+    """
     from distcore.serve._internal.controller import RemoteController
     from distcore.serve._internal.proxy import ProxyActor
 
     options = HTTPOptions.parse(http_options)
+    if proxy_location is not None:
+        options.location = ProxyLocation.parse(proxy_location).value
     grpc = gRPCOptions.parse(grpc_options)
     _ensure_init()
     controller = _controller_or_none()
@@ -109,6 +117,8 @@ def start(http_options: dict | HTTPOptions | None = None, grpc_options: dict | g
         ).remote(options, grpc)
     info = _get(controller.ping.remote())
     options = info["http_options"]
+    if getattr(options, "location", "HeadOnly") == ProxyLocation.Disabled.value:
+        return
     try:
         proxy = distcore.get_actor(PROXY_NAME, namespace=SERVE_NAMESPACE)
     except ValueError:
@@ -191,6 +201,14 @@ def status() -> ServeStatus:
     out = ServeStatus(http_port=_ports.get("http_port"), grpc_port=_ports.get("grpc_port"))
     if controller is None:
         return out
+    try:
+        head = distcore.get_actor(PROXY_NAME, namespace=SERVE_NAMESPACE)
+        out.proxies[_get(head.ready.remote(), 10)["node_id"]] = "HEALTHY"
+    except ValueError:
+        pass  # no proxy (proxy_location="Disabled")
+    except Exception as exc:
+        out.proxies["head"] = f"UNHEALTHY: {type(exc).__name__}: {exc}"
+    out.proxies.update(_get(controller.proxy_statuses.remote()))
     for name, st in _get(controller.status.remote()).items():
         deps = {d: DeploymentStatusOverview(d, v["status"], v["message"], v["replica_states"], v["target"])
                 for d, v in st["deployments"].items()}
@@ -215,10 +233,20 @@ def shutdown(timeout_s: float = 60.0) -> None:
     if not distcore.is_initialized():
         return
     controller = _controller_or_none()
+    node_proxies: list[str] = []
     if controller is not None:
+        try:
+            node_proxies = _get(controller.proxy_actor_names.remote(), 10)
+        except Exception:
+            pass
         try:
             _get(controller.graceful_shutdown.remote(), timeout_s)
         except Exception:
+            pass
+    for name in node_proxies:  # the controller stopped them; make sure none outlives it
+        try:
+            _kill_quietly(distcore.get_actor(name, namespace=SERVE_NAMESPACE))
+        except ValueError:
             pass
     try:
         proxy = distcore.get_actor(PROXY_NAME, namespace=SERVE_NAMESPACE)

@@ -25,7 +25,7 @@ def deploy_config(cfg: dict, timeout_s: float = 300.0) -> list[str]:
 
     validate_config(cfg)
     specs = [app_spec_from_config(app) for app in cfg["applications"]]
-    api.start(http_options=cfg.get("http_options"))
+    api.start(http_options=cfg.get("http_options"), proxy_location=cfg.get("proxy_location"))
     controller = api._controller()
     current = set(api._get(controller.status.remote()))
     for spec in specs:

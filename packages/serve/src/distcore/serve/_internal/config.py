@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
 from typing import Any
 
 DEFAULT_MAX_ONGOING_REQUESTS = 5
@@ -155,6 +156,26 @@ class DeploymentConfig:
         return a.initial_replicas if a.initial_replicas is not None else a.min_replicas
 
 
+class ProxyLocation(StrEnum):
+    """Where Serve runs HTTP proxies (Ray's ``proxy_location``)."""
+
+    Disabled = "Disabled"
+    HeadOnly = "HeadOnly"
+    EveryNode = "EveryNode"
+
+    @classmethod
+    def parse(cls, value: Any) -> ProxyLocation:
+        if isinstance(value, ProxyLocation):
+            return value
+        aliases = {"NoServer": "Disabled", "disabled": "Disabled", "headonly": "HeadOnly", "everynode": "EveryNode"}
+        if isinstance(value, str):
+            name = aliases.get(value, aliases.get(value.lower().replace("_", ""), value))
+            if name in cls.__members__:
+                return cls[name]
+        raise ValueError(f"proxy_location must be one of {[m.value for m in cls]} (a string or ProxyLocation), "
+                         f"got {value!r}.")
+
+
 @dataclass
 class HTTPOptions:
     host: str = "127.0.0.1"
@@ -167,6 +188,8 @@ class HTTPOptions:
     access_log_path: str | None = None
     # host an app's ingress in the proxy process when it has exactly one replica (measured: no CPU saved)
     colocate_ingress: bool = False
+    # where proxies run: "HeadOnly" (default), "EveryNode" or "Disabled" (Ray's proxy_location / location)
+    location: str = ProxyLocation.HeadOnly.value
 
     @classmethod
     def parse(cls, value: Any) -> HTTPOptions:
@@ -182,6 +205,7 @@ class HTTPOptions:
             raise ValueError(f"Unknown http_options key(s) {unknown}. Valid: {sorted(known)}.")
         out = cls(**value)
         check_int("http_options.port", out.port, 0)
+        out.location = ProxyLocation.parse(out.location).value
         if out.request_timeout_s is not None:
             check_float("http_options.request_timeout_s", out.request_timeout_s, positive=True)
         return out

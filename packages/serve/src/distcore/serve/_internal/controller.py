@@ -26,6 +26,8 @@ from distcore.serve._internal.table import SERVE_NAMESPACE, Table
 CHECKPOINT_KEY = "serve/controller_checkpoint"
 TICK_S = 0.1
 METRICS_S = 0.5
+# how often the controller looks for nodes without a proxy (proxy_location="EveryNode")
+PROXY_CHECK_S = 1.0
 
 
 class ServeController:
@@ -43,6 +45,10 @@ class ServeController:
         self._table: Table | None = None
         self._restored: dict | None = None
         self._dirty = False
+        # non-head nodes' proxies (proxy_location="EveryNode"): node id -> actor, and their state
+        self.node_proxies: dict[str, Any] = {}
+        self.proxy_states: dict[str, str] = {}
+        self._proxy_check_task: asyncio.Task | None = None
         raw = internal_kv._internal_kv_get(CHECKPOINT_KEY, namespace=SERVE_NAMESPACE)
         if raw:
             self._restored = pickle.loads(raw)
@@ -81,6 +87,7 @@ class ServeController:
     async def _run(self) -> None:
         last_metrics = 0.0
         last_ckpt = 0.0
+        last_proxies = 0.0
         while True:
             now = time.monotonic()
             try:
@@ -94,6 +101,10 @@ class ServeController:
                         self.deleting.discard(name)
                         self.apps.pop(name, None)
                         self._mark_changed()
+                if now - last_proxies >= PROXY_CHECK_S and getattr(self.http_options, "location", "") == "EveryNode" and (
+                        self._proxy_check_task is None or self._proxy_check_task.done()):
+                    last_proxies = now
+                    self._proxy_check_task = asyncio.get_running_loop().create_task(self._reconcile_proxies())
                 if now - last_metrics >= METRICS_S:
                     last_metrics = now
                     await asyncio.gather(*(st.poll_metrics(now) for st in self.states.values()))
@@ -106,6 +117,59 @@ class ServeController:
 
                 logging.getLogger("distcore.serve").exception("serve controller tick failed")
             await asyncio.sleep(TICK_S)
+
+    async def _reconcile_proxies(self) -> None:
+        """Start a proxy on every live non-head node that has none (the head's comes from serve.start)."""
+        from distcore.serve._internal.proxy import ProxyActor
+        from distcore.serve._internal.table import PROXY_NAME
+        from distcore.util import NodeAffinitySchedulingStrategy
+
+        nodes = await asyncio.get_running_loop().run_in_executor(None, distcore.nodes)
+        alive = {n["NodeID"] for n in nodes if n.get("Alive") and not n.get("IsHead")}
+        for node_id in sorted(alive - set(self.node_proxies)):
+            actor = distcore.remote(ProxyActor).options(
+                name=f"{PROXY_NAME}::{node_id}", namespace=SERVE_NAMESPACE, lifetime="detached", max_restarts=-1,
+                max_concurrency=1000, num_cpus=0, get_if_exists=True,
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+            ).remote(self.http_options, self.grpc_options)
+            self.node_proxies[node_id] = actor
+            self.proxy_states[node_id] = "STARTING"
+            asyncio.get_running_loop().create_task(self._proxy_ready(node_id, actor))
+        for node_id in set(self.node_proxies) - alive:  # the node is gone, and its proxy with it
+            self.node_proxies.pop(node_id, None)
+            self.proxy_states.pop(node_id, None)
+
+    async def _proxy_ready(self, node_id: str, actor: Any) -> None:
+        try:
+            await asyncio.wait_for(actor.ready.remote(), 60)
+            state = "HEALTHY"
+        except Exception as exc:
+            state = f"UNHEALTHY: {type(exc).__name__}: {str(exc)[:300]}"
+        if self.node_proxies.get(node_id) is actor:
+            self.proxy_states[node_id] = state
+
+    async def proxy_statuses(self) -> dict[str, str]:
+        """Non-head nodes' proxies: node id -> HEALTHY, STARTING or UNHEALTHY: <why>."""
+        self._ensure_loop()
+        return dict(self.proxy_states)
+
+    async def proxy_actor_names(self) -> list[str]:
+        from distcore.serve._internal.table import PROXY_NAME
+
+        return [f"{PROXY_NAME}::{node_id}" for node_id in self.node_proxies]
+
+    async def _stop_node_proxies(self) -> None:
+        proxies, self.node_proxies = self.node_proxies, {}
+        self.proxy_states.clear()
+        for actor in proxies.values():
+            try:
+                await asyncio.wait_for(actor.stop.remote(), 10)
+            except Exception:
+                pass
+            try:
+                distcore.kill(actor)
+            except Exception:
+                pass
 
     def _checkpoint(self) -> None:
         state = {
@@ -255,6 +319,10 @@ class ServeController:
         deadline = time.monotonic() + 30
         while self.states and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        if self._proxy_check_task is not None:
+            self._proxy_check_task.cancel()
+        self.http_options.location = "HeadOnly"  # no new node proxies from here on
+        await self._stop_node_proxies()
         internal_kv._internal_kv_del(CHECKPOINT_KEY, namespace=SERVE_NAMESPACE)
 
     async def replica_actor_names(self) -> list[str]:

@@ -413,6 +413,9 @@ class ProxyServer:
         self.app = ProxyApp(self.options)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if getattr(self.options, "location", "HeadOnly") == "EveryNode" and hasattr(socket, "SO_REUSEPORT"):
+            # proxies of nodes that share a host (a local multi-node cluster) share the port, as in Ray
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             sock.bind((self.options.host, self.options.port))
         except OSError as exc:
@@ -466,9 +469,13 @@ class ProxyActor:
         self._server: ProxyServer | None = None
         self._grpc: Any = None
 
+        import distcore
+
+        node_id = distcore.get_runtime_context().get_node_id()
+
         async def run() -> dict:
             self._server = ProxyServer(options)
-            out = {"http_port": await self._server.start(), "pid": os.getpid()}
+            out = {"http_port": await self._server.start(), "pid": os.getpid(), "node_id": node_id}
             if grpc_options is not None and grpc_options.grpc_servicer_functions:
                 from distcore.serve._internal.grpc_proxy import GrpcProxy
 
@@ -480,6 +487,12 @@ class ProxyActor:
 
     async def ready(self) -> dict:
         return self._ports
+
+    async def stats(self) -> dict:
+        """Where this proxy runs and how many HTTP requests it answered."""
+        app = self._server.app if self._server is not None else None
+        n = sum(app.metrics.requests.values()) if app is not None else 0
+        return {**self._ports, "requests": n}
 
     # ---------------------------------------------------------------- hosted replicas
 

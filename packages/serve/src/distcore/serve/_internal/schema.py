@@ -29,6 +29,7 @@ from distcore.serve._internal.config import (
     AutoscalingConfig,
     DeploymentConfig,
     HTTPOptions,
+    ProxyLocation,
     check_actor_options,
 )
 from distcore.serve._internal.deployment import Application, _apply_options, build_app_spec
@@ -66,6 +67,11 @@ def validate_config(cfg: Any) -> dict:
         HTTPOptions.parse({k: v for k, v in (cfg.get("http_options") or {}).items()})
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"http_options: {exc}") from None
+    if cfg.get("proxy_location") is not None:
+        try:
+            ProxyLocation.parse(cfg["proxy_location"])
+        except ValueError as exc:
+            raise ConfigError(f"proxy_location: {exc}") from None
     apps = cfg.get("applications")
     if not isinstance(apps, list) or not apps:
         raise ConfigError("applications: expected a non-empty list of applications")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 CONTROLLER_NAME = "SERVE_CONTROLLER"
+PROXY_NAME = "SERVE_PROXY"
 SERVE_NAMESPACE = "serve"
 LISTEN_TIMEOUT_S = 10.0
 
