@@ -16,6 +16,14 @@ def _refs(part: list) -> tuple[list, list]:
     return [r for r, _ in part], [m for _, m in part]
 
 
+def _take(parts: list, i: int) -> list:
+    """``[refs, metadata]`` of input ``i``, emptied out of ``parts`` (the engine keeps no reference,
+    so the exchange can free each input block once its map task ran)."""
+    refs, metas = _refs(parts[i])
+    parts[i] = []
+    return [refs, metas]
+
+
 def _exchange() -> Any:
     from distcore.data._internal import exchange
 
@@ -27,16 +35,16 @@ def repartition(op: LogicalOperator, num_blocks: int, shuffle: bool) -> AllToAll
         raise ValueError(f"repartition needs num_blocks >= 1, got {num_blocks!r}")
 
     def fn(parts: list) -> list:
-        refs, metas = _refs(parts[0])
-        return _exchange().repartition(refs, num_blocks, shuffle, metadata=metas)
+        args = _take(parts, 0)
+        return _exchange().repartition(args.pop(0), num_blocks, shuffle, metadata=args.pop(0))
 
     return AllToAll(f"Repartition[{num_blocks}]", [op], fn, "repartition", {"n": num_blocks}, row_preserving=True)
 
 
 def random_shuffle(op: LogicalOperator, seed: int | None, num_blocks: int | None) -> AllToAll:
     def fn(parts: list) -> list:
-        refs, metas = _refs(parts[0])
-        return _exchange().random_shuffle(refs, seed, num_blocks, metadata=metas)
+        args = _take(parts, 0)
+        return _exchange().random_shuffle(args.pop(0), seed, num_blocks, metadata=args.pop(0))
 
     return AllToAll("RandomShuffle", [op], fn, "random_shuffle", row_preserving=True)
 
@@ -49,16 +57,16 @@ def sort(op: LogicalOperator, key: Any, descending: Any) -> AllToAll:
         raise ValueError(f"sort: descending has {len(descending)} values for {len(keys)} keys")
 
     def fn(parts: list) -> list:
-        refs, metas = _refs(parts[0])
-        return _exchange().sort(refs, keys, descending, metadata=metas)
+        args = _take(parts, 0)
+        return _exchange().sort(args.pop(0), keys, descending, metadata=args.pop(0))
 
     return AllToAll(f"Sort({keys})", [op], fn, "sort", row_preserving=True)
 
 
 def aggregate(op: LogicalOperator, keys: Any, aggs: list, num_blocks: int | None = None) -> AllToAll:
     def fn(parts: list) -> list:
-        refs, metas = _refs(parts[0])
-        return _exchange().groupby_aggregate(refs, keys, aggs, num_blocks, metadata=metas)
+        args = _take(parts, 0)
+        return _exchange().groupby_aggregate(args.pop(0), keys, aggs, num_blocks, metadata=args.pop(0))
 
     return AllToAll(f"Aggregate({keys})", [op], fn, "aggregate")
 
@@ -66,9 +74,9 @@ def aggregate(op: LogicalOperator, keys: Any, aggs: list, num_blocks: int | None
 def map_groups(op: LogicalOperator, keys: Any, udf: Any, batch_format: str, fn_args: tuple,
                fn_kwargs: dict | None, num_blocks: int | None = None) -> AllToAll:
     def fn(parts: list) -> list:
-        refs, metas = _refs(parts[0])
-        return _exchange().map_groups(refs, keys, udf, batch_format, num_blocks, fn_args=fn_args,
-                                      fn_kwargs=fn_kwargs, metadata=metas)
+        args = _take(parts, 0)
+        return _exchange().map_groups(args.pop(0), keys, udf, batch_format, num_blocks, fn_args=fn_args,
+                                      fn_kwargs=fn_kwargs, metadata=args.pop(0))
 
     return AllToAll(f"MapGroups({getattr(udf, '__name__', 'fn')})", [op], fn, "map_groups")
 
@@ -78,8 +86,8 @@ def unique(op: LogicalOperator, column: str) -> AllToAll:
         raise ValueError(f"unique takes one column name, got {column!r}")
 
     def fn(parts: list) -> list:
-        refs, metas = _refs(parts[0])
-        return _exchange().unique(refs, column, metadata=metas)
+        args = _take(parts, 0)
+        return _exchange().unique(args.pop(0), column, metadata=args.pop(0))
 
     return AllToAll(f"Unique({column})", [op], fn, "unique")
 
@@ -90,10 +98,9 @@ def join(left: LogicalOperator, right: LogicalOperator, on: Any, how: str, num_p
     how = {"left_outer": "left", "right_outer": "right", "full_outer": "outer"}.get(how, how)
 
     def fn(parts: list) -> list:
-        lrefs, lmeta = _refs(parts[0])
-        rrefs, rmeta = _refs(parts[1])
-        return _exchange().join(lrefs, rrefs, on, how, num_blocks=num_partitions, left_metadata=lmeta,
-                                right_metadata=rmeta)
+        left, right = _take(parts, 0), _take(parts, 1)
+        return _exchange().join(left.pop(0), right.pop(0), on, how, num_blocks=num_partitions,
+                                left_metadata=left.pop(0), right_metadata=right.pop(0))
 
     return AllToAll(f"Join({on}, {how})", [left, right], fn, "join")
 

@@ -51,6 +51,26 @@ def table_size(table: pa.Table) -> int:
         return int(table.get_total_buffer_size())
 
 
+def compact(table: pa.Table) -> pa.Table:
+    """``table`` holding only its own rows' bytes.
+
+    A slice of an Arrow table shares its parent's buffers, and serializing it (into the
+    object store) writes those whole buffers: ten rows sliced off a 1 GB block would store
+    1 GB. Every block a task hands to the store goes through here; a slice much smaller than
+    its buffers is copied (a ``take`` of its rows), anything else is returned as is.
+    """
+    if table.num_rows == 0 or table.num_columns == 0:
+        return table
+    try:
+        held = int(table.get_total_buffer_size())
+        own = int(table.nbytes)
+    except Exception:  # noqa: BLE001 - some extension arrays cannot report sizes
+        return table
+    if held <= 2 * own + (64 << 10):
+        return table
+    return table.take(pa.array(np.arange(table.num_rows, dtype=np.int64)))
+
+
 def empty_table(schema: pa.Schema | None = None) -> pa.Table:
     return pa.Table.from_pylist([], schema=schema) if schema is not None else pa.table({})
 

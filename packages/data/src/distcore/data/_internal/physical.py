@@ -69,7 +69,7 @@ def _execute(stages: list[Stage], items: tuple, max_block_bytes: int) -> Iterato
     pieces = B.split_table(table, max_block_bytes)
     stats = BlockExecStats(wall_s=time.perf_counter() - start, cpu_s=time.process_time() - cpu, max_rss_bytes=rss)
     metas = [B.block_metadata(p, input_files, stats if i == 0 else None) for i, p in enumerate(pieces)]
-    yield from pieces
+    yield from (B.compact(p) for p in pieces)
     yield metas
 
 
@@ -80,7 +80,7 @@ def _map_task(stages: list[Stage], max_block_bytes: int, *items: Any) -> Iterato
 
 @distcore.remote(num_returns=2, num_cpus=0)
 def _slice_task(table: pa.Table, start: int, length: int) -> tuple[pa.Table, BlockMetadata]:
-    out = table.slice(start, length)
+    out = B.compact(table.slice(start, length))
     return out, B.block_metadata(out)
 
 
@@ -664,10 +664,12 @@ class AllToAllOp(PhysicalOp):
         self._ran = True
         start = time.perf_counter()
         inputs = [[(b.ref, b.meta) for b in part] for part in self.parts]
-        self.stats.task_started()
-        out = self.fn(inputs)
+        # hand the input refs over: the exchange drops them once its map tasks hold them, so each
+        # input block is freed as its map task ends (not after the whole exchange)
         self.parts = []
         self.inqueue.clear()
+        self.stats.task_started()
+        out = self.fn(inputs)
         for ref, meta in out:
             self.emit(Bundle(ref, meta))
         self.stats.task_done(None, time.perf_counter() - start)

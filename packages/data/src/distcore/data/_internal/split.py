@@ -18,7 +18,7 @@ from distcore.data._internal.block import BlockMetadata
 
 @distcore.remote(num_returns=2, num_cpus=0)
 def _slice(table: Any, start: int, length: int) -> tuple[Any, BlockMetadata]:
-    out = table.slice(start, length)
+    out = B.compact(table.slice(start, length))
     return out, B.block_metadata(out)
 
 

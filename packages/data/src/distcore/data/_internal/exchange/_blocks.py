@@ -82,10 +82,11 @@ def split_by_ids(table: pa.Table, ids: np.ndarray, n: int) -> list[pa.Table]:
     """``n`` tables: rows of ``table`` whose id is 0, 1, ..., n-1 (row order kept inside each)."""
     if n == 1:
         return [table]
-    counts = np.bincount(ids, minlength=n)
-    ordered = table.take(pa.array(np.argsort(ids, kind="stable")))
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    return [ordered.slice(int(offsets[i]), int(counts[i])) for i in range(n)]
+    # one take per partition: each part owns its rows (a slice of one sorted copy would carry, and
+    # store, the whole block's buffers in every part)
+    order = np.argsort(ids, kind="stable")
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(ids, minlength=n))])
+    return [table.take(pa.array(order[offsets[i]:offsets[i + 1]])) for i in range(n)]
 
 
 def maybe_single(parts: list[Any], n: int) -> Any:
@@ -98,6 +99,9 @@ def as_list(refs: Any, n: int) -> list[Any]:
 
 
 def with_metadata(table: pa.Table) -> tuple[pa.Table, BlockMetadata]:
+    from distcore.data._internal.block import compact
+
+    table = compact(table)
     return table, metadata_of(table)
 
 

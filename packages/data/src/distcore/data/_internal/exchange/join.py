@@ -84,6 +84,7 @@ def join(left: Refs, right: Refs, keys: str | Sequence[str], how: str = "inner",
     for j in range(n):
         pairs.append(_join_reduce.remote(lkeys, rkeys, _JOIN_TYPES[how], (left_suffix or "", right_suffix or ""),
                                          len(lgroups), *[p[j] for p in left_parts], *[p[j] for p in right_parts]))
+    del left, right, lgroups, rgroups, left_parts, right_parts  # held by the reduce tasks only from here
     return collect(pairs, timeout)
 
 

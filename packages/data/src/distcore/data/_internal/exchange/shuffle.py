@@ -85,6 +85,7 @@ def shuffle_reduce(parts: list[list[Any]], n: int, reduce_fn: Any, *args: Any,
     for j in range(n):
         block_ref, meta_ref = reduce_fn.remote(*args, *[p[j] for p in parts])
         pairs.append((block_ref, meta_ref))
+    parts.clear()  # each map output is now held only by its reduce task: freed as that one finishes
     return collect(pairs, timeout)
 
 
@@ -103,6 +104,7 @@ def hash_partition(refs: Refs, keys: str | Sequence[str], n: int | None = None, 
         return []
     n = _check_n(n if n is not None else default_partitions(refs, metadata))
     parts = shuffle_map(group_inputs(refs, metadata), n, _hash_map, keys, n, prepare)
+    del refs  # the map tasks hold their inputs; the engine's copy is gone, so each frees as its map ends
     return shuffle_reduce(parts, n, _concat_reduce, finish, timeout=timeout)
 
 
@@ -115,6 +117,7 @@ def random_shuffle(refs: Refs, seed: int | None = None, num_blocks: int | None =
     n = _check_n(num_blocks if num_blocks is not None else default_partitions(refs, metadata))
     parts = [as_list(_random_map.options(num_returns=n).remote(n, seed, i, *group), n)
              for i, group in enumerate(group_inputs(refs, metadata))]
+    del refs
 
     def permute(table: pa.Table, seed: int | None = seed) -> pa.Table:
         rng = np.random.default_rng(None if seed is None else [seed, 1 << 30, table.num_rows])

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import distcore
+from distcore.data._internal.block import compact
 from distcore.data._internal.datasource._meta import BlockMetadata
 from distcore.data._internal.exchange._blocks import (
     EXCHANGE_TIMEOUT_S,
@@ -105,7 +106,7 @@ def _range_map(keys: list[str], desc: list[bool], bounds: list[tuple[Any, ...]],
                 hi = mid
         cuts.append(lo)
     cuts.append(block.num_rows)
-    return maybe_single([block.slice(cuts[i], cuts[i + 1] - cuts[i]) for i in range(n)], n)
+    return maybe_single([compact(block.slice(cuts[i], cuts[i + 1] - cuts[i])) for i in range(n)], n)
 
 
 @distcore.remote(num_returns=2)
@@ -136,4 +137,5 @@ def sort(refs: Refs, keys: str | Sequence[str], descending: bool | Sequence[bool
     bounds = boundaries(concat(samples), keys, desc, n)
     n = len(bounds) + 1
     parts = shuffle_map(groups, n, _range_map, keys, desc, bounds)
+    del refs, groups
     return shuffle_reduce(parts, n, _sort_reduce, keys, desc, timeout=timeout)
