@@ -6,6 +6,11 @@ and with ``--compare ray`` Ray Serve 2.60 from ``.venv-ray``. Load comes from
 ``wrk`` (fixed connections) when installed, else an asyncio HTTP/1.1 generator at
 the same concurrency.
 
+Bare and distcore servers run side by side and the load alternates between them
+for ``--rounds`` rounds (the median is reported), so a change in the machine's
+load hits both; the serving processes' CPU time per request (us/req, from /proc)
+is reported too, as it moves much less with the load than req/s does.
+
     .venv/bin/python tools/bench/serve_bench.py                 # distcore + bare
     .venv/bin/python tools/bench/serve_bench.py --compare ray   # + Ray Serve
 """
@@ -69,6 +74,19 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def run_wrk(url: str, connections: int, duration: float) -> dict:
     out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{int(duration)}s", "--latency", url],
                          capture_output=True, text=True, timeout=duration + 60).stdout
@@ -76,7 +94,8 @@ def run_wrk(url: str, connections: int, duration: float) -> dict:
     p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))
     p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": int(errors.group(1)) if errors else 0}
+    n = int(re.search(r"(\d+) requests in", out).group(1))
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": int(errors.group(1)) if errors else 0, "n": n}
 
 
 async def _asyncio_load(host: str, port: int, path: str, connections: int, duration: float) -> dict:
@@ -104,20 +123,24 @@ async def _asyncio_load(host: str, port: int, path: str, connections: int, durat
     elapsed = time.monotonic() - t0
     latencies.sort()
     return {"rps": len(latencies) / elapsed, "p50_ms": latencies[len(latencies) // 2] * 1000,
-            "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000, "errors": errors}
+            "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000, "errors": errors, "n": len(latencies)}
 
 
-def load(port: int, path: str, connections: int, duration: float) -> dict:
+def load(port: int, path: str, connections: int, duration: float, pids: list[int] | None = None) -> dict:
+    """Warm up 1 s, then measure; with ``pids``, also their CPU microseconds per request."""
     url = f"http://127.0.0.1:{port}{path}"
-    # warm up, then measure
     if shutil.which("wrk"):
         run_wrk(url, connections, 1)
+        before = cpu_seconds(pids or [])
         out = run_wrk(url, connections, duration)
         out["tool"] = "wrk"
-        return out
-    asyncio.run(_asyncio_load("127.0.0.1", port, path, connections, 1))
-    out = asyncio.run(_asyncio_load("127.0.0.1", port, path, connections, duration))
-    out["tool"] = "asyncio"
+    else:
+        asyncio.run(_asyncio_load("127.0.0.1", port, path, connections, 1))
+        before = cpu_seconds(pids or [])
+        out = asyncio.run(_asyncio_load("127.0.0.1", port, path, connections, duration))
+        out["tool"] = "asyncio"
+    if pids:
+        out["cpu_us"] = (cpu_seconds(pids) - before) / max(1, out["n"]) * 1e6
     return out
 
 
@@ -159,8 +182,9 @@ def handle_rate(handle, seconds: float, concurrent: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def serve_side(system: str, port: int, connections: int, duration: float, handle_seconds: float) -> dict:
-    """Runs the distcore (or Ray) Serve scenarios in this process; returns the results."""
+def serve_side(system: str, port: int, handle_seconds: float) -> None:
+    """Runs in a subprocess: starts distcore (or Ray) Serve with both apps, prints ``READY {port, pids}``,
+    then answers ``handle`` (handle-call rates as ``RESULT {...}``) and ``quit`` read from stdin."""
     if system == "ray":
         import ray
         from ray import serve
@@ -179,6 +203,9 @@ def serve_side(system: str, port: int, connections: int, duration: float, handle
         async def __call__(self, request=None):
             return "ok"
 
+        def pid(self) -> int:
+            return os.getpid()
+
     @serve.deployment(max_ongoing_requests=100)
     class Model:
         def __init__(self):
@@ -187,51 +214,117 @@ def serve_side(system: str, port: int, connections: int, duration: float, handle
         async def __call__(self, request):
             return predict(self.weights, int(request.query_params.get("seed", "0")))
 
-    results = {}
-    serve.run(Noop.bind(), name="noop", route_prefix="/noop")
-    serve.run(Model.bind(), name="model", route_prefix="/model")
-    results["noop"] = load(port, "/noop", connections, duration)
-    results["model"] = load(port, "/model?seed=3", connections, duration)
-    handle = serve.get_app_handle("noop")
-    handle.remote().result()
-    results["handle_sync"] = handle_rate(handle, handle_seconds, 1)
-    results["handle_concurrent"] = handle_rate(handle, handle_seconds, 16)
+        def pid(self) -> int:
+            return os.getpid()
+
+    noop = serve.run(Noop.bind(), name="noop", route_prefix="/noop")
+    model = serve.run(Model.bind(), name="model", route_prefix="/model")
+    pids = {"noop": [noop.pid.remote().result()], "model": [model.pid.remote().result()]}
+    if system == "distcore":
+        proxy = ray.get_actor("SERVE_PROXY", namespace="serve")
+        proxy_pid = ray.get(proxy.stats.remote())["pid"]
+        pids = {k: [proxy_pid] + v for k, v in pids.items()}
+    else:
+        pids = {}  # Ray's proxy process is not found here: no CPU per request for Ray
+    print("READY " + json.dumps({"port": port, "pids": pids}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "handle":
+            handle = serve.get_app_handle("noop")
+            handle.remote().result()
+            res = {"handle_sync": handle_rate(handle, handle_seconds, 1),
+                   "handle_concurrent": handle_rate(handle, handle_seconds, 16)}
+            print("RESULT " + json.dumps(res), flush=True)
+        elif line.strip() == "quit":
+            break
     serve.shutdown()
     ray.shutdown()
-    return results
 
 
 # ----------------------------------------------------------------------------- orchestration
 
 
-def run_bare(connections: int, duration: float) -> dict:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--_bare", str(port)])
-    try:
-        wait_port(port)
-        return {"noop": load(port, "/noop", connections, duration),
-                "model": load(port, "/model?seed=3", connections, duration)}
-    finally:
-        proc.terminate()
-        proc.wait(30)
+class Server:
+    """A serving subprocess (bare, distcore or Ray) and the pids whose CPU counts for it."""
+
+    def __init__(self, system: str, handle_seconds: float) -> None:
+        self.system = system
+        if system == "bare":
+            self.port = free_port()
+            self.proc = subprocess.Popen([sys.executable, __file__, "--_bare", str(self.port)])
+            wait_port(self.port)
+            self.pids = {"noop": [self.proc.pid], "model": [self.proc.pid]}
+            return
+        python = RAY_PYTHON if system == "ray" else sys.executable
+        self.proc = subprocess.Popen([python, __file__, "--_serve", system, "--handle-seconds", str(handle_seconds)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        info = self._expect("READY ", 600)
+        self.port, self.pids = info["port"], info["pids"]
+
+    def _expect(self, prefix: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        for line in self.proc.stdout:
+            if line.startswith(prefix):
+                return json.loads(line[len(prefix):])
+            if time.monotonic() > deadline:
+                break
+        raise RuntimeError(f"{self.system} serve benchmark process failed (exit {self.proc.poll()})")
+
+    def handle_rates(self) -> dict:
+        self.proc.stdin.write("handle\n")
+        self.proc.stdin.flush()
+        return self._expect("RESULT ", 300)
+
+    def stop(self) -> None:
+        if self.system == "bare":
+            self.proc.terminate()
+        else:
+            try:
+                self.proc.stdin.write("quit\n")
+                self.proc.stdin.flush()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
 
 
-def run_serve(system: str, connections: int, duration: float, handle_seconds: float) -> dict:
-    python = RAY_PYTHON if system == "ray" else sys.executable
-    args = [python, __file__, "--_serve", system, "--connections", str(connections), "--duration", str(duration),
-            "--handle-seconds", str(handle_seconds)]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=900)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
-    if out.returncode != 0 or not lines:
-        raise RuntimeError(f"{system} serve benchmark failed:\n{out.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+PATHS = {"noop": "/noop", "model": "/model?seed=3"}
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def _summarize(runs: list[dict]) -> dict:
+    out = {k: _median([r[k] for r in runs]) for k in ("rps", "p50_ms", "p99_ms")}
+    out["errors"] = sum(r["errors"] for r in runs)
+    if all("cpu_us" in r for r in runs):
+        out["cpu_us"] = _median([r["cpu_us"] for r in runs])
+    out["rounds"] = [round(r["rps"]) for r in runs]
+    return out
+
+
+def measure(servers: list[Server], connections: int, duration: float, rounds: int) -> dict:
+    """Alternate the load between the servers, ``rounds`` times per workload; medians per server."""
+    raw: dict[str, dict[str, list[dict]]] = {s.system: {w: [] for w in PATHS} for s in servers}
+    for _ in range(rounds):
+        for workload, path in PATHS.items():
+            for server in servers:
+                raw[server.system][workload].append(
+                    load(server.port, path, connections, duration, server.pids.get(workload)))
+    return {system: {w: _summarize(runs) for w, runs in per.items()} for system, per in raw.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--compare", choices=["ray"], default=None)
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measured point")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median reported)")
     parser.add_argument("--handle-seconds", type=float, default=3.0)
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--_bare", type=int, default=None, help=argparse.SUPPRESS)
@@ -241,28 +334,39 @@ def main() -> None:
         bare_server(args._bare)
         return
     if args._serve is not None:
-        res = serve_side(args._serve, free_port(), args.connections, args.duration, args.handle_seconds)
-        print("RESULT " + json.dumps(res), flush=True)
+        serve_side(args._serve, free_port(), args.handle_seconds)
         return
 
     print(f"load: {'wrk' if shutil.which('wrk') else 'asyncio generator'}, {args.connections} connections, "
-          f"{args.duration:g} s per point; machine: {os.cpu_count()} cores, load average "
-          f"{os.getloadavg()[0]:.1f}", flush=True)
-    results = {"bare": run_bare(args.connections, args.duration),
-               "distcore": run_serve("distcore", args.connections, args.duration, args.handle_seconds)}
+          f"{args.duration:g} s per point, {args.rounds} alternating rounds (medians); machine: "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}", flush=True)
+    servers = [Server("bare", args.handle_seconds), Server("distcore", args.handle_seconds)]
+    try:
+        results = measure(servers, args.connections, args.duration, args.rounds)
+        results["distcore"].update(servers[1].handle_rates())
+    finally:
+        for server in servers:
+            server.stop()
     if args.compare == "ray":
-        results["ray"] = run_serve("ray", args.connections, args.duration, args.handle_seconds)
+        ray_server = Server("ray", args.handle_seconds)
+        try:
+            results.update(measure([ray_server], args.connections, args.duration, 1))
+            results["ray"].update(ray_server.handle_rates())
+        finally:
+            ray_server.stop()
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     print()
-    print("| workload | system | req/s | p50 ms | p99 ms | non-2xx | vs bare |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for workload in ("noop", "model"):
+    print("| workload | system | req/s | p50 ms | p99 ms | non-2xx | vs bare | CPU us/req | req/s per round |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for workload in PATHS:
         bare_rps = results["bare"][workload]["rps"]
         for system in ("bare", "distcore", "ray"):
             if system not in results:
                 continue
             r = results[system][workload]
+            cpu = f"{r['cpu_us']:.0f}" if "cpu_us" in r else "-"
             print(f"| {workload} | {system} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-                  f"{r['errors']} | {r['rps'] / bare_rps:.0%} |")
+                  f"{r['errors']} | {r['rps'] / bare_rps:.0%} | {cpu} | {', '.join(map(str, r['rounds']))} |")
     print()
     print("| handle calls (no HTTP) | distcore calls/s | ray calls/s | distcore / ray |")
     print("|---|---:|---:|---:|")
