@@ -55,7 +55,7 @@ class TuneController:
                  max_failures: int, fail_fast: Any, checkpoint_config: Any, callbacks: list[Any],
                  verbose: int, trial_name_creator: Any = None, trial_dirname_creator: Any = None,
                  trials: list[Trial] | None = None, num_suggested: int = 0, searcher_finished: bool = False,
-                 seed: int | None = None, state_period_s: float = STATE_PERIOD_S) -> None:
+                 seed: int | None = None, state_period_s: float = STATE_PERIOD_S, storage: Any = None) -> None:
         self.trainable = trainable
         self.trainable_name = trainable_name
         self.param_space = param_space
@@ -81,6 +81,7 @@ class TuneController:
         self.searcher_finished = searcher_finished
         self.rng = np.random.default_rng(seed)
         self.state_period_s = state_period_s
+        self.storage = storage  # an ExperimentStorage: mirrors the experiment to remote storage, if any
         self.exp_id = uuid.uuid4().hex[:5]
         self.logger = TrialLogger()
         self.reporter = ProgressReporter(metric if isinstance(metric, str) else None,
@@ -517,6 +518,17 @@ class TuneController:
         self._last_state = time.monotonic()
         # keep saving under ~5% of the loop's time however large the experiment grows
         self._state_period = max(self.state_period_s, 20 * took)
+        self._sync(force)
+
+    def _sync(self, force: bool) -> None:
+        if self.storage is None or not self.storage.remote:
+            return
+        if force:
+            self.logger.flush()
+        try:
+            self.storage.sync_up(force=force)
+        except Exception:  # an unreachable store must not end the experiment: retried at the next sync
+            logger.exception("tune: syncing the experiment to %s failed", self.storage.remote_path)
 
     # ------------------------------------------------------------------ the loop
     def _done(self) -> bool:
@@ -606,8 +618,12 @@ class TuneController:
             experiment_state.save(self)
             self._shutdown_actors()
             self.logger.close()
+            self._sync(force=True)
+            where = self.experiment_path
+            if self.storage is not None and self.storage.remote:
+                where = self.storage.display
             print(f"\nExperiment interrupted; its state is saved. Resume with "
-                  f"Tuner.restore({self.experiment_path!r}, trainable=...)", flush=True)
+                  f"Tuner.restore({where!r}, trainable=...)", flush=True)
             return
         finally:
             if not self.interrupted:
@@ -616,6 +632,7 @@ class TuneController:
             if trial.status in (PENDING, PAUSED) and self._stop_all:
                 trial.status = TERMINATED
         experiment_state.save(self)
+        self._sync(force=True)
         self._shutdown_actors()
         self.reporter.final(self.trials)
         for cb in self.callbacks:

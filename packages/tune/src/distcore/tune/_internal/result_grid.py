@@ -20,28 +20,42 @@ class TrialResult(Result):
     def __getattribute__(self, name: str) -> Any:
         if name == "metrics_dataframe":
             value = object.__getattribute__(self, "__dict__").get("metrics_dataframe")
-            if value is None and self.path is not None:
+            local = object.__getattribute__(self, "__dict__").get("_local_path") or self.path
+            if value is None and local is not None:
                 import pandas as pd
 
-                rows = [flatten({k: v for k, v in r.items() if k != "config"}) for r in read_results(self.path)]
+                rows = [flatten({k: v for k, v in r.items() if k != "config"}) for r in read_results(local)]
                 value = pd.DataFrame(rows)
                 object.__getattribute__(self, "__dict__")["metrics_dataframe"] = value
             return value
         return object.__getattribute__(self, name)
 
 
-def trial_to_result(trial: Trial) -> TrialResult:
-    checkpoint = Checkpoint.from_directory(trial.checkpoint_path) if trial.checkpoint_path and os.path.isdir(
+def trial_to_result(trial: Trial, storage: Any = None) -> TrialResult:
+    """A trial's ``Result``; with remote storage its path and checkpoints are the mirror's
+    (``Checkpoint(path, filesystem)``) and its metrics are read from the local copy."""
+    remote = storage is not None and storage.remote
+
+    def checkpoint_at(path: str) -> Checkpoint:
+        if remote:
+            return Checkpoint(storage.remote_path_for(path), storage.fs)
+        return Checkpoint.from_directory(path)
+
+    checkpoint = checkpoint_at(trial.checkpoint_path) if trial.checkpoint_path and os.path.isdir(
         trial.checkpoint_path) else None
     error = None
     if trial.status == ERROR:
         error = trial.error_exc if trial.error_exc is not None else RuntimeError(trial.error or "trial failed")
-    best = [(Checkpoint.from_directory(p), m) for p, m in trial.checkpoint_history if os.path.isdir(p)]
+    best = [(checkpoint_at(p), m) for p, m in trial.checkpoint_history if os.path.isdir(p)]
     metrics = dict(trial.last_result)
     metrics.setdefault("trial_id", trial.trial_id)
     metrics["config"] = trial.config
-    return TrialResult(metrics=metrics, checkpoint=checkpoint, error=error, path=trial.local_path,
-                       metrics_dataframe=None, best_checkpoints=best, config=trial.config)
+    result = TrialResult(metrics=metrics, checkpoint=checkpoint, error=error,
+                         path=storage.remote_path_for(trial.local_path) if remote else trial.local_path,
+                         metrics_dataframe=None, best_checkpoints=best, config=trial.config,
+                         filesystem=storage.fs if remote else None)
+    object.__getattribute__(result, "__dict__")["_local_path"] = trial.local_path
+    return result
 
 
 class ResultGrid:
@@ -55,12 +69,14 @@ class ResultGrid:
     """
 
     def __init__(self, trials: list[Trial], metric: Any = None, mode: Any = None,
-                 experiment_path: str | None = None) -> None:
+                 experiment_path: str | None = None, storage: Any = None) -> None:
         self._trials = list(trials)
         self._metric = metric if isinstance(metric, str) else (metric[0] if isinstance(metric, list) else None)
         self._mode = mode if isinstance(mode, str) else (mode[0] if isinstance(mode, list) else None)
-        self.experiment_path = experiment_path
-        self._results = [trial_to_result(t) for t in self._trials]
+        remote = storage is not None and storage.remote
+        self.experiment_path = storage.remote_path if remote else experiment_path
+        self.filesystem = storage.fs if remote else None
+        self._results = [trial_to_result(t, storage) for t in self._trials]
 
     def __len__(self) -> int:
         return len(self._results)
@@ -133,6 +149,6 @@ class ResultGrid:
             row = flatten(metrics)
             row.update({f"config/{k}": v for k, v in flatten(trial.config).items()})
             row["trial_id"] = trial.trial_id
-            row["logdir"] = trial.local_path
+            row["logdir"] = result.path
             rows.append(row)
         return pd.DataFrame(rows)

@@ -9,6 +9,7 @@ from typing import Any
 
 import distcore
 from distcore.tune._internal import experiment_state
+from distcore.tune._internal import storage as storage_mod
 from distcore.tune._internal.compat import RunConfig
 from distcore.tune._internal.controller import (
     TuneController,
@@ -117,15 +118,6 @@ def _as_param_dict(param_space: Any) -> dict[str, Any] | None:
                     f"AlgorithmConfig), got {type(param_space).__name__}")
 
 
-def _storage_root(run_config: Any) -> str:
-    path = run_config.storage_path or os.environ.get(STORAGE_ENV) or os.path.join(
-        os.path.expanduser("~"), "distcore_results")
-    path = os.fspath(path)
-    if "://" in path and not path.startswith("file://"):
-        raise ValueError(f"tune stores experiments on a local (or shared, mounted) path; got the URI {path!r}")
-    return os.path.abspath(path.removeprefix("file://"))
-
-
 class Tuner:
     """Tune ``trainable``'s hyperparameters over ``param_space``.
 
@@ -164,7 +156,9 @@ class Tuner:
         self._restore = _restore
         self._name = (run_config.name or (_restore or {}).get("name")
                       or f"{_trainable_name(trainable)}_{time.strftime('%Y-%m-%d_%H-%M-%S')}")
-        self._path = (_restore or {}).get("path") or os.path.join(_storage_root(run_config), self._name)
+        self._storage = (_restore or {}).get("storage") or storage_mod.ExperimentStorage.create(
+            run_config.storage_path, getattr(run_config, "storage_filesystem", None), self._name)
+        self._path = self._storage.local_path
         self._check_combinations()
 
     # ------------------------------------------------------------------ validation
@@ -240,7 +234,7 @@ class Tuner:
             callbacks=list(run.callbacks or []), verbose=run.verbose if run.verbose is not None else 1,
             trial_name_creator=cfg.trial_name_creator, trial_dirname_creator=cfg.trial_dirname_creator,
             trials=trials, num_suggested=restore.get("num_suggested", 0),
-            searcher_finished=restore.get("searcher_finished", False), seed=cfg.seed)
+            searcher_finished=restore.get("searcher_finished", False), seed=cfg.seed, storage=self._storage)
 
     def fit(self) -> ResultGrid:
         """Run the experiment; returns a ``ResultGrid`` (trial errors are in it, not raised,
@@ -254,33 +248,43 @@ class Tuner:
         controller = self._build_controller()
         self._controller = controller
         controller.run()
-        return ResultGrid(controller.trials, controller.metric, controller.mode, self._path)
+        return ResultGrid(controller.trials, controller.metric, controller.mode, self._path, storage=self._storage)
 
     def get_results(self) -> ResultGrid:
         """The results so far (after ``fit``, or of a restored experiment)."""
         controller = getattr(self, "_controller", None)
         if controller is not None:
-            return ResultGrid(controller.trials, controller.metric, controller.mode, self._path)
+            return ResultGrid(controller.trials, controller.metric, controller.mode, self._path,
+                              storage=self._storage)
         trials = (self._restore or {}).get("trials") or []
-        return ResultGrid(trials, self._tune_config.metric, self._tune_config.mode, self._path)
+        return ResultGrid(trials, self._tune_config.metric, self._tune_config.mode, self._path,
+                          storage=self._storage)
 
     # ------------------------------------------------------------------ restore
     @classmethod
-    def can_restore(cls, path: str | os.PathLike[str]) -> bool:
-        """True if ``path`` holds an experiment that ``Tuner.restore`` can resume."""
-        return experiment_state.can_restore(os.fspath(path))
+    def can_restore(cls, path: str | os.PathLike[str], storage_filesystem: Any = None) -> bool:
+        """True if ``path`` (a directory, a URI, or a path inside ``storage_filesystem``) holds an
+        experiment that ``Tuner.restore`` can resume."""
+        store = storage_mod.for_restore(path, storage_filesystem)
+        if store.remote:
+            return store.remote_has(experiment_state.STATE_FILE, experiment_state.TUNER_FILE)
+        return experiment_state.can_restore(store.local_path)
 
     @classmethod
     def restore(cls, path: str | os.PathLike[str], trainable: Any, resume_unfinished: bool = True,
                 resume_errored: bool = False, restart_errored: bool = False,
-                param_space: dict[str, Any] | None = None) -> Tuner:
+                param_space: dict[str, Any] | None = None, storage_filesystem: Any = None) -> Tuner:
         """Resume an interrupted or crashed experiment from ``path``: finished trials stay,
         unfinished ones resume from their latest checkpoint (``resume_unfinished``), errored
-        ones resume from theirs (``resume_errored``) or start over (``restart_errored``)."""
-        path = os.path.abspath(os.fspath(path))
-        if not cls.can_restore(path):
-            raise ValueError(f"no restorable experiment at {path!r} (expected {experiment_state.STATE_FILE} "
-                             f"and {experiment_state.TUNER_FILE})")
+        ones resume from theirs (``resume_errored``) or start over (``restart_errored``).
+        ``path`` may be a URI (``s3://...``, ``memory://...``) or a path inside ``storage_filesystem``:
+        the experiment is downloaded to a local staging directory and mirrored back as it runs."""
+        if not cls.can_restore(path, storage_filesystem):
+            raise ValueError(f"no restorable experiment at {os.fspath(path)!r} (expected "
+                             f"{experiment_state.STATE_FILE} and {experiment_state.TUNER_FILE})")
+        store = storage_mod.for_restore(path, storage_filesystem)
+        store.download()
+        path = store.local_path
         saved = experiment_state.load_tuner(path)
         state = experiment_state.load(path)
         resolved = _resolve_trainable(trainable)
@@ -315,7 +319,8 @@ class Tuner:
             trials.append(trial)
         restore = {"trials": trials, "num_suggested": state.get("num_suggested", len(trials)),
                    "searcher_finished": state.get("searcher_finished", False), "name": saved["name"],
-                   "path": path, "searcher_state_path": os.path.join(path, experiment_state.SEARCHER_FILE)}
+                   "path": path, "searcher_state_path": os.path.join(path, experiment_state.SEARCHER_FILE),
+                   "storage": store}
         param_space = _as_param_dict(param_space)
         return cls(trainable, param_space=param_space if param_space is not None else saved["param_space"],
                    tune_config=saved["tune_config"], run_config=saved["run_config"], _restore=restore)
