@@ -128,3 +128,36 @@ def test_slices_are_stored_as_their_own_rows() -> None:
     part = compact(big.slice(10, 5))
     assert part.get_total_buffer_size() < 1000 and part.column("x").to_pylist() == list(range(10, 15))
     assert compact(big) is big  # a block that owns its buffers is not copied
+
+
+@pytest.mark.usefixtures("shared_cluster")
+def test_union_does_not_read_its_later_inputs_ahead_of_the_budget() -> None:
+    # while the first input streams to a slow consumer, the second input's blocks (which must wait in
+    # the union) are read only as far as the budget allows
+    budget = 10 * MiB
+    dd.DataContext.get_current().memory_budget = budget
+    base = object_store_stats()["used"]
+    peak = [0]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], object_store_stats()["used"] - base)
+            time.sleep(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    first = dd.range(48, override_num_blocks=12).map_batches(_inflate, batch_size=None)
+    second = dd.range(48, override_num_blocks=12).map_batches(_inflate, batch_size=None)
+    rows = 0
+    try:
+        for batch in first.union(second).iter_batches(batch_size=None, prefetch_batches=1):
+            rows += len(batch["payload"])
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        sampler.join(5)
+    assert rows == 96
+    total = 24 * BLOCK  # 72 MiB
+    # before, the whole second input (36 MiB) waited in the store while the first was consumed
+    assert 0 < peak[0] <= 2 * budget, f"peak store usage {peak[0] / MiB:.1f} MiB of {total / MiB:.0f} MiB data"

@@ -19,7 +19,7 @@ import distcore
 from distcore.data._internal.adapt import StartWatcher
 from distcore.data._internal.logical import LogicalPlan
 from distcore.data._internal.optimizer import optimize
-from distcore.data._internal.physical import ActorPoolMapOp, Bundle, MapOp, PhysicalOp
+from distcore.data._internal.physical import ActorPoolMapOp, Bundle, MapOp, PhysicalOp, UnionOp
 from distcore.data._internal.planner import Planner
 from distcore.data._internal.progress import OpProgress, bars_enabled
 from distcore.data._internal.stats import ExecutionStats
@@ -119,7 +119,7 @@ class StreamingExecutor:
     # ------------------------------------------------------------------ memory
 
     def usage(self) -> int:
-        held = sum(op.queued_bytes() + op.running_bytes() for op in self.ops)
+        held = sum(op.queued_bytes() + op.running_bytes() + op.held_bytes() for op in self.ops)
         # list() copies the deque atomically: the consumer thread pops from it concurrently
         return held + sum(b.size for b in list(self.output)) + self.consumer_held
 
@@ -261,12 +261,37 @@ class StreamingExecutor:
             with self._lock:
                 self._lock.notify_all()
 
+    def _upstream(self, ops: list[PhysicalOp]) -> set[int]:
+        seen: set[int] = set()
+        stack = list(ops)
+        while stack:
+            op = stack.pop()
+            if id(op) not in seen:
+                seen.add(id(op))
+                stack.extend(op.deps)
+        return seen
+
+    def _ahead(self) -> set[int]:
+        """Operators that only feed a union's later inputs: their output would wait in the union, so
+        they run only while the whole pipeline, held blocks included, fits the budget."""
+        later: set[int] = set()
+        current: set[int] = set()
+        for op in self.ops:
+            if isinstance(op, UnionOp):
+                later |= self._upstream(op.later_inputs())
+                current |= self._upstream(op.current_inputs())
+        return later - current
+
     def _launch(self) -> None:
-        usage = self.usage()
+        full = self.usage()
+        held = sum(op.held_bytes() for op in self.ops)
+        ahead = self._ahead() if held else set()
         used_c, used_g = self._used()
         any_running = any(op.num_running() for op in self.ops)
         reserve_c = max((op.cpus for op in self._task_ops() if not op.work_done()), default=0.0)
         for op in reversed(self.ops):
+            # what a barrier holds throttles only the operators that feed its not-yet-emitted inputs
+            usage = full if id(op) in ahead else full - held
             if isinstance(op, ActorPoolMapOp):
                 free_c = self.total_cpus - used_c - (reserve_c if any(
                     not t.work_done() for t in self._task_ops()) else 0.0)
@@ -292,6 +317,7 @@ class StreamingExecutor:
                 op.launch_one(self)
                 any_running = True
                 usage += est
+                full += est
                 used_c += need_c
                 used_g += need_g
 

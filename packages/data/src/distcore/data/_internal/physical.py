@@ -153,6 +153,10 @@ class PhysicalOp:
     def running_bytes(self) -> int:
         return 0
 
+    def held_bytes(self) -> int:
+        """Bytes a barrier holds until it can emit them (an exchange's input, a union's later inputs)."""
+        return 0
+
     def num_running(self) -> int:
         return 0
 
@@ -622,10 +626,20 @@ class UnionOp(PhysicalOp):
         self.inqueue.append(item)
 
     def queued_bytes(self) -> int:
-        # Blocks of later inputs wait here until the earlier inputs finish; they do not count against
-        # the budget, else they could stop the reads of the input being emitted (a deadlock).
+        # Blocks of later inputs wait here until the earlier inputs finish: they are ``held_bytes``,
+        # which throttle only the operators that feed those later inputs (see the executor's _launch).
         current = self.parts[self._current] if self._current < len(self.parts) else ()
         return sum(b.size for b in current) + sum(b.size for b in self.outqueue)
+
+    def held_bytes(self) -> int:
+        return sum(b.size for part in self.parts[self._current + 1:] for b in part)
+
+    def later_inputs(self) -> list[PhysicalOp]:
+        """The inputs this union does not emit yet."""
+        return self.deps[self._current + 1:]
+
+    def current_inputs(self) -> list[PhysicalOp]:
+        return self.deps[self._current:self._current + 1]
 
     def poll(self, executor: Any) -> None:
         while self._current < len(self.parts):
@@ -654,9 +668,12 @@ class AllToAllOp(PhysicalOp):
         self.inqueue.append(item)
 
     def queued_bytes(self) -> int:
-        # An exchange needs all of its input: what it collects is materialized by design (the object
-        # store spills it if needed), so it does not hold back the reads that feed it.
         return sum(b.size for b in self.outqueue)
+
+    def held_bytes(self) -> int:
+        # An exchange needs all of its input: what it collects counts in the pipeline's memory, but it
+        # does not hold back the reads that feed it (they must finish for the exchange to run).
+        return sum(b.size for part in self.parts for b in part)
 
     def poll(self, executor: Any) -> None:
         if self._ran or self.abandoned or not self.all_inputs_done():
