@@ -196,7 +196,7 @@ def serve_side(system: str, port: int, handle_seconds: float) -> None:
         from distcore import serve
 
         ray.init(num_cpus=2, log_to_driver=False)
-        serve.start(http_options={"port": port})
+        serve.start(http_options={"port": port, "colocate_ingress": os.environ.get("SERVE_BENCH_COLOCATE") == "1"})
 
     @serve.deployment(max_ongoing_requests=100)
     class Noop:
@@ -223,7 +223,7 @@ def serve_side(system: str, port: int, handle_seconds: float) -> None:
     if system == "distcore":
         proxy = ray.get_actor("SERVE_PROXY", namespace="serve")
         proxy_pid = ray.get(proxy.stats.remote())["pid"]
-        pids = {k: [proxy_pid] + v for k, v in pids.items()}
+        pids = {k: [proxy_pid] + [p for p in v if p != proxy_pid] for k, v in pids.items()}
     else:
         pids = {}  # Ray's proxy process is not found here: no CPU per request for Ray
     print("READY " + json.dumps({"port": port, "pids": pids}), flush=True)
@@ -327,6 +327,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median reported)")
     parser.add_argument("--handle-seconds", type=float, default=3.0)
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--colocate", action="store_true",
+                        help="distcore: host the ingress replica in the proxy (http_options colocate_ingress)")
     parser.add_argument("--_bare", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--_serve", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -340,6 +342,8 @@ def main() -> None:
     print(f"load: {'wrk' if shutil.which('wrk') else 'asyncio generator'}, {args.connections} connections, "
           f"{args.duration:g} s per point, {args.rounds} alternating rounds (medians); machine: "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}", flush=True)
+    if args.colocate:
+        os.environ["SERVE_BENCH_COLOCATE"] = "1"
     servers = [Server("bare", args.handle_seconds), Server("distcore", args.handle_seconds)]
     try:
         results = measure(servers, args.connections, args.duration, args.rounds)

@@ -46,6 +46,17 @@ def portable_error(exc: BaseException) -> BaseException:
 
 
 _ASGI = {"version": "3.0", "spec_version": "2.3"}
+_Request: Any = None
+
+
+def _request_class() -> Any:
+    """starlette's Request, imported on the first HTTP request (not per request)."""
+    global _Request
+    if _Request is None:
+        from starlette.requests import Request
+
+        _Request = Request
+    return _Request
 
 
 def http_scope(compact: tuple) -> dict:
@@ -84,6 +95,7 @@ class ReplicaServer:
         self.loop = asyncio.get_running_loop()
         self.ws_inboxes: dict[tuple[int, int], asyncio.Queue] = {}
         self._async_cache: dict[Any, bool] = {}
+        self._call_fn: Any = None  # the bound __call__, looked up once
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -256,25 +268,27 @@ class ReplicaServer:
     async def _http(self, conn: wire.ServerConnection, rid: int, scope: dict | tuple, body: bytes) -> None:
         if type(scope) is tuple:
             scope = http_scope(scope)
-        capture = ResponseCapture(lambda r: conn.send((rid, wire.OK, r)), lambda i: conn.send((rid, wire.ITEM, i)))
         receive = make_receive(body, conn.closed)
         asgi_app = getattr(self.instance, "__serve_asgi_app__", None)
-        if asgi_app is not None:
-            await asgi_app(scope, receive, capture.send)
-        else:
-            from starlette.requests import Request
-
-            value = await self._invoke(self._target("__call__"), (Request(scope, receive),), {})
+        if asgi_app is None:
+            value = await self._invoke(self._call_target(), (_request_class()(scope, receive),), {})
             plain = plain_response(value)
             if plain is not None:
                 conn.send((rid, wire.OK, plain))
                 return
-            await value(scope, receive, capture.send)
+            asgi_app = value  # a Starlette Response: run it as an ASGI app
+        capture = ResponseCapture(lambda r: conn.send((rid, wire.OK, r)), lambda i: conn.send((rid, wire.ITEM, i)))
+        await asgi_app(scope, receive, capture.send)
         if capture.streaming:
             conn.send((rid, wire.END, None))
         elif not capture.done:
             conn.send((rid, wire.OK, (500, [], b"the ASGI app sent no response")))
 
+    def _call_target(self) -> Any:
+        fn = self._call_fn
+        if fn is None:
+            fn = self._call_fn = self._target("__call__")
+        return fn
 
     async def _websocket(self, conn: wire.ServerConnection, rid: int, scope: dict) -> None:
         inbox: asyncio.Queue = asyncio.Queue()
