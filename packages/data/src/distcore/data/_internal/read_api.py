@@ -1,7 +1,9 @@
 """Creation and read functions: each builds a lazy ``Dataset`` over one datasource.
 
 Every reader takes files, directories (walked recursively), globs or lists of
-them, and ``override_num_blocks`` (or the older ``parallelism``) for the number
+them, local or as URIs of any pyarrow or fsspec filesystem (``file://``, ``s3://``...),
+or paths inside ``filesystem=`` (a ``pyarrow.fs.FileSystem`` or an fsspec filesystem);
+and ``override_num_blocks`` (or the older ``parallelism``) for the number
 of read tasks; nothing is read until the dataset executes.
 
 Example::
@@ -111,13 +113,14 @@ def from_torch(dataset: Any, *, override_num_blocks: int | None = None) -> Any:
 
 
 def read_parquet(paths: Paths, *, columns: list[str] | None = None, filter: pc.Expression | None = None,
-                 partitioning: str | None = "hive", parallelism: int = -1,
+                 partitioning: str | None = "hive", filesystem: Any = None, parallelism: int = -1,
                  override_num_blocks: int | None = None) -> Any:
     """Parquet files; ``columns`` and ``filter`` (a ``pyarrow.compute`` expression) are pushed into the scan.
 
     Hive directories (``year=2024/``) become columns and prune files through ``filter``.
     """
-    return read_datasource(ParquetDatasource(paths, columns=columns, filter=filter, partitioning=partitioning),
+    return read_datasource(ParquetDatasource(paths, columns=columns, filter=filter, partitioning=partitioning,
+                                             filesystem=filesystem),
                            parallelism=parallelism, override_num_blocks=override_num_blocks, name="ReadParquet")
 
 
@@ -128,49 +131,49 @@ def _file_reader(cls: type, name: str, paths: Paths, parallelism: int, override_
 
 
 def read_csv(paths: Paths, *, include_paths: bool = False, file_extensions: list[str] | None = None,
-             parallelism: int = -1, override_num_blocks: int | None = None, **arrow_csv_args: Any) -> Any:
+             filesystem: Any = None, parallelism: int = -1, override_num_blocks: int | None = None, **arrow_csv_args: Any) -> Any:
     """CSV files with a header row (``arrow_csv_args``: ``parse_options``, ``convert_options``, ...)."""
     return _file_reader(CSVDatasource, "ReadCSV", paths, parallelism, override_num_blocks,
-                        include_paths=include_paths, file_extensions=file_extensions, arrow_csv_args=arrow_csv_args)
+                        include_paths=include_paths, filesystem=filesystem, file_extensions=file_extensions, arrow_csv_args=arrow_csv_args)
 
 
 def read_json(paths: Paths, *, include_paths: bool = False, file_extensions: list[str] | None = None,
-              parallelism: int = -1, override_num_blocks: int | None = None, **arrow_json_args: Any) -> Any:
+              filesystem: Any = None, parallelism: int = -1, override_num_blocks: int | None = None, **arrow_json_args: Any) -> Any:
     """JSON lines files: one object per line."""
     return _file_reader(JSONDatasource, "ReadJSON", paths, parallelism, override_num_blocks,
-                        include_paths=include_paths, file_extensions=file_extensions,
+                        include_paths=include_paths, filesystem=filesystem, file_extensions=file_extensions,
                         arrow_json_args=arrow_json_args)
 
 
 def read_text(paths: Paths, *, encoding: str = "utf-8", drop_empty_lines: bool = True, include_paths: bool = False,
-              file_extensions: list[str] | None = None, parallelism: int = -1,
+              file_extensions: list[str] | None = None, filesystem: Any = None, parallelism: int = -1,
               override_num_blocks: int | None = None) -> Any:
     """Text files: one row ``{"text": line}`` per line."""
     return _file_reader(TextDatasource, "ReadText", paths, parallelism, override_num_blocks, encoding=encoding,
                         drop_empty_lines=drop_empty_lines, include_paths=include_paths,
-                        file_extensions=file_extensions)
+                        filesystem=filesystem, file_extensions=file_extensions)
 
 
 def read_numpy(paths: Paths, *, include_paths: bool = False, file_extensions: list[str] | None = None,
-               parallelism: int = -1, override_num_blocks: int | None = None) -> Any:
+               filesystem: Any = None, parallelism: int = -1, override_num_blocks: int | None = None) -> Any:
     """``.npy`` files: rows along axis 0 in column ``data``."""
     return _file_reader(NumpyDatasource, "ReadNumpy", paths, parallelism, override_num_blocks,
-                        include_paths=include_paths, file_extensions=file_extensions)
+                        include_paths=include_paths, filesystem=filesystem, file_extensions=file_extensions)
 
 
 def read_binary_files(paths: Paths, *, include_paths: bool = False, file_extensions: list[str] | None = None,
-                      parallelism: int = -1, override_num_blocks: int | None = None) -> Any:
+                      filesystem: Any = None, parallelism: int = -1, override_num_blocks: int | None = None) -> Any:
     """One row per file: ``{"bytes": ...}`` (plus ``path`` with ``include_paths``)."""
     return _file_reader(BinaryDatasource, "ReadBinary", paths, parallelism, override_num_blocks,
-                        include_paths=include_paths, file_extensions=file_extensions)
+                        include_paths=include_paths, filesystem=filesystem, file_extensions=file_extensions)
 
 
 def read_images(paths: Paths, *, size: tuple[int, int] | None = None, mode: str | None = None,
-                include_paths: bool = False, file_extensions: list[str] | None = None, parallelism: int = -1,
+                include_paths: bool = False, file_extensions: list[str] | None = None, filesystem: Any = None, parallelism: int = -1,
                 override_num_blocks: int | None = None) -> Any:
     """Images (Pillow) as ``{"image": uint8 ndarray}``; ``size=(h, w)`` resizes, ``mode`` converts."""
     return _file_reader(ImageDatasource, "ReadImage", paths, parallelism, override_num_blocks, size=size,
-                        mode=mode, include_paths=include_paths, file_extensions=file_extensions)
+                        mode=mode, include_paths=include_paths, filesystem=filesystem, file_extensions=file_extensions)
 
 
 __all__ = [

@@ -1,4 +1,10 @@
-"""Whole-file formats: CSV, JSON lines, text, NumPy, binary files and images."""
+"""File formats: CSV and JSON lines (split into byte ranges when big), text, NumPy, binary files, images.
+
+Each reads from a pyarrow input stream (so any filesystem works); CSV and JSON lines
+files are read in several tasks by ranges of whole lines, which assumes no newline
+inside a quoted CSV value (``parse_options=ParseOptions(newlines_in_values=True)``
+turns splitting off) and no JSON array file.
+"""
 
 from __future__ import annotations
 
@@ -16,26 +22,55 @@ from distcore.data._internal.datasource.file_based import FileBasedDatasource
 class CSVDatasource(FileBasedDatasource):
     """CSV files (header row); ``arrow_csv_args`` go to ``pyarrow.csv`` (parse_options=..., ...)."""
 
+    _DECOMPRESS = True
+
     def __init__(self, paths: Any, *, arrow_csv_args: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(paths, **kwargs)
         self._csv_args = dict(arrow_csv_args or {})
 
-    def read_file(self, path: str) -> pa.Table:
+    def read_stream(self, f: Any, path: str) -> pa.Table:
         import pyarrow.csv as pacsv
 
-        return pacsv.read_csv(path, **self._csv_args)
+        return pacsv.read_csv(f, **self._csv_args)
+
+    def splittable(self, path: str) -> bool:
+        ro, po = self._csv_args.get("read_options"), self._csv_args.get("parse_options")
+        if ro is not None and (ro.skip_rows or ro.skip_rows_after_names or ro.column_names or
+                               ro.autogenerate_column_names):
+            return False
+        if po is not None and po.newlines_in_values:
+            return False
+        return not _compressed(path)
+
+    def read_lines(self, data: bytes, header: bytes, path: str) -> pa.Table:
+        import pyarrow.csv as pacsv
+
+        return pacsv.read_csv(io.BytesIO(header + data), **self._csv_args)
 
 
 class JSONDatasource(FileBasedDatasource):
     """JSON lines files (one object per line); a file holding one JSON array of objects also works."""
 
+    _DECOMPRESS = True
+
     def __init__(self, paths: Any, *, arrow_json_args: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(paths, **kwargs)
         self._json_args = dict(arrow_json_args or {})
 
-    def read_file(self, path: str) -> pa.Table:
-        with open(path, "rb") as f:
-            data = f.read()
+    def read_stream(self, f: Any, path: str) -> pa.Table:
+        return self._parse(f.read())
+
+    def splittable(self, path: str) -> bool:
+        if _compressed(path):
+            return False
+        with self._fs.open_input_file(path) as f:  # a JSON array file cannot be split by lines
+            head = f.read_at(min(4096, f.size()), 0)
+        return head.lstrip()[:1] != b"["
+
+    def read_lines(self, data: bytes, header: bytes, path: str) -> pa.Table:
+        return self._parse(data)
+
+    def _parse(self, data: bytes) -> pa.Table:
         if not data.strip():
             return pa.table({})
         if data.lstrip()[:1] == b"[":  # one JSON array of objects, not JSON lines
@@ -53,15 +88,16 @@ class JSONDatasource(FileBasedDatasource):
 class TextDatasource(FileBasedDatasource):
     """Text files: one row per line in column ``text``."""
 
+    _DECOMPRESS = True
+
     def __init__(self, paths: Any, *, encoding: str = "utf-8", drop_empty_lines: bool = True,
                  **kwargs: Any) -> None:
         super().__init__(paths, **kwargs)
         self._encoding = encoding
         self._drop_empty = drop_empty_lines
 
-    def read_file(self, path: str) -> pa.Table:
-        with open(path, encoding=self._encoding, newline=None) as f:
-            lines = f.read().splitlines()
+    def read_stream(self, f: Any, path: str) -> pa.Table:
+        lines = f.read().decode(self._encoding).splitlines()
         if self._drop_empty:
             lines = [line for line in lines if line.strip()]
         return pa.table({"text": pa.array(lines, pa.string())})
@@ -72,8 +108,8 @@ class NumpyDatasource(FileBasedDatasource):
 
     _FILE_EXTENSIONS = ("npy", "npz")
 
-    def read_file(self, path: str) -> pa.Table:
-        loaded = np.load(path, allow_pickle=False)
+    def read_stream(self, f: Any, path: str) -> pa.Table:
+        loaded = np.load(io.BytesIO(f.read()), allow_pickle=False)
         if isinstance(loaded, np.lib.npyio.NpzFile):
             with loaded:
                 arr = loaded[loaded.files[0]]
@@ -87,9 +123,8 @@ class NumpyDatasource(FileBasedDatasource):
 class BinaryDatasource(FileBasedDatasource):
     """Each file as one row: its bytes in column ``bytes`` (``include_paths`` adds ``path``)."""
 
-    def read_file(self, path: str) -> pa.Table:
-        with open(path, "rb") as f:
-            return pa.table({"bytes": pa.array([f.read()], pa.binary())})
+    def read_stream(self, f: Any, path: str) -> pa.Table:
+        return pa.table({"bytes": pa.array([f.read()], pa.binary())})
 
 
 class ImageDatasource(FileBasedDatasource):
@@ -113,13 +148,17 @@ class ImageDatasource(FileBasedDatasource):
         self._size = tuple(int(s) for s in size) if size is not None else None
         self._mode = mode
 
-    def read_file(self, path: str) -> pa.Table:
+    def read_stream(self, f: Any, path: str) -> pa.Table:
         from PIL import Image
 
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(f.read())) as img:
             if self._mode is not None:
                 img = img.convert(self._mode)
             if self._size is not None:
                 img = img.resize((self._size[1], self._size[0]))
             arr = np.asarray(img)
         return pa.table({"image": tensor_array(arr[np.newaxis])})
+
+
+def _compressed(path: str) -> bool:
+    return path.lower().endswith((".gz", ".bz2", ".zst", ".lz4", ".br", ".zip", ".xz", ".snappy"))

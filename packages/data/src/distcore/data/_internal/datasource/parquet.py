@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from distcore.data._internal.datasource import fs as F
 from distcore.data._internal.datasource._meta import estimate
 from distcore.data._internal.datasource.datasource import (
     Datasource,
@@ -24,7 +25,6 @@ from distcore.data._internal.datasource.datasource import (
     limit_tables,
     resolve_parallelism,
 )
-from distcore.data._internal.datasource.paths import expand_paths
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,10 @@ class _Piece:
 
 
 def _read_pieces(pieces: list[_Piece], schema: pa.Schema, columns: list[str] | None,
-                 expr: pc.Expression | None, batch_rows: int) -> Iterator[pa.Table]:
+                 expr: pc.Expression | None, batch_rows: int, fs: Any) -> Iterator[pa.Table]:
     import pyarrow.dataset as pads  # imported on use: it costs ~1 s at worker start
-    import pyarrow.fs as pafs
 
     fmt = pads.ParquetFileFormat()
-    fs = pafs.LocalFileSystem()
     for piece in pieces:
         kwargs: dict[str, Any] = {"row_groups": list(piece.row_groups)}
         if piece.partition is not None:
@@ -72,17 +70,20 @@ class ParquetDatasource(Datasource):
     supports_limit = True
 
     def __init__(self, paths: Any, *, columns: list[str] | None = None, filter: pc.Expression | None = None,
-                 partitioning: str | None = "hive", block_rows: int = 1 << 20) -> None:
-        files = expand_paths(paths, ["parquet"] if not _names_files(paths) else None)
+                 partitioning: str | None = "hive", block_rows: int = 1 << 20, filesystem: Any = None) -> None:
+        fs, files = F.expand(paths, ["parquet"] if not _names_files(paths, filesystem) else None, filesystem)
         if not files:
             raise FileNotFoundError(f"no .parquet files under {paths!r}")
         base = None
-        if isinstance(paths, (str, os.PathLike)) and os.path.isdir(os.fspath(paths)):
-            base = os.fspath(paths)
+        if isinstance(paths, (str, os.PathLike)):
+            _, inner = F.resolve(paths, filesystem)
+            if F.is_dir(fs, inner):
+                base = inner
         import pyarrow.dataset as pads
 
+        self._fs = fs
         try:
-            self._dataset = pads.dataset(files, format="parquet",
+            self._dataset = pads.dataset(files, format="parquet", filesystem=fs,
                                          partitioning=partitioning if base else None,
                                          partition_base_dir=base)
         except pa.ArrowInvalid as exc:
@@ -157,8 +158,8 @@ class ParquetDatasource(Datasource):
             pieces = kept
         n = resolve_parallelism(parallelism, len(pieces))
         groups = _balance(pieces, n)
-        schema, columns, expr, limit, block_rows = (self._dataset.schema, self._columns, self._filter,
-                                                    self._limit, self._block_rows)
+        schema, columns, expr, limit, block_rows, fs = (self._dataset.schema, self._columns, self._filter,
+                                                        self._limit, self._block_rows, self._fs)
         out_schema = self.schema()
         ncols = len(schema.names) or 1
         tasks = []
@@ -175,16 +176,27 @@ class ParquetDatasource(Datasource):
                 size = size * len(columns) // ncols
 
             def read_fn(group: list[_Piece] = group, task_limit: int | None = task_limit) -> Iterator[pa.Table]:
-                return limit_tables(_read_pieces(group, schema, columns, expr, block_rows), task_limit)
+                return limit_tables(_read_pieces(group, schema, columns, expr, block_rows, fs), task_limit)
 
             tasks.append(ReadTask(read_fn, estimate(rows, size, out_schema, sorted({p.path for p in group}))))
         return tasks
 
 
-def _names_files(paths: Any) -> bool:
+def _names_files(paths: Any, filesystem: Any = None) -> bool:
     """True when ``paths`` names files explicitly (then no extension filter applies)."""
+    import pyarrow.fs as pafs
+
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-    return all(os.path.isfile(os.fspath(p)) for p in items if isinstance(p, (str, os.PathLike)))
+    for p in items:
+        if not isinstance(p, (str, os.PathLike)):
+            continue
+        try:
+            fs, inner = F.resolve(p, filesystem)
+            if set("*?[") & set(inner) or fs.get_file_info(inner).type != pafs.FileType.File:
+                return False
+        except (OSError, ValueError):
+            return False
+    return True
 
 
 def _balance(pieces: list[_Piece], n: int) -> list[list[_Piece]]:
