@@ -1,38 +1,23 @@
-"""Fixtures for distcore-data tests: one shared 2-CPU cluster, fresh clusters on demand, leak checks."""
+"""Fixtures for distcore-data tests: the shared cluster fixtures (distcore._private.testing.pytest_plugin),
+a module-scoped ``cluster`` and a fresh DataContext per test."""
 
 from __future__ import annotations
 
 import pytest
 
-from distcore._private.testing import ClusterManager, assert_no_leaks
+pytest_plugins = ["distcore._private.testing.pytest_plugin"]
 
-# The shared shape: 2 CPUs like the small machines users run on.
-SHARED = {"num_cpus": 2, "object_store_memory": 512 * 1024 * 1024}
 
-_manager = ClusterManager()
+@pytest.fixture(scope="session")
+def shared_cluster_shape():
+    """2 CPUs like the small machines users run on."""
+    return {"num_cpus": 2, "object_store_memory": 512 * 1024 * 1024}
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(cluster_manager, shared_cluster_shape):
     """The shared cluster for a whole module (do not change its shape)."""
-    return _manager.ensure(**SHARED)
-
-
-@pytest.fixture
-def shared_cluster():
-    """The shared cluster, re-checked before each test (restarted if a test stopped it)."""
-    return _manager.ensure(**SHARED)
-
-
-@pytest.fixture
-def start_cluster():
-    """Start a dedicated cluster: ``start_cluster(num_cpus=1, ...)``; the shared one comes back after."""
-
-    def start(**kwargs):
-        return _manager.ensure(**kwargs)
-
-    yield start
-    _manager.stop()
+    return cluster_manager.ensure(**shared_cluster_shape)
 
 
 @pytest.fixture(autouse=True)
@@ -44,10 +29,3 @@ def _fresh_data_context():
     DataContext._set_current(DataContext())
     yield
     DataContext._set_current(saved)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _no_leaks_at_exit():
-    yield
-    _manager.stop()
-    assert_no_leaks(_manager.sessions)

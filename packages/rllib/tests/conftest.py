@@ -1,22 +1,13 @@
-"""Fixtures for rllib's tests: one small local cluster shared by the tests that need actors."""
+"""Fixtures for rllib's tests: the shared cluster fixtures (distcore._private.testing.pytest_plugin)."""
 
 from __future__ import annotations
 
 import pytest
 
-from distcore._private.testing import ClusterManager, assert_no_leaks
-
-_manager = ClusterManager()
+pytest_plugins = ["distcore._private.testing.pytest_plugin"]
 
 
-@pytest.fixture
-def cluster():
-    """A 4-CPU local cluster (more CPUs than cores on purpose: runners + learners fit)."""
-    return _manager.ensure(num_cpus=4, object_store_memory=200 * 1024 * 1024)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _no_leaks_at_exit():
-    yield
-    _manager.stop()
-    assert_no_leaks(_manager.sessions)
+@pytest.fixture(scope="session")
+def shared_cluster_shape():
+    """4 CPUs (more than the machine's cores on purpose: runners + learners fit)."""
+    return {"num_cpus": 4, "object_store_memory": 200 * 1024 * 1024}

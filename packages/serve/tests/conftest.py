@@ -1,23 +1,25 @@
-"""Fixtures for serve's tests: one cluster and one Serve instance shared by the whole session."""
+"""Fixtures for serve's tests: the shared cluster fixtures (distcore._private.testing.pytest_plugin)
+and one Serve instance shared by the whole session."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import threading
-import time
 from collections import Counter
 
 import httpx
 import pytest
 
-from distcore._private.testing import ClusterManager, assert_no_leaks
+pytest_plugins = ["distcore._private.testing.pytest_plugin"]
 
-# A 2-CPU laptop: replicas' default CPU share must let several deployments fit.
-SHAPE = {"num_cpus": 2, "resources": {"serve_test": 1}}
-
-_manager = ClusterManager()
 _state: dict = {}
+
+
+@pytest.fixture(scope="session")
+def shared_cluster_shape():
+    """A 2-CPU laptop: replicas' default CPU share must let several deployments fit."""
+    return {"num_cpus": 2, "resources": {"serve_test": 1}}
 
 
 def free_port() -> int:
@@ -27,11 +29,11 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def serve_instance():
+def serve_instance(cluster_manager, shared_cluster_shape):
     """A running Serve (controller + proxy); yields the proxy's base URL."""
     from distcore import serve
 
-    _manager.ensure(**SHAPE)
+    cluster_manager.ensure(**shared_cluster_shape)
     if "url" not in _state:
         port = free_port()
         serve.start(http_options={"port": port})
@@ -40,26 +42,18 @@ def serve_instance():
     yield _state["url"]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _serve_down_at_exit(cluster_manager):
+    """Serve shuts down before the cluster stops at the end of the session (and its leak check)."""
+    from distcore import serve
+
+    cluster_manager.at_exit(serve.shutdown)
+
+
 @pytest.fixture
 def serve_port(serve_instance) -> int:
     """The shared proxy's port (a test that restarts Serve must restart it on this port)."""
     return _state["port"]
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _no_leaks_at_exit():
-    yield
-    import distcore
-    from distcore import serve
-
-    if distcore.is_initialized():
-        try:
-            serve.shutdown()
-        except Exception:
-            pass
-    _manager.stop()
-    assert_no_leaks(_manager.sessions)
-
 
 
 class Load:
@@ -103,15 +97,6 @@ class Load:
 
     def total(self) -> int:
         return sum(self.codes.values())
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.1, message: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(message or f"condition not met within {timeout} s")
 
 
 @pytest.fixture
