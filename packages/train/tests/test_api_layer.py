@@ -28,7 +28,7 @@ from distcore.train._internal.config import should_stop
 EXPECTED_ALL = sorted([
     "Backend", "BackendConfig", "Checkpoint", "CheckpointConfig", "DataConfig", "DataParallelTrainer",
     "FailureConfig", "Result", "RunConfig", "ScalingConfig", "TrainContext", "TrainingFailedError",
-    "__version__", "get_checkpoint", "get_context", "get_dataset_shard", "report",
+    "UserCallback", "__version__", "get_checkpoint", "get_context", "get_dataset_shard", "report",
 ])
 
 

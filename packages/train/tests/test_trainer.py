@@ -251,6 +251,29 @@ def test_bad_arguments_are_rejected_at_construction() -> None:
         TorchTrainer(lambda: None, datasets={"train": [1, 2, 3]})
 
 
+def test_both_trainers_check_their_arguments_the_same_way() -> None:
+    """DataParallelTrainer and TorchTrainer share one argument check; each names its backend argument."""
+    from distcore.train import DataParallelTrainer
+    from distcore.train.torch import TorchConfig
+
+    for cls in (DataParallelTrainer, TorchTrainer):
+        with pytest.raises(TypeError, match="run_config must be a RunConfig, got dict"):
+            cls(lambda: None, run_config={"name": "x"})
+        with pytest.raises(TypeError, match="unexpected keyword argument 'num_workers'"):
+            cls(lambda: None, num_workers=2)
+        trainer = cls(lambda c: None, train_loop_config={"a": 1}, scaling_config=ScalingConfig(num_workers=3),
+                      metadata={"m": 1})
+        assert trainer.train_loop_config == {"a": 1} and trainer.scaling_config.num_workers == 3
+        assert trainer.metadata == {"m": 1} and trainer.datasets == {}
+    with pytest.raises(TypeError, match="pass the backend's config as torch_config="):
+        TorchTrainer(lambda: None, backend_config=TorchConfig())
+    with pytest.raises(TypeError, match="torch_config must be a TorchConfig"):
+        TorchTrainer(lambda: None, torch_config=object())
+    assert isinstance(TorchTrainer(lambda: None).backend_config, TorchConfig)
+    cfg = TorchConfig(backend="gloo")
+    assert DataParallelTrainer(lambda: None, backend_config=cfg).backend_config is cfg
+
+
 def counting_loop(config):
     start = 0
     ckpt = train.get_checkpoint()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from distcore.train._internal.callbacks import UserCallback
 from distcore.train._internal.checkpoint import Checkpoint
 from distcore.train._internal.config import (
     CheckpointConfig,
@@ -63,6 +64,7 @@ __all__ = [
     "ScalingConfig",
     "TrainContext",
     "TrainingFailedError",
+    "UserCallback",
     "__version__",
     "get_checkpoint",
     "get_context",

@@ -24,7 +24,7 @@ import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, Unpack
 
 import cloudpickle
 
@@ -38,7 +38,7 @@ from distcore.train._internal.run_files import TRAINER_FILE, RunFiles
 from distcore.train._internal.worker import _takes_config
 from distcore.train.backend import BackendConfig
 
-__all__ = ["DataConfig", "DataParallelTrainer"]
+__all__ = ["DataConfig", "DataParallelTrainer", "TrainerOptions"]
 
 
 @dataclass
@@ -68,54 +68,85 @@ def default_run_name(trainer_name: str) -> str:
     return f"{trainer_name}_{datetime.datetime.now().strftime('%Y-%m-%d_%H-%M-%S')}_{uuid.uuid4().hex[:5]}"
 
 
+class TrainerOptions(TypedDict, total=False):
+    """The keyword arguments every trainer takes besides its backend's config."""
+
+    train_loop_config: dict[str, Any] | None
+    scaling_config: ScalingConfig | None
+    run_config: RunConfig | None
+    datasets: dict[str, Any] | None
+    dataset_config: DataConfig | None
+    resume_from_checkpoint: Checkpoint | None
+    metadata: dict[str, Any] | None
+
+
+# option -> (the type it must have, how the error names that type)
+_OPTION_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "train_loop_config": (dict, "a dict"),
+    "scaling_config": (ScalingConfig, "a ScalingConfig"),
+    "run_config": (RunConfig, "a RunConfig"),
+    "datasets": (dict, "a dict of name -> distcore.data Dataset"),
+    "dataset_config": (DataConfig, "a DataConfig"),
+    "resume_from_checkpoint": (Checkpoint, "a train.Checkpoint"),
+    "metadata": (dict, "a dict"),
+}
+
+
+def check_options(trainer_name: str, backend_arg: str, options: dict[str, Any]) -> None:
+    """Raise ``TypeError`` naming the first unknown option or the first option of the wrong type."""
+    for key, value in options.items():
+        if key not in _OPTION_TYPES:
+            hint = f"; pass the backend's config as {backend_arg}=" if key.endswith("_config") else ""
+            raise TypeError(f"{trainer_name}() got an unexpected keyword argument {key!r}{hint} (it takes "
+                            f"{backend_arg}, {', '.join(_OPTION_TYPES)})")
+        expected, what = _OPTION_TYPES[key]
+        if value is not None and not isinstance(value, expected):
+            raise TypeError(f"{key} must be {what}, got {type(value).__name__}")
+    datasets = options.get("datasets") or {}
+    for name, ds in datasets.items():
+        if not isinstance(name, str):
+            raise TypeError(f"datasets must be a dict of name -> distcore.data Dataset; key {name!r} is not a str")
+        if not hasattr(ds, "streaming_split") and not hasattr(ds, "iterator"):
+            raise TypeError(f"datasets[{name!r}] must be a distcore.data Dataset, got {type(ds).__name__}")
+
+
 class DataParallelTrainer:
-    """Runs ``train_loop_per_worker`` on ``scaling_config.num_workers`` workers and collects its reports."""
+    """Runs ``train_loop_per_worker`` on ``scaling_config.num_workers`` workers and collects its reports.
+
+    Keyword arguments (all optional): ``train_loop_config`` (the dict passed to the
+    function), ``backend_config`` (how the framework is set up on the workers),
+    ``scaling_config``, ``run_config``, ``datasets`` (name -> Dataset, sharded
+    per ``dataset_config``), ``resume_from_checkpoint`` and ``metadata``
+    (attached to every checkpoint's context).
+    """
 
     _default_backend_config: Callable[[], BackendConfig] = BackendConfig
+    _backend_config_type: type = BackendConfig
 
-    def __init__(
-        self,
-        train_loop_per_worker: Callable[..., Any],
-        *,
-        train_loop_config: dict[str, Any] | None = None,
-        backend_config: BackendConfig | None = None,
-        scaling_config: ScalingConfig | None = None,
-        run_config: RunConfig | None = None,
-        datasets: dict[str, Any] | None = None,
-        dataset_config: DataConfig | None = None,
-        resume_from_checkpoint: Checkpoint | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, train_loop_per_worker: Callable[..., Any], *, backend_config: BackendConfig | None = None,
+                 **options: Unpack[TrainerOptions]) -> None:
+        self._init(train_loop_per_worker, "backend_config", backend_config, dict(options))
+
+    def _init(self, train_loop_per_worker: Callable[..., Any], backend_arg: str, backend_config: Any,
+              options: dict[str, Any]) -> None:
+        """Check and store the arguments (shared by every trainer's ``__init__``)."""
+        name = type(self).__name__
         if not callable(train_loop_per_worker):
             raise TypeError(f"train_loop_per_worker must be a function, got {type(train_loop_per_worker).__name__}")
         _takes_config(train_loop_per_worker)
-        if train_loop_config is not None and not isinstance(train_loop_config, dict):
-            raise TypeError(f"train_loop_config must be a dict, got {type(train_loop_config).__name__}")
-        if scaling_config is not None and not isinstance(scaling_config, ScalingConfig):
-            raise TypeError(f"scaling_config must be a ScalingConfig, got {type(scaling_config).__name__}")
-        if run_config is not None and not isinstance(run_config, RunConfig):
-            raise TypeError(f"run_config must be a RunConfig, got {type(run_config).__name__}")
-        if datasets is not None and (not isinstance(datasets, dict)
-                                     or not all(isinstance(k, str) for k in datasets)):
-            raise TypeError("datasets must be a dict of name -> distcore.data Dataset")
-        for name, ds in (datasets or {}).items():
-            if not hasattr(ds, "streaming_split") and not hasattr(ds, "iterator"):
-                raise TypeError(f"datasets[{name!r}] must be a distcore.data Dataset, got {type(ds).__name__}")
-        if dataset_config is not None and not isinstance(dataset_config, DataConfig):
-            raise TypeError(f"dataset_config must be a DataConfig, got {type(dataset_config).__name__}")
-        if resume_from_checkpoint is not None and not isinstance(resume_from_checkpoint, Checkpoint):
-            raise TypeError("resume_from_checkpoint must be a train.Checkpoint")
-        if backend_config is not None and not isinstance(backend_config, BackendConfig):
-            raise TypeError(f"backend_config must be a BackendConfig, got {type(backend_config).__name__}")
+        if backend_config is not None and not isinstance(backend_config, self._backend_config_type):
+            raise TypeError(f"{backend_arg} must be a {self._backend_config_type.__name__}, "
+                            f"got {type(backend_config).__name__}")
+        check_options(name, backend_arg, options)
         self.train_loop_per_worker = train_loop_per_worker
-        self.train_loop_config = train_loop_config
+        self.train_loop_config = options.get("train_loop_config")
         self.backend_config = backend_config or type(self)._default_backend_config()
-        self.scaling_config = scaling_config or ScalingConfig()
-        self.run_config = run_config or RunConfig()
-        self.datasets = dict(datasets or {})
-        self.dataset_config = dataset_config or DataConfig()
-        self.resume_from_checkpoint = resume_from_checkpoint
-        self.metadata = dict(metadata or {})
+        self.scaling_config = options.get("scaling_config") or ScalingConfig()
+        self.run_config = options.get("run_config") or RunConfig()
+        self.datasets = dict(options.get("datasets") or {})
+        self.dataset_config = options.get("dataset_config") or DataConfig()
+        self.resume_from_checkpoint = options.get("resume_from_checkpoint")
+        self.metadata = dict(options.get("metadata") or {})
         self._restore_dir: str | None = None
 
     def _spec(self) -> RunSpec:
@@ -194,13 +225,12 @@ class DataParallelTrainer:
         run_config.storage_path = parent
         run_config.storage_filesystem = fs
         trainer = saved_cls.__new__(saved_cls)
-        DataParallelTrainer.__init__(
-            trainer, train_loop_per_worker or spec.train_fn,
-            train_loop_config=train_loop_config if train_loop_config is not None else spec.train_loop_config,
-            backend_config=spec.backend_config, scaling_config=scaling_config or spec.scaling_config,
-            run_config=run_config, datasets=datasets, dataset_config=spec.dataset_config,
-            resume_from_checkpoint=spec.resume_from_checkpoint, metadata=spec.metadata,
-        )
+        trainer._init(train_loop_per_worker or spec.train_fn, "backend_config", spec.backend_config, {
+            "train_loop_config": train_loop_config if train_loop_config is not None else spec.train_loop_config,
+            "scaling_config": scaling_config or spec.scaling_config, "run_config": run_config,
+            "datasets": datasets, "dataset_config": spec.dataset_config,
+            "resume_from_checkpoint": spec.resume_from_checkpoint, "metadata": spec.metadata,
+        })
         trainer._restore_dir = inner
         return trainer
 

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from distcore.train._internal.callbacks import check_callbacks
+
 _STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
@@ -211,6 +213,7 @@ class RunConfig:
                             f"got {type(self.failure_config).__name__}")
         if self.callbacks is not None and not isinstance(self.callbacks, list | tuple):
             raise TypeError("RunConfig.callbacks must be a list")
+        check_callbacks(self.callbacks)
         if self.verbose is None:
             self.verbose = 1
         if isinstance(self.verbose, bool) or not isinstance(self.verbose, int) or self.verbose < 0:

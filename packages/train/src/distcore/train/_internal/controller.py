@@ -24,6 +24,12 @@ import distcore
 from distcore.exceptions import DistcoreError
 from distcore.train import session as session_mod
 from distcore.train._internal import storage
+from distcore.train._internal.callbacks import (
+    CallbackError,
+    CallbackRunner,
+    RunTrial,
+    TrainRunContext,
+)
 from distcore.train._internal.checkpoint import Checkpoint
 from distcore.train._internal.checkpoint_manager import CheckpointManager, checkpoint_dir_name
 from distcore.train._internal.config import RunConfig, ScalingConfig, should_stop
@@ -69,9 +75,14 @@ class RunSpec:
 
 
 class _AttemptFailed(Exception):
-    def __init__(self, error: BaseException) -> None:
+    def __init__(self, error: BaseException, worker_exceptions: dict[int, BaseException] | None = None,
+                 dropped: str = "") -> None:
         super().__init__(str(error))
         self.error = error
+        # world rank -> what it raised (or the error its death gave), for after_exception callbacks
+        self.worker_exceptions = worker_exceptions if worker_exceptions is not None else {}
+        # the reports of the failed attempt that could not be delivered (the resumed run redoes them)
+        self.dropped = dropped
 
 
 class Controller:
@@ -98,6 +109,14 @@ class Controller:
         self._start = time.time()
         self._time_offset = float(self.rows[-1].get("time_total_s", 0.0)) if self.rows else 0.0
         self.outer = session_mod.get_session()
+        name = storage_ctx.experiment_dir_name
+        self.callbacks = CallbackRunner(
+            spec.run_config.callbacks,
+            TrainRunContext(run_config=spec.run_config, train_loop_config=spec.train_loop_config,
+                            scaling_config=spec.scaling_config, backend_config=spec.backend_config,
+                            name=name, path=self.run_dir),
+            RunTrial(trial_id=name, trial_name=name, config=dict(spec.train_loop_config or {}), path=self.run_dir),
+        )
 
     # --- output -------------------------------------------------------------------
 
@@ -105,15 +124,6 @@ class Controller:
         logger.info(line)
         if self.verbose >= level:
             print(f"[train] {line}", file=sys.stdout, flush=True)
-
-    def _callbacks(self, method: str, **kwargs: Any) -> None:
-        for cb in self.spec.run_config.callbacks or []:
-            fn = getattr(cb, method, None)
-            if callable(fn):
-                try:
-                    fn(**kwargs)
-                except Exception:  # noqa: BLE001 - a callback never kills the run
-                    logger.exception("train: callback %r.%s raised", cb, method)
 
     # --- the run ------------------------------------------------------------------
 
@@ -126,33 +136,45 @@ class Controller:
         max_failures = self.spec.run_config.failure_config.max_failures  # type: ignore[union-attr]
         attempt = 0
         error: BaseException | None = None
-        while True:
-            try:
-                self._attempt(attempt)
-                break
-            except InsufficientResourcesError:
-                raise
-            except _AttemptFailed as failed:
-                self.failures.append(str(failed.error).splitlines()[0])
-                n = len(self.failures)
-                if max_failures != -1 and n > max_failures:
-                    error = failed.error
-                    self._say(f"run failed after {n} failure(s) (max_failures={max_failures}): "
-                              f"{str(failed.error).splitlines()[0]}", level=0)
+        try:
+            self.callbacks.start(self.spec.run_config.stop)
+            while True:
+                try:
+                    self._attempt(attempt)
                     break
-                ckpt = self.latest_checkpoint()
-                self._say(f"worker group failed (failure {n} of max {'inf' if max_failures == -1 else max_failures}):"
-                          f" {str(failed.error).splitlines()[0]}; restarting from "
-                          f"{ckpt.path.rsplit('/', 1)[-1] if ckpt else 'the start'}", level=0)
-                attempt += 1
+                except _AttemptFailed as failed:
+                    first_line = str(failed.error).splitlines()[0]
+                    self.failures.append(first_line)
+                    n = len(self.failures)
+                    retry = max_failures == -1 or n <= max_failures
+                    self.callbacks.attempt_failed(failed.worker_exceptions, will_retry=retry)
+                    if not retry:
+                        error = failed.error
+                        self._say(f"run failed after {n} failure(s) (max_failures={max_failures}): {first_line}",
+                                  level=0)
+                        break
+                    ckpt = self.latest_checkpoint()
+                    self._say(f"worker group failed (failure {n} of max "
+                              f"{'inf' if max_failures == -1 else max_failures}): {first_line}; restarting from "
+                              f"{ckpt.path.rsplit('/', 1)[-1] if ckpt else 'the start'}"
+                              + (f" ({failed.dropped}, which the resumed run redoes)" if failed.dropped else ""),
+                              level=0)
+                    attempt += 1
+        except CallbackError as exc:
+            error = exc
+            self._say(f"run ended: {exc}", level=0)
         self._cleanup_staging()
         result = self._result(error)
         if error is not None:
-            self._callbacks("on_trial_error", iteration=len(self.rows), trials=[], trial=None)
+            self.callbacks.error(error)
             raise TrainingFailedError(
                 f"{self.spec.trainer_name} failed: {error}\n(run directory: {self.run_dir}; continue it "
                 f"with {self.spec.trainer_name}.restore({self.run_dir!r}))", result) from error
-        self._callbacks("on_trial_complete", iteration=len(self.rows), trials=[], trial=None)
+        try:
+            self.callbacks.complete()
+        except CallbackError as exc:
+            self.callbacks.error(exc)
+            raise TrainingFailedError(f"{self.spec.trainer_name} failed: {exc}", result) from exc
         return result
 
     def _result(self, error: BaseException | None) -> Result:
@@ -248,6 +270,8 @@ class Controller:
         buffers: list[deque[dict[str, Any]]] = [deque() for _ in range(n)]
         finished = [False] * n
         errors: dict[int, dict[str, Any]] = {}
+        dead: dict[int, BaseException] = {}
+        received = [0] * n  # reports taken from each rank in this attempt
 
         def submit(rank: int) -> None:
             pending[group.workers[rank].actor.poll.remote(POLL_S)] = rank
@@ -258,11 +282,10 @@ class Controller:
                 try:
                     out = distcore.get(ref, timeout=60)
                 except DistcoreError as exc:
-                    w = group.workers[rank]
-                    raise _AttemptFailed(WorkerGroupError(
-                        f"training worker rank {rank} (pid {w.pid} on node {w.node_id[:12]}) died: "
-                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", rank)) from exc
+                    dead[rank] = exc  # what it reported before is kept; see _drain
+                    continue
                 buffers[rank].extend(out["reports"])
+                received[rank] += len(out["reports"])
                 if out["error"] is not None:
                     errors[rank] = out["error"]
                     finished[rank] = True
@@ -280,28 +303,70 @@ class Controller:
                                         num_returns=len(pending) - len(ready), timeout=0)
                 ready = list(ready) + list(more)
             take(ready)
-            if self._process_rounds(group, buffers, finished, attempt):
+            if self._process_rounds(group, buffers, finished, attempt, failed=errors):
                 return
-            if errors:
-                deadline = time.monotonic() + ERROR_GRACE_S
-                while pending and time.monotonic() < deadline:
-                    ready, _ = distcore.wait(list(pending), num_returns=len(pending),
-                                             timeout=max(0.0, deadline - time.monotonic()))
-                    try:
-                        take(ready)
-                    except _AttemptFailed:
-                        break
-                self._process_rounds(group, buffers, finished, attempt)
-                raise _AttemptFailed(self._worker_error(group, errors, finished))
+            if errors or dead:
+                self._drain(pending, take, errors, dead, received, finished)
+                self._process_rounds(group, buffers, finished, attempt, failed=errors)
+                raise self._attempt_error(group, errors, dead, finished, buffers)
             if all(finished):
                 self._process_rounds(group, buffers, finished, attempt, final=True)
                 return
 
+    def _drain(self, pending: dict[Any, int], take: Any, errors: dict[int, dict[str, Any]],
+               dead: dict[int, BaseException], received: list[int], finished: list[bool]) -> None:
+        """After a failure, collect what the live ranks reported so that every round that can still be
+        complete is delivered. A dead rank's reports end at what it handed over: rounds past that can never
+        be complete, so a death alone waits only until each live rank has reported that far (at most
+        ERROR_GRACE_S). A rank that raised waits the whole grace, for the other ranks' errors (collective
+        timeouts name the ranks that waited)."""
+
+        def more_can_complete() -> bool:
+            if errors:
+                return True
+            limit = min(received[d] for d in dead)
+            return any(r not in dead and not finished[r] and received[r] < limit for r in range(len(received)))
+
+        deadline = time.monotonic() + ERROR_GRACE_S
+        while pending and time.monotonic() < deadline and more_can_complete():
+            ready, _ = distcore.wait(list(pending), num_returns=len(pending),
+                                     timeout=max(0.0, deadline - time.monotonic()))
+            take(ready)
+
+    def _attempt_error(self, group: WorkerGroup, errors: dict[int, dict[str, Any]], dead: dict[int, BaseException],
+                       finished: list[bool], buffers: list[deque[dict[str, Any]]]) -> _AttemptFailed:
+        exceptions: dict[int, BaseException] = {r: _as_exception(e) for r, e in errors.items()}
+        exceptions.update(dead)
+        user_raised = any(not e["collective_timeout"] for e in errors.values())
+        if dead and not user_raised:
+            rank = min(dead)
+            w = group.workers[rank]
+            exc = dead[rank]
+            error: BaseException = WorkerGroupError(
+                f"training worker rank {rank} (pid {w.pid} on node {w.node_id[:12]}) died: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", rank)
+        else:
+            error = self._worker_error(group, errors, finished)
+        left = sorted({rep["seq"] for b in buffers for rep in b})
+        dropped = ""
+        if left:
+            staged = sum(1 for b in buffers for rep in b if rep["staged"])
+            dropped = (f"report{'s' if len(left) > 1 else ''} {', '.join(f'#{s + 1}' for s in left)} of the failed "
+                       f"attempt {'were' if len(left) > 1 else 'was'} not made by every rank and not recorded"
+                       + (f" ({staged} staged checkpoint part(s) discarded)" if staged else ""))
+            for b in buffers:
+                b.clear()
+        return _AttemptFailed(error, exceptions, dropped)
+
     def _process_rounds(self, group: WorkerGroup, buffers: list[deque[dict[str, Any]]], finished: list[bool],
-                        attempt: int, final: bool = False) -> bool:
-        """Handle every complete round of reports; True when a stop criterion was met."""
+                        attempt: int, final: bool = False, failed: Any = ()) -> bool:
+        """Handle every complete round of reports; True when a stop criterion was met.
+
+        A round is complete when every rank made that report or returned from its training
+        function; a rank in ``failed`` (it raised) makes no more reports, so rounds it did not
+        reach are not complete (as with a rank that died)."""
         while any(buffers):
-            complete = all(b or finished[r] for r, b in enumerate(buffers))
+            complete = all(b or (finished[r] and r not in failed) for r, b in enumerate(buffers))
             if not complete and not final:
                 return False
             heads = {r: b.popleft() for r, b in enumerate(buffers) if b}
@@ -339,7 +404,7 @@ class Controller:
             shown = ", ".join(f"{k}={_fmt_value(v)}" for k, v in list(metrics.items())[:6])
             self._say(f"iter {row['training_iteration']} ({row['time_total_s']:.1f}s) {shown}"
                       + (f" -> {row['checkpoint_dir_name']}" if ckpt else ""))
-        self._callbacks("on_trial_result", iteration=row["training_iteration"], trials=[], trial=None, result=row)
+        self.callbacks.report(row, [heads[r]["metrics"] for r in sorted(heads)], ckpt)
         if self.outer is not None:
             self.outer.report(metrics, ckpt)
         if should_stop(self.spec.run_config.stop, row):
@@ -375,6 +440,14 @@ class Controller:
             storage.delete_dir(self.fs, storage.join(self.run_dir, STAGING_DIR))
         except Exception:  # noqa: BLE001
             pass
+
+
+def _as_exception(error: dict[str, Any]) -> BaseException:
+    """The exception a rank raised (as it was, when it could travel; else a WorkerGroupError like it)."""
+    exc = error.get("exception")
+    if isinstance(exc, BaseException):
+        return exc
+    return WorkerGroupError(f"{error['type']}: {error['message']}")
 
 
 def _fmt_value(v: Any) -> str:

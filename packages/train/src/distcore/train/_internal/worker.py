@@ -2,8 +2,10 @@
 
 Each worker runs the user's function on its own thread (so the trainer can
 poll it meanwhile) with a :class:`WorkerSession` installed. ``report`` queues
-metrics for the trainer; a checkpoint is first copied into the run's staging
-area on storage, so the function may delete its directory right after.
+metrics for the trainer and returns once the trainer's poll has taken them (a
+rank killed after ``report`` returned has delivered it); a checkpoint is first
+copied into the run's staging area on storage, so the function may delete its
+directory right after.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from distcore.train._internal.checkpoint import Checkpoint
 from distcore.train._internal.context import TrainContext
 
 STAGING_DIR = ".staging"
+# report() returns once the trainer has taken the report (so a rank killed right after cannot take it
+# down with it); a trainer that does not poll within this long does not hold the loop up further.
+REPORT_HANDOFF_TIMEOUT_S = 30.0
 
 _TIMEOUT_MARKERS = ("timed out", "timeout", "deadline exceeded")
 _COLLECTIVE_MARKERS = ("gloo", "nccl", "collective", "allreduce", "all_reduce", "barrier", "broadcast",
@@ -91,6 +96,8 @@ class TrainWorker:
             threading.Thread(target=_preload, args=(preload,), name="preload", daemon=True).start()
         self._cond = threading.Condition()
         self._reports: list[dict[str, Any]] = []
+        self._pushed = 0  # reports queued so far
+        self._taken = 0  # reports handed to the trainer's polls so far
         self._done = False
         self._error: dict[str, Any] | None = None
         self._thread: threading.Thread | None = None
@@ -119,7 +126,8 @@ class TrainWorker:
             except BaseException as exc:  # noqa: BLE001 - everything the user raised goes back
                 self._finish({"type": type(exc).__name__, "message": str(exc),
                               "traceback": traceback.format_exc(),
-                              "collective_timeout": is_collective_timeout(exc)})
+                              "collective_timeout": is_collective_timeout(exc),
+                              "exception": _portable(exc)})
                 return
             finally:
                 session_mod.set_session(None)
@@ -132,7 +140,10 @@ class TrainWorker:
     def _push(self, report: dict[str, Any]) -> None:
         with self._cond:
             self._reports.append(report)
+            self._pushed += 1
+            index = self._pushed
             self._cond.notify_all()
+            self._cond.wait_for(lambda: self._taken >= index, timeout=REPORT_HANDOFF_TIMEOUT_S)
 
     def _finish(self, error: dict[str, Any] | None) -> None:
         with self._cond:
@@ -145,7 +156,20 @@ class TrainWorker:
         with self._cond:
             self._cond.wait_for(lambda: self._reports or self._done, timeout=timeout)
             reports, self._reports = self._reports, []
+            self._taken += len(reports)
+            self._cond.notify_all()
             return {"reports": reports, "done": self._done and not self._reports, "error": self._error}
+
+
+def _portable(exc: BaseException) -> BaseException | None:
+    """``exc`` when it survives pickling (so the driver's callbacks get it as raised), else None."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:  # noqa: BLE001 - unpicklable: the driver rebuilds it from type and message
+        return None
+    return exc.with_traceback(None)
 
 
 def _preload(modules: tuple[str, ...]) -> None:
