@@ -95,3 +95,21 @@ def test_big_csv_and_json_files_are_read_by_several_tasks(tmp_path) -> None:
     one = dd.read_csv(str(tmp_path / "big.csv"), override_num_blocks=4,
                       parse_options=pacsv.ParseOptions(newlines_in_values=True)).materialize()
     assert one.num_blocks() >= 1 and one.count() == n and "1 tasks executed" in one.stats()
+
+
+def test_writers_take_uris_and_filesystems(files) -> None:
+    import fsspec
+    from fsspec.implementations.dirfs import DirFileSystem
+
+    root, df = files
+    ds = dd.from_pandas(df, override_num_blocks=2)
+    ds.write_parquet(f"file://{root}/out_pq")
+    pd.testing.assert_frame_equal(_frame(dd.read_parquet(str(root / "out_pq"))), df)
+    dirfs = DirFileSystem(path=str(root), fs=fsspec.filesystem("file"))
+    ds.write_csv("out_csv", filesystem=dirfs)
+    ds.write_json("out_csv", filesystem=dirfs, mode="overwrite")  # only .json files added; csv kept
+    assert sorted(p.suffix for p in (root / "out_csv").iterdir()) == [".csv", ".csv", ".json", ".json"]
+    assert not [p for p in (root / "out_csv").iterdir() if p.name.startswith(".")]  # no temp files left
+    pd.testing.assert_frame_equal(_frame(dd.read_csv("out_csv", filesystem=dirfs, file_extensions=["csv"])), df)
+    with pytest.raises(FileExistsError, match="not empty"):
+        ds.write_csv("out_csv", filesystem=dirfs, mode="error")

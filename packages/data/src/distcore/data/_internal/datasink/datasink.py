@@ -56,15 +56,14 @@ class FileDatasink(Datasink):
     extension = "bin"
 
     def __init__(self, path: str | os.PathLike[str], *, filename_prefix: str | None = None,
-                 mode: str = "append") -> None:
+                 mode: str = "append", filesystem: Any = None) -> None:
+        from distcore.data._internal.datasource import fs as F
+
         if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
             raise ValueError(f"write needs a directory path, got {path!r}")
-        path = os.fspath(path)
-        if path.startswith("file://"):
-            path = path[len("file://"):]
-        if "://" in path:
-            raise ValueError(f"unsupported path {path!r}: only local paths (or file://) are supported")
-        if os.path.isfile(path):
+        self.fs, path = F.resolve(path, filesystem)
+        self.local = F.is_local(self.fs)
+        if (os.path.isfile(path) if self.local else F.is_file(self.fs, path)):
             raise FileExistsError(f"write needs a directory, but {path!r} is a file")
         if mode not in ("append", "overwrite", "error"):
             raise ValueError(f"mode must be 'append', 'overwrite' or 'error', got {mode!r}")
@@ -73,6 +72,9 @@ class FileDatasink(Datasink):
         self.mode = mode
 
     def on_write_start(self) -> None:
+        if not self.local:
+            self._remote_start()
+            return
         if os.path.isdir(self.path) and os.listdir(self.path):
             if self.mode == "error":
                 raise FileExistsError(f"{self.path!r} is not empty (mode='error')")
@@ -86,7 +88,41 @@ class FileDatasink(Datasink):
     def write_block(self, block: pa.Table, path: str) -> None:
         raise NotImplementedError
 
+    def _remote_start(self) -> None:
+        import pyarrow.fs as pafs
+
+        self.fs.create_dir(self.path, recursive=True)
+        names = [i for i in self.fs.get_file_info(pafs.FileSelector(self.path)) if i.type == pafs.FileType.File]
+        if names and self.mode == "error":
+            raise FileExistsError(f"{self.path!r} is not empty (mode='error')")
+        if self.mode == "overwrite":
+            for info in names:
+                if info.base_name.endswith("." + self.extension):
+                    self.fs.delete_file(info.path)
+
+    def _remote_write(self, block: pa.Table, final: str, tmp: str) -> int:
+        """Write locally, copy to ``tmp`` on the filesystem, then move it to ``final``."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="distcore-data-write-") as local_dir:
+            local = os.path.join(local_dir, "block." + self.extension)
+            self.write_block(block, local)
+            try:
+                with open(local, "rb") as src, self.fs.open_output_stream(tmp) as dst:
+                    while chunk := src.read(1 << 20):
+                        dst.write(chunk)
+                self.fs.move(tmp, final)
+            except BaseException:
+                try:
+                    self.fs.delete_file(tmp)
+                except OSError:
+                    pass
+                raise
+            return os.path.getsize(local)
+
     def write(self, blocks: Iterable[pa.Table], ctx: WriteContext) -> WriteResult:
+        if not self.local:
+            return self._write_remote(blocks, ctx)
         os.makedirs(self.path, exist_ok=True)
         result = WriteResult(0, 0, [])
         prefix = self.filename_prefix or ctx.dataset_uuid
@@ -105,6 +141,20 @@ class FileDatasink(Datasink):
                 raise
             result.num_rows += block.num_rows
             result.size_bytes += os.path.getsize(final)
+            result.paths.append(final)
+        return result
+
+    def _write_remote(self, blocks: Iterable[pa.Table], ctx: WriteContext) -> WriteResult:
+        result = WriteResult(0, 0, [])
+        prefix = self.filename_prefix or ctx.dataset_uuid
+        for i, block in enumerate(blocks):
+            if block.num_rows == 0:
+                continue
+            name = f"{prefix}_{ctx.task_index:06d}_{i:06d}.{self.extension}"
+            final = f"{self.path.rstrip('/')}/{name}"
+            tmp = f"{self.path.rstrip('/')}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+            result.size_bytes += self._remote_write(block, final, tmp)
+            result.num_rows += block.num_rows
             result.paths.append(final)
         return result
 

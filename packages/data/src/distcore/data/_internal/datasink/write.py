@@ -38,7 +38,7 @@ def sink_for(kind: str, path: str, **kwargs: Any) -> Datasink:
     """
     if kind not in _SINKS:
         raise ValueError(f"unknown write format {kind!r}: expected one of {sorted(_SINKS)}")
-    base = {k: kwargs.pop(k) for k in ("filename_prefix", "mode") if k in kwargs}
+    base = {k: kwargs.pop(k) for k in ("filename_prefix", "mode", "filesystem") if k in kwargs}
     if kind == "parquet":
         return ParquetDatasink(path, arrow_parquet_args=kwargs, **base)
     if kind == "csv":

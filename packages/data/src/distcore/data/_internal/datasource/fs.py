@@ -173,6 +173,12 @@ def is_dir(fs: Any, path: str) -> bool:
     return fs.get_file_info(path).type == pafs.FileType.Directory
 
 
+def is_file(fs: Any, path: str) -> bool:
+    import pyarrow.fs as pafs
+
+    return fs.get_file_info(path).type == pafs.FileType.File
+
+
 def file_size(fs: Any, path: str) -> int:
     if is_local(fs):
         return os.path.getsize(path)
