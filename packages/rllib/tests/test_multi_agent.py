@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from distcore.rllib import AlgorithmConfigError, MultiAgentEnv, make_multi_agent, register_env
+from distcore.rllib.algorithms.dqn import DQNConfig
 from distcore.rllib.algorithms.ppo import PPOConfig
+from distcore.rllib.algorithms.sac import SACConfig
 
 MultiAgentCartPole = make_multi_agent("CartPole-v1")
 
@@ -66,3 +68,75 @@ def test_policies_to_train_freezes_the_others() -> None:
         algo.stop()
     with pytest.raises(AlgorithmConfigError, match="policies_to_train names 'p9'"):
         ma_config().multi_agent(policies_to_train=["p9"]).validate()
+
+
+# ---- off-policy multi-agent: DQN on two-agent CartPole, SAC on two-agent Pendulum ---------------------
+MultiAgentPendulum = make_multi_agent("Pendulum-v1")
+
+
+def ma_dqn_config() -> DQNConfig:
+    register_env("ma_cartpole", lambda cfg: MultiAgentCartPole({"num_agents": 2}))
+    return (DQNConfig().environment("ma_cartpole")
+            .multi_agent(policies={"p0", "p1"}, policy_mapping_fn=lambda agent_id, episode, **kw: f"p{agent_id}")
+            .env_runners(rollout_fragment_length=4)
+            .training(lr=1e-3, train_batch_size=64, n_step=3, gamma=0.99, target_network_update_freq=500,
+                      epsilon=[[0, 1.0], [8000, 0.02]], training_intensity=16, grad_clip=10.0,
+                      num_steps_sampled_before_learning_starts=1000,
+                      replay_buffer_config={"type": "PrioritizedReplayBuffer", "capacity": 50000})
+            .rl_module(model_config={"fcnet_hiddens": [64, 64]})
+            .reporting(metrics_num_episodes_for_smoothing=20).debugging(seed=0))
+
+
+def ma_sac_config() -> SACConfig:
+    register_env("ma_pendulum", lambda cfg: MultiAgentPendulum({"num_agents": 2}))
+    return (SACConfig().environment("ma_pendulum")
+            .multi_agent(policies={"p0", "p1"}, policy_mapping_fn=lambda agent_id, episode, **kw: f"p{agent_id}")
+            .training(actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3, train_batch_size=128,
+                      num_steps_sampled_before_learning_starts=1000)
+            .rl_module(model_config={"fcnet_hiddens": [64, 64]})
+            .reporting(metrics_num_episodes_for_smoothing=5).debugging(seed=0))
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ma_dqn_config().training(num_steps_sampled_before_learning_starts=100, training_intensity=4)
+    .reporting(min_sample_timesteps_per_iteration=200),
+    lambda: ma_sac_config().training(num_steps_sampled_before_learning_starts=50, train_batch_size=32)
+    .reporting(min_sample_timesteps_per_iteration=100),
+], ids=["DQN", "SAC"])
+def test_off_policy_multi_agent_keeps_a_replay_buffer_per_policy(make) -> None:
+    algo = make().rl_module(model_config={"fcnet_hiddens": [16, 16]}).build()
+    try:
+        before = {pid: algo.get_module(pid).get_state() for pid in ("p0", "p1")}
+        result = algo.train()
+        assert set(algo.replay_buffers) == {"p0", "p1"}
+        # Each agent acts at most once per env step (in its own copy of the env) while it is alive.
+        steps = result["num_env_steps_sampled_lifetime"]
+        sizes = [len(algo.replay_buffers[pid]) for pid in ("p0", "p1")]
+        assert max(sizes) <= steps < sum(sizes), (sizes, steps)
+        obs0 = algo.replay_buffers["p0"].get_state()["columns"]["obs"][:steps]
+        obs1 = algo.replay_buffers["p1"].get_state()["columns"]["obs"][:steps]
+        assert not np.array_equal(obs0, obs1)  # the two buffers hold different agents' experience
+        assert {"p0", "p1"} <= set(result["learners"])
+        for pid in ("p0", "p1"):
+            after = algo.get_module(pid).get_state()
+            assert not all(np.array_equal(before[pid][k], after[k]) for k in after), f"{pid} did not learn"
+        assert algo.compute_single_action(algo.replay_buffers["p1"].get_state()["columns"]["obs"][0],
+                                          policy_id="p1") is not None
+    finally:
+        algo.stop()
+
+
+def test_off_policy_policies_to_train_freezes_the_others() -> None:
+    algo = (ma_dqn_config().training(num_steps_sampled_before_learning_starts=100, training_intensity=4)
+            .multi_agent(policies={"p0", "p1"}, policy_mapping_fn=lambda a, e, **k: f"p{a}", policies_to_train=["p0"])
+            .reporting(min_sample_timesteps_per_iteration=200).rl_module(model_config={"fcnet_hiddens": [16, 16]})
+            .build())
+    try:
+        before = {pid: algo.get_module(pid).get_state() for pid in ("p0", "p1")}
+        algo.train()
+        after = {pid: algo.get_module(pid).get_state() for pid in ("p0", "p1")}
+        assert not all(np.array_equal(before["p0"][k], v) for k, v in after["p0"].items())
+        assert all(np.array_equal(before["p1"][k], v) for k, v in after["p1"].items())
+        assert len(algo.replay_buffers["p1"]) > 0  # still collected (the frozen policy acts)
+    finally:
+        algo.stop()

@@ -20,6 +20,7 @@ from distcore.util.versions import require_core_api
 
 require_core_api("distcore-rllib", __version__, api_min=CORE_API_MIN, api_max=CORE_API_MAX)
 
+from distcore.rllib._internal.checkpoints import CheckpointError  # noqa: E402
 from distcore.rllib._internal.envs import register_env  # noqa: E402
 from distcore.rllib.algorithms.algorithm import Algorithm  # noqa: E402
 from distcore.rllib.algorithms.algorithm_config import AlgorithmConfig, AlgorithmConfigError  # noqa: E402
@@ -33,6 +34,7 @@ __all__ = [
     "Algorithm",
     "AlgorithmConfig",
     "AlgorithmConfigError",
+    "CheckpointError",
     "Columns",
     "MultiAgentEnv",
     "MultiRLModule",

@@ -95,7 +95,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     try:
         algo = Algorithm.from_checkpoint(args.checkpoint)
-    except (FileNotFoundError, TypeError) as error:
+    except (FileNotFoundError, TypeError, ValueError) as error:  # ValueError: CheckpointError
         print(f"distcore-rllib evaluate: {error}", file=sys.stderr)
         return 2
     try:

@@ -74,19 +74,22 @@ class EnvRunnerGroup:
         return sorted(self.actors)
 
     # ---- sampling --------------------------------------------------------------------------
-    def sample(self, min_env_steps: int, explore: bool = True, extra: dict | None = None) -> list[dict]:
-        """Synchronously collect at least ``min_env_steps`` steps from all runners."""
+    def sample(self, min_env_steps: int, explore: bool = True, extra: dict | None = None,
+               num_timesteps: int | None = None) -> list[dict]:
+        """Synchronously collect at least ``min_env_steps`` steps from all runners
+        (``num_timesteps`` steps per env and call; the rollout fragment length by default)."""
         results: list[dict] = []
         steps = 0
         if self.local is not None:
             while steps < min_env_steps:
-                out = self.local.sample(explore=explore, extra=extra)
+                out = self.local.sample(num_timesteps, explore=explore, extra=extra)
                 results.append(out)
                 steps += out["env_steps"]
             return results
         attempts = 0
         while steps < min_env_steps:
-            refs = {actor.sample.remote(explore=explore, extra=extra): i for i, actor in self.actors.items()}
+            refs = {actor.sample.remote(num_timesteps, explore=explore, extra=extra): i
+                    for i, actor in self.actors.items()}
             for ref, index in refs.items():
                 try:
                     out = distcore.get(ref, timeout=self.config.sample_timeout_s)

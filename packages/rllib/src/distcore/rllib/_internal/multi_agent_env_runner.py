@@ -87,10 +87,24 @@ class MultiAgentEnvRunner:
         trajectories: dict[tuple[int, Any], list[dict]] = {}
         finished: dict[str, list[list[dict]]] = {pid: [] for pid in self.modules}
         env_steps = 0
-        for _ in range(steps):
+        # complete_episodes: after ``steps`` steps, each env keeps stepping only until its episode ends.
+        complete = self.config.batch_mode == "complete_episodes"
+        active = [True] * len(self.envs)
+        finished_once = [False] * len(self.envs)
+        t = 0
+        while True:
+            if complete and t >= steps:
+                active = [a and not f for a, f in zip(active, finished_once, strict=True)]
+                if not any(active):
+                    break
+            elif t >= steps:
+                break
+            t += 1
             # Group every waiting agent by policy and act in one forward pass per policy.
             keys: dict[str, list[tuple[int, Any]]] = {}
             for e, obs in enumerate(self._obs):
+                if not active[e]:
+                    continue
                 for agent in obs:
                     keys.setdefault(self._pid(e, agent), []).append((e, agent))
             acted: dict[tuple[int, Any], dict] = {}
@@ -102,9 +116,13 @@ class MultiAgentEnvRunner:
                 with torch.no_grad():
                     out = (module.forward_exploration if explore else module.forward_inference)(
                         {"obs": torch.from_numpy(obs_pre), **(extra or {})})
-                    dist = module.get_action_dist(out["action_dist_inputs"])
-                    acts = dist.sample() if explore else dist.deterministic_sample()
-                    logp = dist.logp(acts).numpy()
+                    if "actions" in out:  # modules that pick actions themselves (DQN's epsilon-greedy)
+                        acts = out["actions"]
+                        logp = np.zeros(len(members), dtype=np.float32)
+                    else:
+                        dist = module.get_action_dist(out["action_dist_inputs"])
+                        acts = dist.sample() if explore else dist.deterministic_sample()
+                        logp = dist.logp(acts).numpy()
                 acts_np = acts.numpy()
                 for j, (e, a) in enumerate(members):
                     actions[e][a] = _to_env_action(module.action_space, acts_np[j])
@@ -138,6 +156,7 @@ class MultiAgentEnvRunner:
                         traj[-1]["truncateds"] = not traj[-1]["terminateds"]
                         finished[traj[-1]["pid"]].append(traj)
                     self._episodes.append((self._ep_return[e], self._ep_len[e]))
+                    finished_once[e] = True
                     self._ep_return[e], self._ep_len[e] = 0.0, 0
                     self._agent_to_pid[e] = {}
                     self._obs[e] = env.reset()[0]

@@ -49,10 +49,17 @@ class ReplayBuffer:
         return out
 
     def get_state(self) -> dict[str, Any]:
-        return {"columns": self._columns, "next": self._next, "size": self._size}
+        """Contents, write position and sampling RNG (arrays + JSON-able values)."""
+        return {"type": type(self).__name__, "capacity": self.capacity, "columns": dict(self._columns),
+                "next": self._next, "size": self._size, "rng": self._rng.bit_generator.state}
 
     def set_state(self, state: dict[str, Any]) -> None:
-        self._columns, self._next, self._size = state["columns"], state["next"], state["size"]
+        if int(state.get("capacity", self.capacity)) != self.capacity:
+            raise ValueError(f"replay buffer state has capacity {state['capacity']}, this buffer {self.capacity}")
+        self._columns = {k: np.array(v) for k, v in state["columns"].items()}
+        self._next, self._size = int(state["next"]), int(state["size"])
+        if "rng" in state:
+            self._rng.bit_generator.state = state["rng"]
 
 
 class _SegmentTree:
@@ -142,9 +149,11 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     def get_state(self) -> dict[str, Any]:
         state = super().get_state()
-        state.update(sum=self._sum.tree, min=self._min.tree, max_priority=self._max_priority)
+        state.update(sum=self._sum.tree.copy(), min=self._min.tree.copy(), max_priority=self._max_priority,
+                     alpha=self.alpha)
         return state
 
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
-        self._sum.tree, self._min.tree, self._max_priority = state["sum"], state["min"], state["max_priority"]
+        self._sum.tree, self._min.tree = np.array(state["sum"], dtype=np.float64), np.array(state["min"], dtype=np.float64)
+        self._max_priority = float(state["max_priority"])

@@ -14,14 +14,12 @@ Example::
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
 from collections import deque
 from typing import Any
 
-import cloudpickle
 import numpy as np
 import torch
 
@@ -31,8 +29,6 @@ from distcore.rllib.core.rl_module import RLModule
 from distcore.tune import Trainable
 
 DEFAULT_MODULE_ID = "default_policy"
-_STATE_FILE = "algorithm_state.pkl"
-_META_FILE = "rllib_checkpoint.json"
 
 
 class Algorithm(Trainable):
@@ -241,12 +237,19 @@ class Algorithm(Trainable):
 
     # ---- evaluation and inference ----------------------------------------------------------
     def evaluate(self) -> dict[str, Any]:
-        """Greedy (explore=False) episodes on evaluation runners; returns their metrics."""
+        """Greedy (explore=False) runs on the evaluation runners; returns their metrics.
+
+        ``evaluation_duration_unit="episodes"``: exactly ``evaluation_duration`` complete episodes
+        (the first to finish when parallel envs overshoot). ``"timesteps"``: at least
+        ``evaluation_duration`` env steps (fewer than one step per eval env more), reporting the
+        episodes that ended in them.
+        """
         cfg = self.config
+        unit_episodes = cfg.evaluation_duration_unit == "episodes"
         if self.eval_env_runner_group is None:
             eval_cfg = cfg.copy()
             eval_cfg.explore = False
-            eval_cfg.batch_mode = "complete_episodes"
+            eval_cfg.batch_mode = "complete_episodes" if unit_episodes else "truncate_episodes"
             eval_cfg.rollout_fragment_length = 1
             eval_cfg.update_from_dict(cfg.evaluation_config)
             self.eval_env_runner_group = self._make_runner_group(eval_cfg, cfg.evaluation_num_env_runners,
@@ -257,18 +260,23 @@ class Algorithm(Trainable):
         returns: list[float] = []
         lens: list[int] = []
         steps = 0
-        unit_episodes = cfg.evaluation_duration_unit == "episodes"
-        while (len(returns) if unit_episodes else steps) < cfg.evaluation_duration:
-            for out in group.sample(1, explore=False):
+        duration = int(cfg.evaluation_duration)
+        envs = max(1, len(group.actors)) * int(group.config.num_envs_per_env_runner)
+        while (len(returns) if unit_episodes else steps) < duration:
+            per_env = 1 if unit_episodes else -(-(duration - steps) // envs)
+            for out in group.sample(1, explore=False, num_timesteps=per_env):
                 steps += out["env_steps"]
                 for ret, length in out["episodes"]:
                     returns.append(ret)
                     lens.append(length)
+        if unit_episodes:
+            returns, lens = returns[:duration], lens[:duration]
         metrics = {"env_runners": {
             "episode_return_mean": float(np.mean(returns)) if returns else float("nan"),
             "episode_return_max": float(np.max(returns)) if returns else float("nan"),
             "episode_return_min": float(np.min(returns)) if returns else float("nan"),
             "episode_len_mean": float(np.mean(lens)) if lens else float("nan"),
+            "episode_return_std": float(np.std(returns)) if returns else float("nan"),
             "num_episodes": len(returns), "num_env_steps_sampled": steps},
             "evaluation_time_s": time.perf_counter() - started}
         if self.callbacks is not None:
@@ -330,12 +338,12 @@ class Algorithm(Trainable):
         pass
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
-        os.makedirs(checkpoint_dir, exist_ok=True)
-        with open(os.path.join(checkpoint_dir, _STATE_FILE), "wb") as f:
-            cloudpickle.dump({"algo_class": type(self), "config": self.config, "state": self.get_state()}, f)
-        with open(os.path.join(checkpoint_dir, _META_FILE), "w") as f:
-            json.dump({"type": "Algorithm", "algorithm": type(self).__name__,
-                       "format": "cloudpickle", "checkpoint_version": "1.0"}, f)
+        """Write the checkpoint files (format: :mod:`distcore.rllib._internal.checkpoints`)."""
+        from distcore.rllib._internal import checkpoints
+        from distcore.rllib._version import __version__
+
+        checkpoints.write_checkpoint(checkpoint_dir, type(self), self.config.to_dict(), self.get_state(),
+                                     __version__)
 
     def load_checkpoint(self, checkpoint: Any) -> None:
         self.set_state(_read_checkpoint(_checkpoint_path(checkpoint))["state"])
@@ -347,13 +355,17 @@ class Algorithm(Trainable):
         return path
 
     def restore_from_path(self, path: str) -> None:
-        """Load weights, optimizer state and counters from a checkpoint directory."""
+        """Load weights, optimizer state, counters (and stored replay buffers) from a checkpoint directory."""
         self.restore(path)
 
     @classmethod
-    def from_checkpoint(cls, path: str, **kwargs: Any) -> Algorithm:
-        """Build the algorithm a checkpoint was saved from, with its config and state."""
-        data = _read_checkpoint(_checkpoint_path(path))
+    def from_checkpoint(cls, path: Any, **config_overrides: Any) -> Algorithm:
+        """Build the algorithm a checkpoint was saved from, with its config and state.
+
+        ``config_overrides`` (config keys, e.g. ``policy_mapping_fn=...`` or ``num_env_runners=0``)
+        replace saved settings; use them for config values that no longer unpickle.
+        """
+        data = _read_checkpoint(_checkpoint_path(path), config_overrides)
         algo = data["algo_class"](config=data["config"])
         algo.set_state(data["state"])
         return algo
@@ -378,11 +390,28 @@ def _checkpoint_path(checkpoint: Any) -> str:
     raise TypeError(f"expected a checkpoint directory or Checkpoint, got {type(checkpoint).__name__}")
 
 
-def _read_checkpoint(path: str) -> dict[str, Any]:
-    file = os.path.join(path, _STATE_FILE)
-    if not os.path.isfile(file):
-        raise FileNotFoundError(f"{path!r} is not an rllib checkpoint (no {_STATE_FILE}): pass the directory "
-                                "that Algorithm.save() returned")
-    with open(file, "rb") as f:
-        return cloudpickle.load(f)
+def _read_checkpoint(path: str, config_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """{"algo_class", "config" (an AlgorithmConfig), "state"} of a checkpoint directory."""
+    from distcore.rllib._internal import checkpoints
 
+    meta = checkpoints.read_metadata(path)
+    if meta.get("format") == "cloudpickle":  # format 1 (before checkpoint_version 2.0)
+        data = checkpoints.read_legacy(path)
+        if config_overrides:
+            data["config"] = data["config"].copy().update_from_dict(config_overrides)
+        return data
+    algo_class: Any = None
+    if meta.get("algo_class"):
+        try:
+            algo_class = checkpoints.load_import_path(meta["algo_class"])
+        except (ImportError, AttributeError):
+            algo_class = None
+    if algo_class is None:
+        from distcore.rllib.algorithms.registry import get_algorithm_class
+
+        algo_class = get_algorithm_class(meta["algorithm"])
+    config_dict = checkpoints.read_config(path, meta, overridden=set(config_overrides or {}))
+    config_dict = {k: v for k, v in config_dict.items() if k != "algo_class"}
+    config_dict.update(config_overrides or {})
+    config = algo_class.get_default_config().update_from_dict(config_dict)
+    return {"algo_class": algo_class, "config": config, "state": checkpoints.read_state(path, meta)}

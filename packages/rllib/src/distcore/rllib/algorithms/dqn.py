@@ -50,15 +50,18 @@ class DQNConfig(AlgorithmConfig):
         self.training_intensity: float | None = None
         self.td_error_loss_fn = "huber"
         self.grad_clip = 40.0
+        self.store_buffer_in_checkpoints = False
 
     def training(self, *, replay_buffer_config: dict | None = NotProvided,
                  num_steps_sampled_before_learning_starts: int = NotProvided,
                  target_network_update_freq: int = NotProvided, tau: float = NotProvided,
                  double_q: bool = NotProvided, dueling: bool = NotProvided, n_step: int = NotProvided,
                  epsilon: Any = NotProvided, training_intensity: float | None = NotProvided,
-                 td_error_loss_fn: str = NotProvided, **kwargs: Any) -> DQNConfig:
+                 td_error_loss_fn: str = NotProvided, store_buffer_in_checkpoints: bool = NotProvided,
+                 **kwargs: Any) -> DQNConfig:
         """DQN settings: replay buffer, learning start, target updates, double/dueling, n-step,
-        epsilon schedule ``[[t, eps], ...]``, ``training_intensity`` (trained / sampled steps)."""
+        epsilon schedule ``[[t, eps], ...]``, ``training_intensity`` (trained / sampled steps),
+        ``store_buffer_in_checkpoints`` (``save()`` also writes every policy's replay buffer)."""
         super().training(**kwargs)
         if replay_buffer_config is not NotProvided and replay_buffer_config is not None:
             replay_buffer_config = {**self.replay_buffer_config, **replay_buffer_config}
@@ -66,7 +69,7 @@ class DQNConfig(AlgorithmConfig):
                          num_steps_sampled_before_learning_starts=num_steps_sampled_before_learning_starts,
                          target_network_update_freq=target_network_update_freq, tau=tau, double_q=double_q,
                          dueling=dueling, n_step=n_step, epsilon=epsilon, training_intensity=training_intensity,
-                         td_error_loss_fn=td_error_loss_fn)
+                         td_error_loss_fn=td_error_loss_fn, store_buffer_in_checkpoints=store_buffer_in_checkpoints)
 
     def validate(self) -> None:
         super().validate()
@@ -79,8 +82,6 @@ class DQNConfig(AlgorithmConfig):
             raise AlgorithmConfigError(f"n_step must be an int >= 1, got {self.n_step!r}")
         if self.td_error_loss_fn not in ("huber", "mse"):
             raise AlgorithmConfigError(f"td_error_loss_fn must be 'huber' or 'mse', got {self.td_error_loss_fn!r}")
-        if self.is_multi_agent:
-            raise AlgorithmConfigError("DQN here is single-agent: use PPO for multi_agent()")
 
     def default_module_class(self) -> type[RLModule]:
         from distcore.rllib._internal.default_modules import DefaultQModule
@@ -170,9 +171,24 @@ class DQN(Algorithm):
         return DQNConfig(algo_class=cls)
 
     def setup_algorithm(self) -> None:
-        self.replay_buffer = make_replay_buffer(self.config.replay_buffer_config, self.config.seed)
+        cfg = self.config
+        # One replay buffer per module (policy): multi-agent policies never share transitions.
+        self.replay_buffers: dict[str, ReplayBuffer] = {
+            mid: make_replay_buffer(cfg.replay_buffer_config, None if cfg.seed is None else cfg.seed + i)
+            for i, mid in enumerate(self.module_specs)}
         self._last_target_update = 0
         self._trained_steps_owed = 0.0
+
+    @property
+    def replay_buffer(self) -> ReplayBuffer:
+        """The single-agent replay buffer (``replay_buffers["default_policy"]``)."""
+        if len(self.replay_buffers) != 1:
+            raise AttributeError(f"{type(self).__name__} is multi-agent: use replay_buffers[policy_id] "
+                                 f"(policies {sorted(self.replay_buffers)})")
+        return next(iter(self.replay_buffers.values()))
+
+    def _modules_to_train(self) -> list[str]:
+        return list(self.config.policies_to_train or self.module_specs)
 
     def training_step(self) -> dict[str, Any]:
         cfg = self.config
@@ -180,11 +196,12 @@ class DQN(Algorithm):
         eps = schedule_value(cfg.epsilon, t)
         results = self.sample(1, extra={"epsilon": eps})
         sampled = sum(r["env_steps"] for r in results)
-        for batch in self.concat_batches(results).values():
-            self.replay_buffer.add(n_step_transitions(batch, cfg.n_step, cfg.gamma))
-        stats: dict[str, Any] = {"default_policy": {"epsilon": eps}}
+        for mid, batch in self.concat_batches(results).items():
+            self.replay_buffers[mid].add(n_step_transitions(batch, cfg.n_step, cfg.gamma))
+        train_ids = [mid for mid in self._modules_to_train() if len(self.replay_buffers[mid])]
+        stats: dict[str, Any] = {mid: {"epsilon": eps} for mid in self.module_specs}
         t = self.counters["num_env_steps_sampled_lifetime"]
-        if t < cfg.num_steps_sampled_before_learning_starts:
+        if t < cfg.num_steps_sampled_before_learning_starts or not train_ids:
             return stats
         intensity = cfg.training_intensity
         if intensity is None:
@@ -194,23 +211,41 @@ class DQN(Algorithm):
             num_updates = int(self._trained_steps_owed)
             self._trained_steps_owed -= num_updates
         beta = float(cfg.replay_buffer_config.get("beta", 0.4))
-        prioritized = isinstance(self.replay_buffer, PrioritizedReplayBuffer)
         for _ in range(num_updates):
-            train = self.replay_buffer.sample(cfg.train_batch_size, beta=beta)
-            idx = train.pop("batch_indexes")
-            out = self.update_learners({"default_policy": train}, timestep=t)
-            td = out["default_policy"].pop("td_error")
-            if prioritized:
-                self.replay_buffer.update_priorities(idx, td + 1e-6)
-            stats["default_policy"].update(out["default_policy"])
-            self.counters["num_env_steps_trained_lifetime"] += cfg.train_batch_size
+            batches, indexes = {}, {}
+            for mid in train_ids:
+                batches[mid] = self.replay_buffers[mid].sample(cfg.train_batch_size, beta=beta)
+                indexes[mid] = batches[mid].pop("batch_indexes")
+            out = self.update_learners(batches, timestep=t)
+            for mid, module_stats in out.items():
+                td = module_stats.pop("td_error")
+                buffer = self.replay_buffers[mid]
+                if isinstance(buffer, PrioritizedReplayBuffer):
+                    buffer.update_priorities(indexes[mid], td + 1e-6)
+                stats[mid].update(module_stats)
+            self.counters["num_env_steps_trained_lifetime"] += cfg.train_batch_size * len(batches)
         if cfg.target_network_update_freq > 0 and t - self._last_target_update >= cfg.target_network_update_freq:
             self.learner_group.foreach("update_target")
             self._last_target_update = t
         if num_updates:
             self.sync_weights()
-        stats["default_policy"]["replay_buffer_size"] = len(self.replay_buffer)
+        for mid, buffer in self.replay_buffers.items():
+            stats[mid]["replay_buffer_size"] = len(buffer)
         return stats
+
+    def get_algorithm_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"last_target_update": self._last_target_update,
+                                 "trained_steps_owed": self._trained_steps_owed}
+        if self.config.store_buffer_in_checkpoints:
+            state["replay_buffers"] = {mid: b.get_state() for mid, b in self.replay_buffers.items()}
+        return state
+
+    def set_algorithm_state(self, state: dict[str, Any]) -> None:
+        self._last_target_update = int(state.get("last_target_update", self._last_target_update))
+        self._trained_steps_owed = float(state.get("trained_steps_owed", self._trained_steps_owed))
+        for mid, buffer_state in (state.get("replay_buffers") or {}).items():
+            if mid in self.replay_buffers:
+                self.replay_buffers[mid].set_state(buffer_state)
 
     def step(self) -> dict[str, Any]:
         # One iteration runs training steps until min_sample_timesteps_per_iteration (default 1000) more steps.

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from distcore.rllib._internal.learner import Learner, to_tensor
-from distcore.rllib._internal.replay_buffers import PrioritizedReplayBuffer
 from distcore.rllib.algorithms.algorithm_config import (
     AlgorithmConfig,
     AlgorithmConfigError,
@@ -126,7 +125,7 @@ class SACLearner(Learner):
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"target": {mid: t.get_state() for mid, t in self.target.items()},
-                "log_alpha": {mid: float(v) for mid, v in self.log_alpha.items()}}
+                "log_alpha": {mid: float(v.detach()) for mid, v in self.log_alpha.items()}}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         for mid, s in state.get("target", {}).items():
@@ -145,7 +144,3 @@ class SAC(DQN):
     @classmethod
     def get_default_config(cls) -> SACConfig:
         return SACConfig(algo_class=cls)
-
-    def setup_algorithm(self) -> None:
-        super().setup_algorithm()
-        self._prioritized = isinstance(self.replay_buffer, PrioritizedReplayBuffer)
