@@ -280,7 +280,7 @@ class DeploymentState:
             return
         if r.state == STOPPING:
             return
-        r.info = ReplicaInfo(r.replica_id, info["host"], info["port"], info["node_id"])
+        r.info = ReplicaInfo(r.replica_id, info["host"], info["port"], info["node_id"], info.get("uds", ""))
         r.state = RUNNING
         r.last_health = time.monotonic()
         self.failures = 0
@@ -382,7 +382,7 @@ class DeploymentState:
     async def _readopt(self, r: Replica) -> None:
         try:
             info = await asyncio.wait_for(r.actor.initialize_info.remote(60.0), 70)
-            r.info = ReplicaInfo(r.replica_id, info["host"], info["port"], info["node_id"])
+            r.info = ReplicaInfo(r.replica_id, info["host"], info["port"], info["node_id"], info.get("uds", ""))
             r.state = RUNNING
         except Exception:
             _kill(r.actor)

@@ -89,6 +89,9 @@ class ReplicaServer:
         self.draining = False
         self.draining_done = False
         self.server: asyncio.AbstractServer | None = None
+        # a Unix socket beside the TCP one: routers on this node connect there (cheaper than TCP loopback)
+        self.uds_server: asyncio.AbstractServer | None = None
+        self.uds_name = ""
         self.pool = ThreadPoolExecutor(max_workers=max(4, max_ongoing), thread_name_prefix="serve-replica")
         self.idle = asyncio.Event()
         self.idle.set()
@@ -104,6 +107,8 @@ class ReplicaServer:
 
         self.server = await self.loop.create_server(
             lambda: wire.ServerConnection(self.token, self.on_message), host, 0)
+        self.uds_server, self.uds_name = await wire.unix_server(
+            lambda: wire.ServerConnection(self.token, self.on_message), f"replica-{self.replica_id}")
         LOCAL_SERVERS[self.replica_id] = self
         return self.server.sockets[0].getsockname()[1]
 
@@ -155,6 +160,8 @@ class ReplicaServer:
             del LOCAL_SERVERS[self.replica_id]
         if self.server is not None:
             self.server.close()
+        if self.uds_server is not None:
+            self.uds_server.close()
 
     # ---------------------------------------------------------------- requests
 
@@ -343,7 +350,8 @@ class ReplicaActor:
             return await self._server.start(host)
 
         port = await self._on_loop(setup())
-        self._info = {"host": host, "port": port, "node_id": runtime.get_node_id(), "pid": os.getpid()}
+        self._info = {"host": host, "port": port, "node_id": runtime.get_node_id(), "pid": os.getpid(),
+                      "uds": self._server.uds_name if self._server is not None else ""}
         return self._info
 
     async def initialize_info(self, timeout_s: float = 60.0) -> dict:

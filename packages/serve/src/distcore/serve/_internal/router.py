@@ -176,7 +176,14 @@ class Router:
         fut = asyncio.get_running_loop().create_future()
         self._connecting[replica.replica_id] = fut
         try:
-            conn = await wire.connect(replica.host, replica.port, self.client.table.token)
+            conn = None
+            if replica.uds and replica.node_id == self._local_node:
+                try:
+                    conn = await wire.connect_unix(replica.uds, self.client.table.token)
+                except OSError:
+                    conn = None  # fall back to TCP
+            if conn is None:
+                conn = await wire.connect(replica.host, replica.port, self.client.table.token)
             self.conns[replica.replica_id] = conn
             fut.set_result(conn)
             return conn

@@ -26,6 +26,8 @@ class ReplicaInfo:
     host: str
     port: int
     node_id: str
+    # the replica's Unix socket (Linux abstract namespace) for routers on its node; "" if none
+    uds: str = ""
 
 
 @dataclass

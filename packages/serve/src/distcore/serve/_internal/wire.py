@@ -15,7 +15,9 @@ import asyncio
 import itertools
 import os
 import pickle
+import socket
 import struct
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -61,9 +63,7 @@ class FrameProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("socket")
-        if sock is not None:
-            import socket
-
+        if sock is not None and sock.family != socket.AF_UNIX:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
@@ -208,6 +208,37 @@ class ClientConnection(FrameProtocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+
+async def unix_server(factory: Callable[[], asyncio.Protocol], label: str) -> tuple[Any, str]:
+    """A listener on an abstract-namespace Unix socket (Linux: no file to clean up); (None, "") elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None, ""
+    name = f"\0distcore-serve-{os.getpid()}-{label}-{os.urandom(4).hex()}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(name)
+        sock.listen(1024)
+        sock.setblocking(False)
+        server = await asyncio.get_running_loop().create_unix_server(factory, sock=sock)
+    except OSError:
+        sock.close()
+        return None, ""
+    return server, name
+
+
+async def connect_unix(name: str, token: str, timeout: float = 5.0) -> ClientConnection:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(loop.sock_connect(sock, name), timeout)
+        _, proto = await loop.create_unix_connection(ClientConnection, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+    proto.send(token)
+    return proto
 
 
 async def connect(host: str, port: int, token: str, timeout: float = 5.0) -> ClientConnection:
