@@ -500,8 +500,7 @@ class TuneController:
         self.scheduler.on_trial_error(self, trial)
         for cb in self.callbacks:
             cb.on_trial_error(self.iteration, self.trials, trial)
-        if self.reporter.verbose:
-            self.reporter.out.write(f"Trial {trial} errored after {trial.num_failures} failure(s):\n{error}\n")
+        self.reporter.message(f"Trial {trial} errored after {trial.num_failures} failure(s):\n{error}")
         if self.fail_fast:
             self._stop_all = True
             if self.fail_fast == "raise":
@@ -615,6 +614,7 @@ class TuneController:
                     cb.on_step_end(self.iteration, self.trials)
         except KeyboardInterrupt:
             self.interrupted = True
+            self.reporter.close()
             experiment_state.save(self)
             self._shutdown_actors()
             self.logger.close()
@@ -625,6 +625,9 @@ class TuneController:
             print(f"\nExperiment interrupted; its state is saved. Resume with "
                   f"Tuner.restore({where!r}, trainable=...)", flush=True)
             return
+        except BaseException:
+            self.reporter.close()
+            raise
         finally:
             if not self.interrupted:
                 self.logger.close()

@@ -4,7 +4,6 @@ progress.csv, and TensorBoard events only when a writer is installed."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import logging
 import math
@@ -43,15 +42,10 @@ def dumps(value: Any) -> str:
 
 
 def _tensorboard_writer_cls() -> Any:
-    if importlib.util.find_spec("tensorboardX") is not None:
-        from tensorboardX import SummaryWriter
+    """The event-file writer, when a TensorBoard library is installed to read its files (else None)."""
+    from distcore.tune._internal.tb_events import EventFileWriter, writer_available
 
-        return SummaryWriter
-    if importlib.util.find_spec("tensorboard") is not None and importlib.util.find_spec("torch") is not None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        return SummaryWriter
-    return None
+    return EventFileWriter if writer_available() else None
 
 
 class _TrialFiles:
@@ -60,23 +54,13 @@ class _TrialFiles:
         self.progress: IO[str] = open(os.path.join(path, PROGRESS_FILE), "a", newline="")
         self.csv: csv.DictWriter[str] | None = None
         self.fresh_csv = os.path.getsize(os.path.join(path, PROGRESS_FILE)) == 0
-        self.tb = tb_cls(logdir=path) if tb_cls is not None and _takes_logdir(tb_cls) else (
-            tb_cls(log_dir=path) if tb_cls is not None else None)
+        self.tb = tb_cls(path) if tb_cls is not None else None
 
     def close(self) -> None:
         self.result.close()
         self.progress.close()
         if self.tb is not None:
             self.tb.close()
-
-
-def _takes_logdir(cls: Any) -> bool:
-    import inspect
-
-    try:
-        return "logdir" in inspect.signature(cls).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 class TrialLogger:
@@ -167,11 +151,13 @@ class TrialLogger:
             files.csv.writerow(flat)
             if files.tb is not None:
                 step = int(result.get("training_iteration", 0))
-                for key, value in flat.items():
-                    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                        files.tb.add_scalar(f"tune/{key}", value, global_step=step)
+                files.tb.add_scalars({f"tune/{key}": value for key, value in flat.items()
+                                      if isinstance(value, (int, float)) and not isinstance(value, bool)
+                                      and math.isfinite(value)}, step)
         files.result.flush()
         files.progress.flush()
+        if files.tb is not None:
+            files.tb.flush()
 
     def on_trial_end(self, trial: Any) -> None:
         self._submit("end", trial.trial_id)

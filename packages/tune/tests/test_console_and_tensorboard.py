@@ -1,0 +1,112 @@
+"""The live console table (rich on a TTY, plain lines otherwise) and TensorBoard event files."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+
+import pytest
+
+from distcore import tune
+from distcore.tune._internal.progress import ProgressReporter
+from distcore.tune._internal.trial import RUNNING, TERMINATED, Trial
+
+
+class Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def _trials() -> list[Trial]:
+    out = []
+    for i, (status, loss) in enumerate([(RUNNING, 0.9), (TERMINATED, 0.25), (RUNNING, 0.5), (TERMINATED, 0.7)]):
+        trial = Trial(f"abc_{i:05d}", {"lr": 0.1 * (i + 1), "model": {"width": 8 * (i + 1)}}, i, "/tmp/exp",
+                      "fn", None)
+        trial.status = status
+        trial.last_result = {"metrics": {"loss": loss}, "training_iteration": i + 1}
+        out.append(trial)
+    return out
+
+
+def test_rich_live_table_on_a_tty(monkeypatch) -> None:
+    pytest.importorskip("rich")
+    monkeypatch.setenv("COLUMNS", "200")  # rich sizes a non-terminal stream by $COLUMNS (80 otherwise)
+    out = Tty()
+    reporter = ProgressReporter("metrics/loss", "min", verbose=1, out=out, tty_interval=0)
+    trials = _trials()
+    reporter.report(trials)
+    first = out.getvalue()
+    assert "trials: 4 (2 running, 2 terminated)" in first
+    assert "best metrics/loss=0.25 (fn_abc_00001)" in first
+    assert "Trial name" in first and "model/width" in first and "metrics/loss" in first
+    assert "┃" in first or "│" in first  # drawn by rich, not the plain fallback
+    trials[0].status = TERMINATED
+    reporter.message("Trial fn_abc_00000 errored")
+    reporter.report(trials)
+    second = out.getvalue()[len(first):]
+    assert "\x1b[" in second and "3 terminated" in second  # redrawn in place, with the new counts
+    assert "Trial fn_abc_00000 errored" in second
+    reporter.final(trials)
+    assert reporter._live is None
+
+
+def test_plain_fallback_without_rich_or_tty() -> None:
+    out = Tty()
+    reporter = ProgressReporter("metrics/loss", "min", verbose=1, out=out, tty_interval=0, use_rich=False)
+    reporter.report(_trials())
+    reporter.report(_trials())
+    text = out.getvalue()
+    assert "Trial name" in text and "┃" not in text and "\x1b[" in text
+    lines = io.StringIO()
+    ProgressReporter("metrics/loss", "min", verbose=1, out=lines, line_interval=0).report(_trials())
+    assert lines.getvalue().count("\n") == 1 and "best metrics/loss=0.25" in lines.getvalue()
+
+
+def _read_scalars(path: str) -> dict[str, list[tuple[int, float]]]:
+    """Scalars of a TensorBoard event file (TFRecord framing around Event protos)."""
+    try:
+        from tensorboardX.proto import event_pb2
+    except ImportError:
+        from tensorboard.compat.proto import event_pb2
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    with open(path, "rb") as f:
+        data = f.read()
+    pos = 0
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack("<Q", data[pos:pos + 8])
+        record = data[pos + 12:pos + 12 + length]
+        pos += 12 + length + 4
+        event = event_pb2.Event.FromString(record)
+        for value in event.summary.value:
+            scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+def reporting(config):
+    for step in range(1, 4):
+        tune.report({"score": config["x"] * step, "env_runners": {"return": step * 10.0}, "name": "text"})
+
+
+def test_tensorboard_event_files_when_a_writer_is_installed(cluster, tmp_path) -> None:
+    from distcore.tune._internal.loggers import _tensorboard_writer_cls
+
+    if _tensorboard_writer_cls() is None:
+        pytest.skip("neither tensorboardX nor torch.utils.tensorboard (with tensorboard) is installed")
+    grid = tune.Tuner(reporting, param_space={"x": 2.0},
+                      run_config=tune.RunConfig(name="tb", storage_path=str(tmp_path), verbose=0)).fit()
+    trial_dir = grid[0].path
+    events = [n for n in os.listdir(trial_dir) if n.startswith("events.out.tfevents")]
+    assert len(events) == 1, os.listdir(trial_dir)
+    scalars = _read_scalars(os.path.join(trial_dir, events[0]))
+    assert scalars["tune/score"] == [(1, 2.0), (2, 4.0), (3, 6.0)]
+    assert scalars["tune/env_runners/return"] == [(1, 10.0), (2, 20.0), (3, 30.0)]
+    assert "tune/name" not in scalars  # only numbers become scalars
+
+
+def test_event_record_checksums() -> None:
+    from distcore.tune._internal.tb_events import crc32c, frame
+
+    assert crc32c(b"123456789") == 0xE3069283  # the published CRC-32C check value
+    record = frame(b"abc")
+    assert struct.unpack("<Q", record[:8]) == (3,) and record[12:15] == b"abc" and len(record) == 19
