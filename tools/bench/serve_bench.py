@@ -267,6 +267,8 @@ class Server:
                 return json.loads(line[len(prefix):])
             if time.monotonic() > deadline:
                 break
+        self.proc.kill()
+        self.proc.wait(30)
         raise RuntimeError(f"{self.system} serve benchmark process failed (exit {self.proc.poll()})")
 
     def handle_rates(self) -> dict:
@@ -351,14 +353,26 @@ def main() -> None:
     finally:
         for server in servers:
             server.stop()
+    print(f"load average after bare/distcore: {os.getloadavg()[0]:.1f}", flush=True)
     if args.compare == "ray":
-        ray_server = Server("ray", args.handle_seconds)
+        report(results)  # printed first, so a Ray that fails to start does not lose them
         try:
-            results.update(measure([ray_server], args.connections, args.duration, 1))
-            results["ray"].update(ray_server.handle_rates())
-        finally:
-            ray_server.stop()
-    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+            ray_server = Server("ray", args.handle_seconds)
+            try:
+                results.update(measure([ray_server], args.connections, args.duration, 1))
+                results["ray"].update(ray_server.handle_rates())
+            finally:
+                ray_server.stop()
+        except RuntimeError as exc:
+            print(f"Ray Serve run failed: {exc}", flush=True)
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    report(results)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+def report(results: dict) -> None:
     print()
     print("| workload | system | req/s | p50 ms | p99 ms | non-2xx | vs bare | CPU us/req | req/s per round |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---|")
@@ -382,9 +396,6 @@ def main() -> None:
     if "ray" in results:
         print()
         print(f"no-op HTTP: distcore / ray = {results['distcore']['noop']['rps'] / results['ray']['noop']['rps']:.1f}x")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
 
 
 if __name__ == "__main__":
