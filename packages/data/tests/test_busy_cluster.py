@@ -99,26 +99,3 @@ def test_shrunk_operator_grows_back_when_cpus_free() -> None:
         for h in hogs:
             distcore.kill(h)
 
-
-def test_pool_drops_actors_that_cannot_start_and_regrows_to_min() -> None:
-    from distcore.data._internal.physical import ActorPoolMapOp
-
-    op = ActorPoolMapOp("pool", [], [], cpus=1.0, gpus=0.0, remote_args={}, max_concurrency=None,
-                        min_rows_per_bundle=None, min_bundle_bytes=0, max_block_bytes=1 << 30, min_size=2,
-                        max_size=2, max_in_flight=2, scale_ratio=2.0)
-    working, waiting = object(), object()
-    now = time.monotonic()
-    op.actors, op.ready, op._created = {working: 1, waiting: 0}, {working}, {working: now - 60, waiting: now - 60}
-    op._starting = {"ready-ref": waiting}
-    killed, started = [], []
-    op._kill = lambda h: (killed.append(h), op.actors.pop(h), op._starting.clear())
-    op._new_actor = lambda: started.append(1)
-    op.inqueue.append("more input")
-    op.adapt_to_free({"CPU": 1.0, "GPU": 0.0}, timeout_s=5, now=now)
-    assert killed == [] and started == []  # the cluster has room: the actor is still starting, keep it
-    op.adapt_to_free({"CPU": 0.0, "GPU": 0.0}, timeout_s=5, now=now)
-    assert killed == [waiting] and op.stats.starved_count == 1  # no room: shrink to the working actor
-    op.adapt_to_free({"CPU": 0.0, "GPU": 0.0}, timeout_s=5, now=now)
-    assert started == []
-    op.adapt_to_free({"CPU": 1.0, "GPU": 0.0}, timeout_s=5, now=now)
-    assert started == [1]  # room again: back toward min_size

@@ -49,9 +49,8 @@ class DataContext:
     - ``verbose_stats_logs``: ``ds.stats()`` adds per-task detail.
     - ``read_op_min_num_blocks``: default number of read tasks.
     - ``max_tasks_in_flight_per_actor``: calls queued on one pool actor.
-    - ``task_start_timeout_s``: a task or pool actor that waits longer than this for the cluster's
-      resources (other work holds them) makes its operator shrink its concurrency; it grows back when
-      resources free up.
+    - ``task_start_timeout_s``: a task that waits longer than this for the cluster's CPUs (other work
+      holds them) makes its operator shrink its concurrency; it grows back when CPUs free up.
     - ``wait_for_actors_timeout_s``: an actor pool none of whose actors can start fails after this.
     """
 

@@ -11,10 +11,11 @@ free resources lags. So while a pipeline runs, :class:`StartWatcher` checks, eve
   resubmitted one at a time without a CPU reservation (their output order kept);
   once the cluster shows a free CPU again the operator *grows back* to reserved,
   full-concurrency tasks;
-- an actor pool with at least one working actor drops the actors that cannot start
-  while the cluster has no room for them, and starts them again (up to its minimum
-  size) when room frees up. A pool with no working actor fails after
-  ``wait_for_actors_timeout_s`` naming the operator (see ``physical.ActorPoolMapOp``).
+- an actor pool needs no shrinking: it works on the actors that started while the
+  others stay queued in the cluster (they join when room frees up; the state API cannot
+  tell an actor waiting for room from one running a slow constructor, so none is
+  dropped). A pool with no working actor fails after ``wait_for_actors_timeout_s``
+  naming the operator (see ``physical.ActorPoolMapOp``).
 
 GPU tasks are never run without their GPUs: they keep waiting (with a warning).
 """
@@ -56,9 +57,8 @@ def task_state(ref: Any) -> str | None:
 class StartWatcher:
     """Shrinks and grows operators' concurrency as the cluster's free resources change."""
 
-    def __init__(self, task_ops: list[Any], pools: list[Any], timeout_s: float) -> None:
+    def __init__(self, task_ops: list[Any], timeout_s: float) -> None:
         self.task_ops = task_ops
-        self.pools = pools
         self.timeout_s = float(timeout_s)
         self._last = 0.0
         self._warned: set[int] = set()
@@ -80,11 +80,6 @@ class StartWatcher:
                                 op.name, op.cpus)
                 continue
             self._check_tasks(op, now)
-        for pool in self.pools:
-            if not pool.abandoned:
-                free = free if free is not None else free_resources()
-                if free is not None:
-                    pool.adapt_to_free(free, self.timeout_s, now)
 
     def _check_tasks(self, op: Any, now: float) -> None:
         old = [t for t in op.running.values() if not t.confirmed and t.cpus > 0 and now - t.submitted > self.timeout_s]
@@ -99,6 +94,9 @@ class StartWatcher:
                 task.confirmed = True
         if not stuck:
             return
+        free = free_resources()
+        if free is not None and free["CPU"] + _EPS >= max(op.request_cpus, 1.0) and not op.gpus:
+            return  # the cluster has room: the task waits for a worker process to start, not for a CPU
         if op.gpus:
             if id(op) not in self._warned:
                 self._warned.add(id(op))

@@ -69,8 +69,7 @@ class StreamingExecutor:
         self.bars = [OpProgress(op.name, i, op.expected_rows, show) for i, op in enumerate(self.ops)]
         self.stats = ExecutionStats([op.stats for op in self.ops], memory_budget=self.budget)
         self._check_fits()
-        self.watcher = StartWatcher(self._task_ops(), [op for op in self.ops if isinstance(op, ActorPoolMapOp)],
-                                    getattr(ctx, "task_start_timeout_s", 5.0))
+        self.watcher = StartWatcher(self._task_ops(), getattr(ctx, "task_start_timeout_s", 5.0))
 
     # ------------------------------------------------------------------ resources
 

@@ -423,7 +423,6 @@ class ActorPoolMapOp(MapOp):
         self._warned = False
         self._idle_since = time.monotonic()
         self._actor_cls = _MapWorkerActor
-        self._created: dict[Any, float] = {}
 
     def _new_actor(self) -> None:
         opts = dict(self.remote_args)
@@ -432,7 +431,6 @@ class ActorPoolMapOp(MapOp):
             opts["num_gpus"] = self.gpus
         handle = self._actor_cls.options(**opts).remote(self.stages)
         self.actors[handle] = 0
-        self._created[handle] = time.monotonic()
         self._starting[handle.ready.remote()] = handle
         self.stats.actors = max(self.stats.actors, len(self.actors))
 
@@ -529,25 +527,7 @@ class ActorPoolMapOp(MapOp):
             self._kill(idle)
             self._idle_since = now
 
-    def adapt_to_free(self, free: dict[str, float], timeout_s: float, now: float) -> None:
-        """Shrink: drop actors that wait over ``timeout_s`` to start while the cluster has no room and
-        others already work. Grow back toward ``min_size`` once the cluster has room again."""
-        no_room = self.cpus > free["CPU"] + 1e-9 or self.gpus > free["GPU"] + 1e-9
-        if self.ready and no_room:
-            waiting = [h for h in self.actors if h not in self.ready and now - self._created.get(h, now) > timeout_s]
-            for handle in waiting:
-                self._kill(handle)
-            if waiting:
-                self.stats.starved_count += 1
-                logger.warning("distcore.data: operator %s dropped %d actor(s) that waited over %gs to start (the "
-                               "cluster has no room: %s free); it runs on %d actor(s) until room frees up",
-                               self.name, len(waiting), timeout_s, free, len(self.actors))
-        elif not no_room and len(self.actors) < self.min_size and not self._starting and not self.work_done() \
-                and not (self.all_inputs_done() and not self.inqueue):
-            self._new_actor()
-
     def _kill(self, handle: Any) -> None:
-        self._created.pop(handle, None)
         self.actors.pop(handle, None)
         self.ready.discard(handle)
         for ref, h in list(self._starting.items()):

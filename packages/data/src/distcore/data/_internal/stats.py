@@ -28,7 +28,7 @@ class OpStats:
     max_task_rss: int = 0
     peak_memory: int = 0
     actors: int = 0
-    #: times the cluster had no room for this operator's tasks/actors and it shrank its concurrency
+    #: times the cluster had no CPU for this operator's tasks and it shrank its concurrency
     starved_count: int = 0
     first_start: float | None = None
     last_end: float | None = None
@@ -88,7 +88,7 @@ class ExecutionStats:
             if op.actors:
                 lines.append(f"* Actors: up to {op.actors}")
             if op.starved_count:
-                lines.append(f"* Shrank {op.starved_count} time(s): the cluster had no room for its tasks/actors")
+                lines.append(f"* Shrank {op.starved_count} time(s): the cluster had no CPU for its tasks")
             if verbose and op.task_walls:
                 walls = sorted(op.task_walls)
                 lines.append(f"* Task wall min/median/max: {walls[0]:.3f}s / {walls[len(walls) // 2]:.3f}s / "
