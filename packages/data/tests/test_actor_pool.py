@@ -42,6 +42,7 @@ class Slow:
         return {"pid": np.full(len(batch["id"]), os.getpid())}
 
 
+@pytest.mark.slow  # waits for a pool to scale to 2 actors (a new worker process): ~7 s
 def test_autoscaling_pool_grows_to_max_when_queue_is_long() -> None:
     # 2 CPUs, reads fused into the pool: the pool starts at 1 actor and grows to 2 under a long queue.
     ds = dd.range(40, override_num_blocks=20).map_batches(Slow, concurrency=(1, 2), batch_size=None)
