@@ -89,3 +89,29 @@ def test_report_rejects_bad_metrics() -> None:
             session.report({"a": 1}, checkpoint="/tmp/x")
     finally:
         session.set_session(None)
+
+
+def test_report_turns_numpy_scalars_into_numbers() -> None:
+    import numpy as np
+
+    from distcore.tune._internal import session
+
+    seen = []
+
+    class Capture:
+        def report(self, metrics, checkpoint=None):
+            seen.append(metrics)
+
+        def get_checkpoint(self):
+            return None
+
+        get_context = get_dataset_shard = get_checkpoint
+
+    session.set_session(Capture())
+    try:
+        session.report({"f": np.float32(0.5), "i": np.int64(3), "arr": np.arange(2), "s": "x"})
+    finally:
+        session.set_session(None)
+    (metrics,) = seen
+    assert type(metrics["f"]) is float and metrics["f"] == 0.5 and type(metrics["i"]) is int
+    assert list(metrics["arr"]) == [0, 1] and metrics["s"] == "x"

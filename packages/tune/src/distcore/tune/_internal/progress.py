@@ -116,14 +116,9 @@ class ProgressReporter:
         self.out.flush()
 
     def event(self, message: str) -> None:
+        """A per-trial event (shown at verbose >= 2)."""
         if self.verbose >= 2:
-            if self._live is not None:
-                self._live.console.print(message, markup=False, highlight=False)
-                return
-            if self.tty:
-                self._lines_drawn = 0
-            self.out.write(message + "\n")
-            self.out.flush()
+            self.message(message)
 
     def final(self, trials: list[Any]) -> None:
         if self.verbose <= 0:

@@ -87,17 +87,14 @@ def _remove_hook() -> None:
 
 
 def _plain(value: Any) -> Any:
-    """numpy/torch scalars become Python numbers so results stay JSON-friendly."""
-    if isinstance(value, bool | int | float | str) or value is None:
-        return value
-    item = getattr(value, "item", None)
-    if item is None or getattr(value, "ndim", 0) != 0:
+    """A 0-d numpy/torch value becomes the Python number it holds (results stay JSON-friendly)."""
+    if getattr(value, "ndim", None) != 0 or not hasattr(value, "item") or isinstance(value, str):
         return value
     try:
-        out = item()
+        number = value.item()
     except Exception:
         return value
-    return out if isinstance(out, bool | int | float) else value
+    return number if isinstance(number, bool | int | float) else value
 
 
 def report(metrics: dict[str, Any], checkpoint: Any = None) -> None:
