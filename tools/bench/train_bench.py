@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -108,9 +109,12 @@ TRAINER_MAIN = JOB + textwrap.dedent('''
 
     time.sleep(2)  # let the cluster settle (prestarted workers) before timing
     t0 = time.time()
+    # distcore's verbose=2 prints where its start-up time went (parsed by the bench)
+    extra = {} if backend == "ray" else {"verbose": 2}
     TorchTrainer(loop, train_loop_config={"steps": steps, "warmup": warmup, "out": out_path},
                  scaling_config=ScalingConfig(num_workers=workers),
-                 run_config=RunConfig(storage_path=tempfile.mkdtemp(prefix="train_bench_"), name="bench")).fit()
+                 run_config=RunConfig(storage_path=tempfile.mkdtemp(prefix="train_bench_"), name="bench",
+                                      **extra)).fit()
     with open(out_path) as f:
         res = json.load(f)
     res["t0"] = t0
@@ -149,7 +153,17 @@ def run_trainer(workdir: str, backend: str, workers: int, steps: int, warmup: in
                           env=env, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         raise RuntimeError(f"{backend} run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return json.loads(Path(out).read_text())
+    res = json.loads(Path(out).read_text())
+    phases = STARTUP_LINE.search(proc.stdout)
+    if phases:
+        res["phases"] = {"placed": float(phases[1]), "backend": float(phases[2]), "started": float(phases[3])}
+    return res
+
+
+# distcore's start-up line (RunConfig(verbose=2)): gang placed and workers up, torch.distributed set
+# up (waits for the workers' torch import, begun when they start), training function running.
+STARTUP_LINE = re.compile(r"workers placed and up ([\d.]+) s, \w+ set up ([\d.]+) s, "
+                          r"training function running ([\d.]+) s")
 
 
 def main() -> int:
@@ -170,6 +184,7 @@ def main() -> int:
         else:
             launchers.append("ray")
     results: dict[str, list[dict]] = {name: [] for name in launchers}
+    load_before = os.getloadavg()[0]
     for rep in range(args.repeats):
         for name in launchers:  # interleaved, so drifting machine load hits every launcher alike
             with tempfile.TemporaryDirectory(prefix="train_bench_") as workdir:
@@ -188,15 +203,28 @@ def main() -> int:
                   f"steady {res['steady_steps_s']:7.1f} steps/s", file=sys.stderr, flush=True)
     results = {n: rs for n, rs in results.items() if rs}
     med = {n: {"ttfs": statistics.median(r["ttfs"] for r in rs),
-               "sps": statistics.median(r["steady_steps_s"] for r in rs)} for n, rs in results.items()}
+               "sps": statistics.median(r["steady_steps_s"] for r in rs),
+               "ttfs_range": (min(r["ttfs"] for r in rs), max(r["ttfs"] for r in rs)),
+               "sps_range": (min(r["steady_steps_s"] for r in rs), max(r["steady_steps_s"] for r in rs))}
+           for n, rs in results.items()}
     base = med["torchrun"]
     print(f"\ntrain_bench: DDP MLP, gloo/CPU, {args.workers} workers, {args.steps} steps "
-          f"(warmup {args.warmup}), median of {args.repeats}; load avg {os.getloadavg()[0]:.1f}")
+          f"(warmup {args.warmup}), median of {args.repeats} [min-max]; load avg {load_before:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after")
     print("| launcher | time to first step (s) | steady steps/s | steps/s vs torchrun | first step vs torchrun |")
     print("|---|---:|---:|---:|---:|")
     for name, m in med.items():
-        print(f"| {name} | {m['ttfs']:.2f} | {m['sps']:.1f} | {m['sps'] / base['sps']:.3f} | "
-              f"{m['ttfs'] - base['ttfs']:+.2f} s |")
+        (t_lo, t_hi), (s_lo, s_hi) = m["ttfs_range"], m["sps_range"]
+        print(f"| {name} | {m['ttfs']:.2f} [{t_lo:.2f}-{t_hi:.2f}] | {m['sps']:.1f} [{s_lo:.1f}-{s_hi:.1f}] | "
+              f"{m['sps'] / base['sps']:.3f} | {m['ttfs'] - base['ttfs']:+.2f} s |")
+    phased = [r for r in results.get("distcore", []) if "phases" in r]
+    if phased:
+        parts = {k: statistics.median(r["phases"][k] for r in phased) for k in ("placed", "backend", "started")}
+        rest = med["distcore"]["ttfs"] - sum(parts.values())
+        print(f"\ndistcore first step, where it went (median): workers placed and up {parts['placed']:.2f} s, "
+              f"torch.distributed set up (incl. waiting for torch's import) {parts['backend']:.2f} s, "
+              f"training function started {parts['started']:.2f} s, then to the end of the first step "
+              f"(fit() set-up, DDP wrap, step) {rest:.2f} s")
     d = med["distcore"]
     print(f"\ntarget steps/s within 3% of torchrun: {'PASS' if d['sps'] >= 0.97 * base['sps'] else 'FAIL'} "
           f"({d['sps'] / base['sps']:.3f})")

@@ -196,6 +196,7 @@ class Controller:
         spec = self.spec
         group: WorkerGroup | None = None
         finished = False
+        t0 = time.monotonic()
         backend = spec.backend_config.backend_cls()
         scaling = spec.scaling_config
         if spec.datasets:
@@ -210,11 +211,13 @@ class Controller:
             except DistcoreError as exc:
                 raise _AttemptFailed(WorkerGroupError(f"starting the worker group failed: {exc}")) from exc
             n = len(group)
+            t_placed = time.monotonic()
             if attempt == 0:
                 nodes = len({w.node_id for w in group.workers})
                 self._say(f"started {n} workers on {nodes} node(s); run directory {self.run_dir}")
             try:
                 backend.on_start(group, spec.backend_config)
+                t_backend = time.monotonic()
                 shards = self._dataset_shards(n)
                 backend.on_training_start(group, spec.backend_config)
                 ckpt = self.latest_checkpoint()
@@ -233,6 +236,11 @@ class Controller:
                 distcore.get(refs, timeout=120)
             except (DistcoreError, TimeoutError) as exc:
                 raise _AttemptFailed(self._describe_start_failure(group, exc)) from exc
+            t_started = time.monotonic()
+            # where start-up time goes (tools/bench/train_bench.py reads this line)
+            self._say(f"start-up of attempt {attempt}: workers placed and up {t_placed - t0:.2f} s, "
+                      f"{type(backend).__name__} set up {t_backend - t_placed:.2f} s, "
+                      f"training function running {t_started - t_backend:.2f} s", level=2)
             self._drive(group, attempt)
             finished = True
         finally:
