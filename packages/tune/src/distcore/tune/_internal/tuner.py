@@ -130,9 +130,14 @@ class Tuner:
         tuner = tune.Tuner(objective, param_space={"x": tune.uniform(0, 6)},
                            tune_config=tune.TuneConfig(metric="loss", mode="min", num_samples=10))
         best = tuner.fit().get_best_result()
+
+    ``param_space`` is a dict of values and search-space primitives (nested dicts allowed), or an
+    object with ``to_dict()`` such as an rllib ``AlgorithmConfig``. ``run_config.storage_path`` may
+    be a local directory or a URI (``s3://...``, ``memory://...``; or a path inside
+    ``run_config.storage_filesystem``).
     """
 
-    def __init__(self, trainable: Any = None, *, param_space: dict[str, Any] | None = None,
+    def __init__(self, trainable: Any = None, *, param_space: dict[str, Any] | Any | None = None,
                  tune_config: TuneConfig | None = None, run_config: Any = None, _restore: dict[str, Any] | None = None
                  ) -> None:
         if trainable is None:
