@@ -88,8 +88,12 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def run_wrk(url: str, connections: int, duration: float) -> dict:
+    # wrk and every server run in sessions of their own: on a kernel with sched_autogroup (this box), a
+    # server sharing wrk's session is scheduled as one group with it and wins a loaded machine's CPU
+    # (measured: the same uvicorn app did 15k req/s in wrk's group vs 5-9k in its own, as distcore's
+    # workers are), which would measure the scheduler rather than the server
     out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{int(duration)}s", "--latency", url],
-                         capture_output=True, text=True, timeout=duration + 60).stdout
+                         capture_output=True, text=True, timeout=duration + 60, start_new_session=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))
     p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))
@@ -250,7 +254,7 @@ class Server:
         self.system = system
         if system == "bare":
             self.port = free_port()
-            self.proc = subprocess.Popen([sys.executable, __file__, "--_bare", str(self.port)])
+            self.proc = subprocess.Popen([sys.executable, __file__, "--_bare", str(self.port)], start_new_session=True)
             wait_port(self.port)
             self.pids = {"noop": [self.proc.pid], "model": [self.proc.pid]}
             return
