@@ -166,6 +166,13 @@ def test_request_timeout(serve_instance):
     assert "timed out after 0.3 s" in r.text
     assert time.monotonic() - t0 < 2.5
     assert httpx.get(f"{serve_instance}/timeout", params={"s": 0}, timeout=30).text == "late"
+    # again on a warm replica connection (the proxy's direct path): the same 504, in time
+    t0 = time.monotonic()
+    with httpx.Client(timeout=30) as client:
+        r = client.get(f"{serve_instance}/timeout", params={"s": 3})
+        assert r.status_code == 504 and "timed out after 0.3 s" in r.text, r.text
+        assert time.monotonic() - t0 < 2.5
+        assert client.get(f"{serve_instance}/timeout", params={"s": 0}).text == "late"  # connection still fine
 
 
 @serve.deployment

@@ -69,7 +69,7 @@ class FastReply:
     """The reply frames of one request sent by :meth:`ProxyApp.fast_http`, written straight to the client."""
 
     __slots__ = ("proto", "proxy", "router", "req", "path", "raw_path", "query", "request_id", "app", "ingress",
-                 "prefix", "start", "status", "replica", "conn", "rid", "finished")
+                 "prefix", "start", "status", "replica", "conn", "rid", "finished", "timer", "timeout")
 
     def __init__(self, proto: ProxyHttpProtocol, proxy: ProxyApp, router: Router, req: Any, path: str,
                  raw_path: bytes, query: bytes, request_id: str, app: str, ingress: str, prefix: str) -> None:
@@ -90,6 +90,8 @@ class FastReply:
         self.conn: Any = None
         self.rid = 0
         self.finished = False
+        self.timer: Any = None  # request_timeout_s: fires unless the first frame comes first
+        self.timeout = 0.0
 
     def _release(self) -> None:
         if not self.finished:
@@ -98,9 +100,22 @@ class FastReply:
 
     def abandon(self) -> None:
         """The client went away: cancel the call at the replica and free its slot."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if not self.finished:
             self.conn.cancel(self.rid)
             self._release()
+
+    def on_timeout(self) -> None:
+        self.timer = None
+        if self.finished or self.proto.fast is not self:
+            return
+        self.abandon()
+        self.proto.write_response(504, [(b"content-type", b"text/plain; charset=utf-8")],
+                                  f"Request {self.request_id} timed out after {self.timeout} s.".encode(),
+                                  [(b"x-request-id", self.request_id.encode())])
+        self._done(504)
 
     def _fall_back(self) -> None:
         """Refused or lost before any answer: the general path retries (and queues, and times out)."""
@@ -121,6 +136,9 @@ class FastReply:
 
     def __call__(self, kind: int, payload: Any) -> None:
         proto = self.proto
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if kind == wire.OK:
             self._release()
             status, headers, body = payload
@@ -194,8 +212,9 @@ class ProxyApp:
         if router.waiters:
             return False
         route = router.route()
-        if route is None or route.request_timeout_s or self.client.table.request_timeout_s:
+        if route is None:
             return False
+        timeout = route.request_timeout_s or self.client.table.request_timeout_s
         request_id = model_id = ""
         for k, v in req.headers:
             if k == b"x-request-id":
@@ -214,6 +233,9 @@ class ProxyApp:
         if not router.try_send(HTTP_METHOD, (scope, req.body), meta, reply):
             proto.fast = None
             return False
+        if timeout and not reply.finished and proto.fast is reply:
+            reply.timeout = timeout
+            reply.timer = proto.loop.call_later(timeout, reply.on_timeout)
         return True
 
     def _queue_lengths(self) -> dict[tuple[str, str], tuple[int, int]]:
