@@ -44,6 +44,7 @@ class Router:
         self.model_replicas: dict[str, str] = {}
         self.router_id = f"{os.getpid()}:{id(self):x}"
         self._reporter: asyncio.Task | None = None
+        self._no_report_version = -1
 
     # ---------------------------------------------------------------- table
 
@@ -203,8 +204,13 @@ class Router:
 
     def _start_reporter(self) -> None:
         """Report queued + in-flight requests to the controller while busy (autoscaling deployments only)."""
+        version = self.client.table.version
+        if version == self._no_report_version:
+            return  # not autoscaling as of this table: checked once per table version
         route = self.route()
         if route is None or route.autoscaling_min is None or self.client.controller is None:
+            if route is not None and route.autoscaling_min is None:
+                self._no_report_version = version
             return
         self._reporter = asyncio.get_running_loop().create_task(self._report_loop())
 
