@@ -27,7 +27,7 @@ EXTRAS = {
     "core": "[default]",
     "data": "[images,torch]",
     "train": "[torch]",
-    "tune": "[optuna,hyperopt]",
+    "tune": "[optuna,hyperopt,rich,tensorboard]",
     "serve": "[fastapi]",
 }
 # Build tools first: the packages are then installed editable without build isolation.
