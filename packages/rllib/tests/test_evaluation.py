@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from distcore.rllib import make_multi_agent, register_env
+from distcore.rllib import AlgorithmConfigError, make_multi_agent, register_env
 from distcore.rllib.algorithms.ppo import PPOConfig
 
 SMALL = {"fcnet_hiddens": [16, 16]}
@@ -57,3 +58,10 @@ def test_multi_agent_evaluation_counts_whole_episodes() -> None:
         assert out["episode_len_mean"] <= out["episode_return_mean"] <= 2 * out["episode_len_mean"]
     finally:
         algo.stop()
+
+
+def test_bad_evaluation_settings_are_named() -> None:
+    with pytest.raises(AlgorithmConfigError, match="evaluation_duration must be an int >= 1"):
+        config(evaluation_duration=0).validate()
+    with pytest.raises(AlgorithmConfigError, match="evaluation_duration_unit must be 'episodes' or 'timesteps'"):
+        config(evaluation_duration_unit="minutes").validate()

@@ -273,6 +273,9 @@ class AlgorithmConfig:
             raise AlgorithmConfigError(str(error)) from error
         check(schedule_value(self.lr, 0) > 0, f"lr must be > 0, got {self.lr!r}")
         check(0.0 <= float(self.gamma) <= 1.0, f"gamma must be in [0, 1], got {self.gamma!r}")
+        check(isinstance(self.evaluation_duration, int) and not isinstance(self.evaluation_duration, bool)
+              and self.evaluation_duration >= 1,
+              f"evaluation_duration must be an int >= 1 (episodes or timesteps), got {self.evaluation_duration!r}")
         check(self.evaluation_duration_unit in ("episodes", "timesteps"),
               f"evaluation_duration_unit must be 'episodes' or 'timesteps', got {self.evaluation_duration_unit!r}")
         check(self.num_gpus_per_learner == 0 and self.num_gpus == 0,
