@@ -465,6 +465,28 @@ def test_wait_keeps_the_order_of_the_input(shared_cluster):
     assert ready == refs[:4] and not_ready == refs[4:]
 
 
+def test_wait_one_at_a_time_drains_every_ref_and_times_out_with_what_is_ready(shared_cluster):
+    @distcore.remote
+    def square(x, s=0.0):
+        time.sleep(s)
+        return x * x
+
+    # The benchmark's loop: each wait returns one ready ref; every ref comes back exactly once.
+    not_ready = [square.remote(i) for i in range(200)]
+    seen = []
+    while not_ready:
+        ready, not_ready = distcore.wait(not_ready, timeout=30)
+        assert len(ready) == 1
+        seen += ready
+    assert sorted(distcore.get(seen, timeout=30)) == [i * i for i in range(200)]
+    # Fewer than num_returns ready by the timeout: the ready ones, in input order.
+    slow = square.remote(3, 30)
+    done = [square.remote(2), square.remote(4)]
+    ready, not_ready = distcore.wait([done[0], slow, done[1]], num_returns=3, timeout=3)
+    assert ready == done and not_ready == [slow]
+    distcore.cancel(slow, force=True)
+
+
 def test_wait_rejects_bad_arguments(shared_cluster):
     ref = distcore.put(1)
     with pytest.raises(TypeError):

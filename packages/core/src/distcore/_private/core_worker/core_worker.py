@@ -99,6 +99,11 @@ class CoreWorker:
         self._flush_lock = asyncio.Lock()
         self._closed = False
         self._posted: collections.deque = collections.deque()
+        # Loop work that may wait for the loop's next wake-up (``defer``).
+        self._deferred: collections.deque = collections.deque()
+        # Bumped when a borrowed ref is queued for registration (any thread): a task whose reply
+        # may go out directly must not have made one (``executor._reply``).
+        self.borrow_epoch = 0
         self._wake_scheduled = False
         self.executor = None  # set by worker_main: the task executor
         self.job_runtime_env: dict | None = None
@@ -145,6 +150,7 @@ class CoreWorker:
         from distcore._private.core_worker.framed_rpc import FramedServer
 
         self._framed_server = FramedServer(service, self.token)
+        self._framed_server.on_request = self.drain_deferred
         await self._framed_server.start(f"{self.ip}:{port}")
         self.address = p.Address(self.ip, port, self.worker_id, self.node_id)
         self._borrower_watch = asyncio.ensure_future(self._watch_borrowers())
@@ -200,7 +206,23 @@ class CoreWorker:
             except RuntimeError:  # the loop is closed
                 self._wake_scheduled = False
 
+    def defer(self, fn, *args) -> None:
+        """Run ``fn(*args)`` on the io loop the next time it wakes up anyway (from any thread): a new
+        request, a posted call, or the executor's sweep while tasks run. No wake-up of its own."""
+        self._deferred.append((fn, args))
+
+    def drain_deferred(self) -> None:
+        deferred = self._deferred
+        while deferred:
+            fn, args = deferred.popleft()
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001 - one failing callback must not drop the others
+                logger.exception("deferred callback %r failed on the io loop", fn)
+
     def _drain_posted(self) -> None:
+        if self._deferred:
+            self.drain_deferred()
         self._wake_scheduled = False  # before draining: a later post schedules another drain
         posted = self._posted
         while posted:
@@ -279,6 +301,7 @@ class CoreWorker:
         """
         if owner.worker_id == self.worker_id:
             return
+        self.borrow_epoch += 1
         self.call_soon(self._queue_borrow, owner, object_id)
 
     def _queue_borrow(self, owner: p.Address, object_id: str) -> None:
@@ -556,6 +579,9 @@ class CoreWorker:
             pass
 
     def wait(self, refs: list, num_returns: int, timeout: float | None, fetch_local: bool) -> tuple[list, list]:
+        here = self._wait_here(refs, num_returns, timeout)
+        if here is not None:
+            return here
         # A task blocked in wait lends its CPUs, as in get (else nested waits deadlock).
         ready = sum(1 for r in refs if self.memory.contains(r.hex()))
         blocked = ready < num_returns and timeout != 0 and self.current_task_id is not None and not self.is_driver
@@ -566,6 +592,37 @@ class CoreWorker:
         finally:
             if blocked:
                 self._notify_blocked(False)
+
+    def _wait_here(self, refs: list, num_returns: int, timeout: float | None) -> tuple[list, list] | None:
+        """``wait`` on the caller's thread, without a task per ref on the io loop: when enough refs are
+        ready already, or when the others are owned here (their values come to this memory store).
+        None: some pending ref is owned elsewhere (the io loop asks its owner)."""
+        contains = self.memory.contains
+        split = _split_ready(refs, num_returns, contains)
+        if split is not None:
+            return split
+        if timeout == 0:
+            return _split_ready(refs, num_returns, contains, partial=True)
+        if self._closed or threading.current_thread() is self._thread:
+            return None
+        me = self.worker_id
+        for ref in refs:
+            oid = ref.hex()
+            if contains(oid):
+                continue
+            owner = ref._owner
+            if (owner is not None and owner.worker_id != me) or self.refs.get(oid) is None \
+                    or self.refs.was_freed(oid):
+                return None
+        blocked = self.current_task_id is not None and not self.is_driver
+        if blocked:
+            self._notify_blocked(True)
+        try:
+            self.memory.wait_here([r.hex() for r in refs], timeout, count=num_returns)
+        finally:
+            if blocked:
+                self._notify_blocked(False)
+        return _split_ready(refs, num_returns, contains, partial=True)
 
     async def _wait(self, refs: list, num_returns: int, timeout: float | None, fetch_local: bool) -> tuple[list, list]:
         ready_ids: set[str] = set()
@@ -723,3 +780,19 @@ class _OwnerService:
             os._exit(1)
         else:
             sys.exit(0)
+
+
+def _split_ready(refs: list, num_returns: int, contains: Any, partial: bool = False) -> Any:
+    """(the first ``num_returns`` ready refs, the rest) in input order; None when fewer are ready,
+    unless ``partial``. Stops looking once enough are found (a wait for one of 1,000 refs)."""
+    ready: list = []
+    not_ready: list = []
+    for i, r in enumerate(refs):
+        if contains(r.hex()):
+            ready.append(r)
+            if len(ready) == num_returns:
+                not_ready += refs[i + 1:]
+                return ready, not_ready
+        else:
+            not_ready.append(r)
+    return (ready, not_ready) if partial else None

@@ -81,21 +81,23 @@ class MemoryStore:
                 if not waiters:
                     del self._waiters[object_id]
 
-    def wait_here(self, object_ids: list[str], timeout: float | None) -> bool:
-        """Block the calling (non-loop) thread until every id is stored; False on timeout."""
+    def wait_here(self, object_ids: list[str], timeout: float | None, count: int | None = None) -> bool:
+        """Block the calling (non-loop) thread until every id is stored (``count``: until that many of
+        them are); False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         objects, events = self._objects, self._events
         while True:
             # One waiter for all the missing ids, woken once the last of them
-            # is stored (not once per object: a get of 1,000 refs).
+            # (or the ``count``-th) is stored: not once per object (a get of 1,000 refs).
             waiter = _Waiter()
             with self._lock:
                 if self.closed:
                     raise RuntimeError("distcore has been shut down")
                 missing = [oid for oid in object_ids if oid not in objects]
-                if not missing:
+                need = len(missing) if count is None else count - (len(object_ids) - len(missing))
+                if need <= 0:
                     return True
-                waiter.left = len(missing)
+                waiter.left = need
                 for oid in missing:
                     events.setdefault(oid, []).append(waiter)
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -103,15 +105,18 @@ class MemoryStore:
                 woken = waiter.event.wait()
             else:
                 woken = remaining > 0 and waiter.event.wait(remaining)
-            if not woken:
-                with self._lock:
+            if not woken or need < len(missing):
+                with self._lock:  # the ids not stored yet still list this waiter
                     for oid in missing:
                         waiting = events.get(oid)
                         if waiting is not None and waiter in waiting:
                             waiting.remove(waiter)
                             if not waiting:
                                 del events[oid]
-                return all(oid in objects for oid in object_ids)
+            if not woken:
+                if count is None:
+                    return all(oid in objects for oid in object_ids)
+                return sum(oid in objects for oid in object_ids) >= count
 
     def wake_all(self) -> None:
         """Shutdown: threads in ``wait_here`` return and raise."""
