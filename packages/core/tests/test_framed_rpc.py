@@ -109,3 +109,55 @@ def test_a_peer_without_a_framed_listener_is_called_over_grpc():
             await server.stop(0)
 
     asyncio.run(main())
+
+
+class _DirectService:
+    """PushTask answered from other threads, as the executor does (``DirectReply``)."""
+
+    def __init__(self):
+        import threading
+
+        self.threads = set()
+        self._lock = threading.Lock()
+
+    async def rpc_PushTask(self, request):
+        import threading
+
+        from distcore._private.core_worker.framed_rpc import ALREADY_SENT, current_direct_reply
+
+        direct = current_direct_reply.get()
+        assert direct is not None
+        size, index = request
+
+        def run():
+            with self._lock:
+                self.threads.add(threading.get_ident())
+            direct.send((index, b"x" * size))  # big replies: a partial write goes via the io loop
+
+        await asyncio.get_running_loop().run_in_executor(None, run)
+        return ALREADY_SENT
+
+
+def test_replies_sent_from_other_threads_arrive_whole_and_matched():
+    from distcore._private.core_worker.framed_rpc import FramedServer
+
+    async def main():
+        service = _DirectService()
+        server = RpcServer("token")
+        server.add_service("CoreWorker", service)
+        port = await server.start()
+        framed_server = FramedServer(service, "token")
+        target = f"127.0.0.1:{port}"
+        assert await framed_server.start(target)
+        client = RpcClient(target, "token", framed=True)
+        try:
+            sizes = [10, 300_000, 2, 1_000_000, 5] * 40
+            got = await asyncio.gather(*(client.call("CoreWorker", "PushTask", (s, i)) for i, s in enumerate(sizes)))
+            assert [(i, len(b)) for i, b in got] == [(i, s) for i, s in enumerate(sizes)]
+            assert len(service.threads) >= 1
+        finally:
+            await client.close()
+            await framed_server.stop()
+            await server.stop(None)
+
+    asyncio.run(main())

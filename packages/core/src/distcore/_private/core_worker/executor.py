@@ -27,6 +27,7 @@ import cloudpickle
 from distcore._private import ids
 from distcore._private import protocol as p
 from distcore._private.core_worker.error_hints import hint_for
+from distcore._private.core_worker.framed_rpc import ALREADY_SENT, DirectReply, current_direct_reply
 from distcore._private.core_worker.objects import INLINE_MAX_BYTES, write_to_store
 from distcore._private.rpc import RpcError, RpcUnavailable
 from distcore._private.serialization import ErrorValue, deserialize, serialize
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# While tasks run, the io loop looks this often for replies sent directly by executor threads.
+SWEEP_S = 0.05
 # How long later actor calls wait for a missing earlier one from the same caller.
 SEQ_GAP_TIMEOUT_S = 10.0
 # An actor created inside a task checks its owner this often; it ends after
@@ -77,6 +80,11 @@ class Executor:
         self._cancelled: dict[str, None] = {}  # task ids cancelled here (bounded)
         self._async_tasks: dict[str, asyncio.Future] = {}  # running coroutines of an async actor
         self._calls: dict[str, int] = {}  # function id -> tasks run, for max_calls
+        # Pushes whose reply may be written by the thread that ran the task (framed_rpc.DirectReply):
+        # future -> (its sender, the borrow epoch at push time).
+        self._direct: dict[asyncio.Future, tuple[DirectReply, int]] = {}
+        self._inflight = 0
+        self._sweeping = False
 
     # ------------------------------------------------------------ io-loop side
 
@@ -84,15 +92,38 @@ class Executor:
         spec = req.spec
         if self._closing and spec.kind == p.ACTOR_TASK:
             return p.TaskReply(self._error_returns(spec, _actor_exited()), worker_exiting=True)
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        direct = current_direct_reply.get() if spec.kind != p.ACTOR_CREATION_TASK else None
+        if direct is not None:
+            self._direct[fut] = (direct, self.core.borrow_epoch)
+            self._inflight += 1
+            if not self._sweeping:
+                self._sweeping = True
+                loop.call_later(SWEEP_S, self._sweep)
         if spec.kind == p.ACTOR_TASK:
             self._order_actor_call(req, fut)
         else:
             self.main_queue.put((req, fut))
-        reply = await fut
+        try:
+            reply = await fut
+        finally:
+            if direct is not None:
+                self._inflight -= 1
+                self._direct.pop(fut, None)
+        if reply is ALREADY_SENT:
+            return reply
         # Borrowers registered during the task must reach owners first.
         await self.core.flush_ref_updates()
         return reply
+
+    def _sweep(self) -> None:
+        """Resolve the futures of directly sent replies while tasks run (``CoreWorker.defer``)."""
+        self.core.drain_deferred()
+        if self._inflight > 0:
+            asyncio.get_running_loop().call_later(SWEEP_S, self._sweep)
+        else:
+            self._sweeping = False
 
     def _order_actor_call(self, req: p.PushTask, fut: asyncio.Future) -> None:
         spec = req.spec
@@ -133,11 +164,28 @@ class Executor:
             self.main_queue.put((req, fut))
 
     def _reply(self, fut: asyncio.Future, reply: p.TaskReply) -> None:
-        def set_result() -> None:
-            if not fut.done():
-                fut.set_result(reply)
+        entry = self._direct.pop(fut, None) if self._direct else None
+        if entry is not None and self._send_direct(entry, reply):
+            # Sent from this thread; the loop learns of it when it next wakes up anyway.
+            self.core.defer(_set_result, fut, ALREADY_SENT)
+            return
+        self.core.call_soon(_set_result, fut, reply)  # batched wake-ups (core_worker.call_soon)
 
-        self.core.call_soon(set_result)  # batched wake-ups (core_worker.call_soon)
+    def _send_direct(self, entry: tuple[DirectReply, int], reply: p.TaskReply) -> bool:
+        """Write ``reply`` to the caller from this thread when nothing must reach an owner before it:
+        no borrowed ref registered since the push, no ref inside a return, the worker stays."""
+        direct, epoch = entry
+        core = self.core
+        if reply.worker_exiting or self._closing or epoch != core.borrow_epoch or core._to_register:
+            return False
+        for ret in reply.returns:
+            if ret.contained or (ret.value is not None and ret.value.contained):
+                return False
+        try:
+            direct.send(reply)
+        except Exception:  # noqa: BLE001 - e.g. an unpicklable reply: the io loop path reports it
+            return False
+        return True
 
     # ------------------------------------------------------------ main thread
 
@@ -576,6 +624,11 @@ async def _exit_after(cancels: list) -> None:
 
 
 _PRIVATE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _set_result(fut: asyncio.Future, result: Any) -> None:
+    if not fut.done():
+        fut.set_result(result)
 
 
 def _user_frames(tb: Any) -> Any:
