@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 
 import pytest
@@ -82,13 +83,16 @@ def loop(config):
             train.report({"epoch": epoch, "rank": rank}, checkpoint=ck)
 
 
-def test_callbacks_see_every_report_checkpoint_and_the_end(cluster, tmp_path) -> None:
+def test_callbacks_see_every_report_checkpoint_and_the_end(cluster, tmp_path, capsys) -> None:
     rec, user = Recorder(), Reports()
     result = DataParallelTrainer(
         loop, train_loop_config={}, scaling_config=ScalingConfig(num_workers=2),
-        run_config=RunConfig(name="cb", storage_path=str(tmp_path), verbose=0, callbacks=[rec, user]),
+        run_config=RunConfig(name="cb", storage_path=str(tmp_path), verbose=2, callbacks=[rec, user]),
     ).fit()
     assert result.error is None
+    # verbose=2 says where start-up time went (tools/bench/train_bench.py parses this line)
+    assert re.search(r"start-up of attempt 0: workers placed and up [\d.]+ s, Backend set up [\d.]+ s, "
+                     r"training function running [\d.]+ s", capsys.readouterr().out)
     assert rec.events == [
         ("setup",), ("start", 0, "RUNNING"),
         ("result", 1, 0), ("result", 2, 1), ("checkpoint", 2, "checkpoint_000000"), ("result", 3, 2),
