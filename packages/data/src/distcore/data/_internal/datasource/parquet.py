@@ -46,8 +46,10 @@ def _read_pieces(pieces: list[_Piece], schema: pa.Schema, columns: list[str] | N
         if piece.partition is not None:
             kwargs["partition_expression"] = piece.partition
         fragment = fmt.make_fragment(piece.path, filesystem=fs, **kwargs)
+        # one thread: the executor already runs one read task per CPU, and the scanner's thread pool
+        # on top doubled the CPU a row group costs (measured: 0.095 s vs 0.048 s per 1M-row group)
         scanner = pads.Scanner.from_fragment(fragment, schema=schema, columns=columns, filter=expr,
-                                             batch_size=batch_rows, use_threads=True)
+                                             batch_size=batch_rows, use_threads=False)
         pending: list[pa.RecordBatch] = []
         rows = 0
         for batch in scanner.to_batches():
