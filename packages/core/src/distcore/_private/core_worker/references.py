@@ -8,13 +8,16 @@ borrow it (``borrowers``, owned objects only) and objects that contain it
 freed, borrowed ones are handed back to their owner.
 
 Thread-safe: ``ObjectRef`` constructors and finalizers run on any thread;
-the release callback is called outside the lock.
+the release callback is called outside the lock. A finalizer can also run
+on a thread that already holds the lock (the garbage collector may collect a
+cycle holding an ``ObjectRef`` during any allocation): such a release is
+parked and applied by the next caller, never waited for (that would deadlock).
 """
 
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -47,7 +50,9 @@ class RefEntry:
 
 class ReferenceCounter:
     def __init__(self, on_release: Callable[[str, RefEntry], None]) -> None:
-        self._lock = threading.Lock()
+        # Re-entrant only so that a finalizer on the holding thread can see it holds the lock.
+        self._lock = threading.RLock()
+        self._parked: deque[str] = deque()  # local releases from finalizers run inside the lock
         self._refs: dict[str, RefEntry] = {}
         self._freed: OrderedDict[str, None] = OrderedDict()
         self._on_release = on_release
@@ -101,7 +106,20 @@ class ReferenceCounter:
             return created
 
     def remove_local(self, object_id: str) -> None:
+        if self._lock._is_owned():  # type: ignore[attr-defined]  # a finalizer inside our own critical section
+            self._parked.append(object_id)
+            return
         self._change(object_id, "local", -1)
+        self._drain_parked()
+
+    def _drain_parked(self) -> None:
+        """Apply releases parked by finalizers that ran inside the lock."""
+        while self._parked and not self._lock._is_owned():  # type: ignore[attr-defined]
+            try:
+                parked = self._parked.popleft()
+            except IndexError:  # another thread took it
+                break
+            self._change(parked, "local", -1)
 
     def add_submitted(self, ids: Iterable[str]) -> None:
         with self._lock:
@@ -211,6 +229,7 @@ class ReferenceCounter:
 
     def owns_objects_in_use(self) -> bool:
         """Whether anything still refers to an object this process owns (it must not exit)."""
+        self._drain_parked()
         with self._lock:
             return any(e.owned and e.in_use() for e in self._refs.values())
 
