@@ -95,8 +95,9 @@ def run_wrk(url: str, connections: int, duration: float) -> dict:
     out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{int(duration)}s", "--latency", url],
                          capture_output=True, text=True, timeout=duration + 60, start_new_session=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))
+    # anchored: the thread-stats line ends in a percentage (e.g. "98.99%") that must not match
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     n = int(re.search(r"(\d+) requests in", out).group(1))
     return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": int(errors.group(1)) if errors else 0, "n": n}
