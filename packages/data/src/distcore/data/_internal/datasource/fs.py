@@ -120,23 +120,11 @@ def expand(paths: Any, file_extensions: Sequence[str] | None, filesystem: Any = 
     without hidden or ``_`` entries, globs, or lists of them), in a stable order."""
     import pyarrow.fs as pafs
 
-    if isinstance(paths, (str, os.PathLike)):
-        items = [paths]
-    elif isinstance(paths, Sequence):
-        items = list(paths)
-    else:
-        raise TypeError(f"paths must be a path or a list of paths, got {type(paths).__name__}")
-    if not items:
-        raise ValueError("no paths given: pass a file, a directory, a glob or a non-empty list")
-    exts = tuple("." + e.lower().lstrip(".") for e in file_extensions) if file_extensions else None
+    from distcore.data._internal.datasource.paths import expand_paths, path_items
 
-    def keep(path: str) -> bool:
-        return exts is None or path.lower().endswith(exts)
-
+    items, keep = path_items(paths, file_extensions)
     if filesystem is None and all(isinstance(i, (str, os.PathLike)) and
                                   ("://" not in os.fspath(i) or os.fspath(i).startswith("file://")) for i in items):
-        from distcore.data._internal.datasource.paths import expand_paths
-
         return pafs.LocalFileSystem(), expand_paths(items, file_extensions)
     fs = None
     files: list[str] = []

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 _GLOB_CHARS = set("*?[")
 
@@ -29,15 +30,9 @@ def _walk(directory: str) -> list[str]:
     return out
 
 
-def expand_paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-                 file_extensions: Sequence[str] | None = None) -> list[str]:
-    """Every file named by ``paths``, in a stable order.
-
-    Directories are walked recursively (hidden and ``_``-prefixed entries such as
-    ``_SUCCESS`` are skipped); globs are expanded. A path that names nothing
-    raises :class:`FileNotFoundError`. ``file_extensions`` (e.g. ``["csv"]``)
-    filters what directories and globs yield; files named explicitly are kept.
-    """
+def path_items(paths: Any, file_extensions: Sequence[str] | None) -> tuple[list[Any], Callable[[str], bool]]:
+    """``paths`` as a non-empty list, and the filter ``file_extensions`` (e.g. ``["csv"]``) sets
+    for what directories and globs yield."""
     if isinstance(paths, (str, os.PathLike)):
         items = [paths]
     elif isinstance(paths, Sequence):
@@ -51,6 +46,19 @@ def expand_paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     def keep(path: str) -> bool:
         return exts is None or path.lower().endswith(exts)
 
+    return items, keep
+
+
+def expand_paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+                 file_extensions: Sequence[str] | None = None) -> list[str]:
+    """Every file named by ``paths``, in a stable order.
+
+    Directories are walked recursively (hidden and ``_``-prefixed entries such as
+    ``_SUCCESS`` are skipped); globs are expanded. A path that names nothing
+    raises :class:`FileNotFoundError`. ``file_extensions`` (e.g. ``["csv"]``)
+    filters what directories and globs yield; files named explicitly are kept.
+    """
+    items, keep = path_items(paths, file_extensions)
     files: list[str] = []
     for item in items:
         if not isinstance(item, (str, os.PathLike)):
