@@ -66,30 +66,6 @@ def train_until(config, target: float, max_env_steps: int) -> tuple[float, int]:
         algo.stop()
 
 
-def train_then_evaluate(config, target: float, max_env_steps: int) -> tuple[dict, int]:
-    """Train until the training return passes ``target``, then confirm with 100 greedy episodes;
-    keeps training while the confirmation fails, until ``max_env_steps``. Returns (eval metrics, steps)."""
-    algo = config.evaluation(evaluation_duration=100, evaluation_duration_unit="episodes",
-                             evaluation_config={"num_envs_per_env_runner": 10}).build()
-    try:
-        evaluation: dict = {"episode_return_mean": float("-inf")}
-        while True:
-            result = algo.train()
-            steps = result["num_env_steps_sampled_lifetime"]
-            if result["env_runners"]["episode_return_mean"] >= target or steps >= max_env_steps:
-                evaluation = algo.evaluate()["env_runners"]
-                assert evaluation["num_episodes"] == 100
-                if evaluation["episode_return_mean"] >= target or steps >= max_env_steps:
-                    return evaluation, steps
-    finally:
-        algo.stop()
-
-
-def describe(evaluation: dict, steps: int) -> str:
-    return (f"mean return of 100 greedy episodes {evaluation['episode_return_mean']:.1f} "
-            f"(std {evaluation.get('episode_return_std', float('nan')):.1f}) after {steps} env steps")
-
-
 def test_ppo_smoke_return_rises() -> None:
     ret, steps = train_until(ppo_cartpole(), 60.0, 10_240)
     assert ret >= 60.0, f"PPO mean return {ret:.1f} after {steps} steps (random play: ~22)"
@@ -102,13 +78,13 @@ def test_ppo_reaches_475_on_cartpole_within_120k_steps() -> None:
 
 
 @pytest.mark.slow
-def test_dqn_reaches_400_on_cartpole_within_60k_steps() -> None:
+def test_dqn_reaches_400_on_cartpole_within_60k_steps(train_then_evaluate, describe) -> None:
     evaluation, steps = train_then_evaluate(dqn_cartpole(), 400.0, 60_000)
     assert evaluation["episode_return_mean"] >= 400.0, "DQN " + describe(evaluation, steps)
 
 
 @pytest.mark.slow
-def test_sac_reaches_minus_300_on_pendulum_within_20k_steps() -> None:
+def test_sac_reaches_minus_300_on_pendulum_within_20k_steps(train_then_evaluate, describe) -> None:
     evaluation, steps = train_then_evaluate(sac_pendulum(), -300.0, 20_000)
     assert evaluation["episode_return_mean"] >= -300.0, "SAC " + describe(evaluation, steps)
 

@@ -142,30 +142,8 @@ def test_off_policy_policies_to_train_freezes_the_others() -> None:
         algo.stop()
 
 
-def train_then_evaluate(config, target: float, max_env_steps: int) -> tuple[dict, int]:
-    """As test_learning's: train until the training return passes ``target``, then confirm with the
-    mean of 100 greedy episodes (not counted in the budget); returns (eval metrics, env steps)."""
-    algo = config.evaluation(evaluation_duration=100, evaluation_config={"num_envs_per_env_runner": 10}).build()
-    try:
-        while True:
-            result = algo.train()
-            steps = result["num_env_steps_sampled_lifetime"]
-            if result["env_runners"]["episode_return_mean"] >= target or steps >= max_env_steps:
-                evaluation = algo.evaluate()["env_runners"]
-                assert evaluation["num_episodes"] == 100
-                if evaluation["episode_return_mean"] >= target or steps >= max_env_steps:
-                    return evaluation, steps
-    finally:
-        algo.stop()
-
-
-def describe(evaluation: dict, steps: int) -> str:
-    return (f"mean return of 100 greedy episodes {evaluation['episode_return_mean']:.1f} "
-            f"(std {evaluation['episode_return_std']:.1f}) after {steps} env steps")
-
-
 @pytest.mark.slow
-def test_multi_agent_dqn_two_policies_learn_cartpole_within_30k_steps() -> None:
+def test_multi_agent_dqn_two_policies_learn_cartpole_within_30k_steps(train_then_evaluate, describe) -> None:
     # Two agents, each in its own CartPole, each with its own policy and replay buffer; the episode
     # return sums both agents' rewards (random play: ~45). Target: 300, i.e. ~150 per agent.
     evaluation, steps = train_then_evaluate(ma_dqn_config(), 300.0, 30_000)
@@ -173,7 +151,7 @@ def test_multi_agent_dqn_two_policies_learn_cartpole_within_30k_steps() -> None:
 
 
 @pytest.mark.slow
-def test_multi_agent_sac_two_policies_learn_pendulum_within_8k_steps() -> None:
+def test_multi_agent_sac_two_policies_learn_pendulum_within_8k_steps(train_then_evaluate, describe) -> None:
     # Two Pendulums, two SAC policies; the summed return starts near -2600 (random, both agents).
     # Target: -700 (~-350 per agent; single-agent SAC's published bar is -300).
     evaluation, steps = train_then_evaluate(ma_sac_config(), -700.0, 8_000)
