@@ -97,6 +97,37 @@ def test_a_lost_peer_fails_the_calls_waiting_on_it():
     asyncio.run(main())
 
 
+def test_a_connection_lost_while_it_opens_fails_the_call_at_once():
+    """A peer that dies just as we connect: the connection is lost before the call is sent on it.
+    The call fails with RpcUnavailable at once instead of waiting for a reply that never comes."""
+    from distcore._private.core_worker import framed_rpc
+
+    class _OpensOntoADeadPeer(framed_rpc.FramedClient):
+        async def _open(self):
+            conn = await super()._open()
+            for _ in range(200):  # the listener below closes every connection it accepts
+                if conn.transport.is_closing():
+                    break
+                await asyncio.sleep(0.01)
+            return conn
+
+    async def main():
+        target = "127.0.0.1:1"
+        listener = await asyncio.start_unix_server(
+            lambda _r, w: w.close(), path=framed_rpc.socket_name(target))
+        client = _OpensOntoADeadPeer(target, "token")
+        client._was_connected = True
+        try:
+            with pytest.raises(RpcUnavailable, match="connection was lost"):
+                await asyncio.wait_for(client.call("Echo", 1, timeout=None), 10)
+        finally:
+            client.close()
+            listener.close()
+            await listener.wait_closed()
+
+    asyncio.run(main())
+
+
 def test_a_peer_without_a_framed_listener_is_called_over_grpc():
     async def main():
         _, server, framed_server, target = await _serve(framed=False)

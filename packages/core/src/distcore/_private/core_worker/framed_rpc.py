@@ -311,6 +311,10 @@ class FramedClient:
         conn = self._conn or await self._connect()
         if conn is None:
             raise LookupError(self.target)
+        if conn.transport is None or conn.transport.is_closing():
+            # Lost while it was being opened (the peer died just then): its on_lost already ran, so
+            # a call sent on it now would wait for a reply that never comes.
+            raise RpcUnavailable(f"CoreWorker.{method} to {self.target} failed: the connection was lost")
         rid = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
         self.pending[rid] = fut
