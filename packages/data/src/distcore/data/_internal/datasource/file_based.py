@@ -120,6 +120,15 @@ class FileBasedDatasource(Datasource):
         """Whole lines of a file (``header``: its first line, already in ``data`` for the first range)."""
         raise NotImplementedError
 
+    def range_bounds(self, path: str, bounds: list[int]) -> list[int]:
+        """Where the byte ranges of ``path`` start and end (``bounds``: even cuts, first 0, last the size).
+        A format whose records may span lines moves the cuts to record boundaries."""
+        return bounds
+
+    def header(self, f: Any, size: int, path: str) -> bytes:
+        """The bytes every range after the first is parsed after (its header line)."""
+        return first_line(f, size)
+
     def _read_unit(self, unit: tuple) -> pa.Table:
         path, start, end = unit
         if start is None:
@@ -128,7 +137,7 @@ class FileBasedDatasource(Datasource):
         with self._fs.open_input_file(path) as f:
             size = f.size()
             data = read_line_range(f, start, end, size)
-            header = first_line(f, size) if start > 0 else b""
+            header = self.header(f, size, path) if start > 0 else b""
         return self.read_lines(data, header, path)
 
     def with_columns(self, columns: list[str]) -> Datasource:
@@ -153,8 +162,8 @@ class FileBasedDatasource(Datasource):
             if k == 1:
                 out.append([(f, None, None)])
                 continue
-            bounds = [size * i // k for i in range(k + 1)]
-            out.extend([(f, bounds[i], bounds[i + 1])] for i in range(k))
+            bounds = self.range_bounds(f, [size * i // k for i in range(k + 1)])
+            out.extend([(f, s, e)] for s, e in zip(bounds, bounds[1:], strict=False) if e > s)
         return out
 
     def get_read_tasks(self, parallelism: int) -> list[ReadTask]:

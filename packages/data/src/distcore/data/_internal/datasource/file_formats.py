@@ -1,9 +1,9 @@
 """File formats: CSV and JSON lines (split into byte ranges when big), text, NumPy, binary files, images.
 
 Each reads from a pyarrow input stream (so any filesystem works); CSV and JSON lines
-files are read in several tasks by ranges of whole lines, which assumes no newline
-inside a quoted CSV value (``parse_options=ParseOptions(newlines_in_values=True)``
-turns splitting off) and no JSON array file.
+files are read in several tasks by ranges of whole records: a CSV file's cuts are moved to
+record boundaries by a quote-aware scan (``csv_split``), so quoted values may hold newlines;
+a JSON array file is read whole.
 """
 
 from __future__ import annotations
@@ -27,25 +27,67 @@ class CSVDatasource(FileBasedDatasource):
     def __init__(self, paths: Any, *, arrow_csv_args: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(paths, **kwargs)
         self._csv_args = dict(arrow_csv_args or {})
+        #: per split file, from the planning scan: where its header ends, whether values hold newlines
+        self._layouts: dict[str, Any] = {}
 
     def read_stream(self, f: Any, path: str) -> pa.Table:
         import pyarrow.csv as pacsv
 
-        return pacsv.read_csv(f, **self._csv_args)
+        data = f.read()
+        try:
+            return pacsv.read_csv(pa.BufferReader(data), **self._csv_args)
+        except pa.ArrowInvalid as exc:
+            # pyarrow's chunker splits at every newline unless told that values may hold some
+            if "newlines_in_values" not in str(exc) or self._newlines_allowed():
+                raise
+            return pacsv.read_csv(pa.BufferReader(data), **self._args(quoted_newlines=True))
+
+    def _newlines_allowed(self) -> bool:
+        po = self._csv_args.get("parse_options")
+        return bool(po is not None and po.newlines_in_values)
+
+    def _args(self, quoted_newlines: bool) -> dict[str, Any]:
+        if not quoted_newlines or self._newlines_allowed():
+            return self._csv_args
+        import pyarrow.csv as pacsv
+
+        po = self._csv_args.get("parse_options") or pacsv.ParseOptions()
+        po = pacsv.ParseOptions(delimiter=po.delimiter, quote_char=po.quote_char, double_quote=po.double_quote,
+                                escape_char=po.escape_char, newlines_in_values=True,
+                                ignore_empty_lines=po.ignore_empty_lines, invalid_row_handler=po.invalid_row_handler)
+        return {**self._csv_args, "parse_options": po}
 
     def splittable(self, path: str) -> bool:
         ro, po = self._csv_args.get("read_options"), self._csv_args.get("parse_options")
         if ro is not None and (ro.skip_rows or ro.skip_rows_after_names or ro.column_names or
                                ro.autogenerate_column_names):
             return False
-        if po is not None and po.newlines_in_values:
-            return False
+        if po is not None and po.escape_char:
+            return False  # an escaped quote does not toggle quoting: the quote count cannot place records
         return not _compressed(path)
+
+    def range_bounds(self, path: str, bounds: list[int]) -> list[int]:
+        from distcore.data._internal.datasource.csv_split import record_layout
+
+        po = self._csv_args.get("parse_options")
+        quote = po.quote_char if po is not None else '"'
+        if not quote:  # no quoting: every newline ends a record
+            return bounds
+        with self._fs.open_input_file(path) as f:
+            layout = record_layout(f, f.size(), bounds, quote.encode())
+        self._layouts[path] = layout
+        return layout.bounds
+
+    def header(self, f: Any, size: int, path: str) -> bytes:
+        layout = self._layouts.get(path)
+        return super().header(f, size, path) if layout is None else f.read_at(layout.header_end, 0)
 
     def read_lines(self, data: bytes, header: bytes, path: str) -> pa.Table:
         import pyarrow.csv as pacsv
 
-        return pacsv.read_csv(io.BytesIO(header + data), **self._csv_args)
+        layout = self._layouts.get(path)
+        args = self._args(quoted_newlines=layout is not None and layout.quoted_newlines)
+        return pacsv.read_csv(io.BytesIO(header + data), **args)
 
 
 class JSONDatasource(FileBasedDatasource):
