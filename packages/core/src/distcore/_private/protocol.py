@@ -302,6 +302,9 @@ class KillWorker:
 class CreateObject:
     object_id: str
     size: int
+    # The writer accepts a recycled segment: the reply is ``(name, recycled)``
+    # instead of the name alone (``object_store/recycle.py``).
+    recycle: bool = False
 
 
 @dataclass(slots=True)

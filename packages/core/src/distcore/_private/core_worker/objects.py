@@ -11,7 +11,7 @@ import asyncio
 from typing import Any
 
 from distcore._private import protocol as p
-from distcore._private.object_store.shm import create_segment, open_segment
+from distcore._private.object_store.shm import create_segment, open_segment, reopen_segment
 from distcore._private.rpc import RpcClient, RpcUnavailable
 from distcore._private.serialization import SerializedObject, deserialize
 
@@ -29,10 +29,12 @@ async def write_to_store(
     stopped or crashed) and ``ObjectStoreFullError`` when room cannot be made.
     """
     try:
-        name = await node.call("NodeManager", "CreateObject", p.CreateObject(object_id, serialized.total_size))
+        name, recycled = await node.call(
+            "NodeManager", "CreateObject", p.CreateObject(object_id, serialized.total_size, recycle=True)
+        )
         try:
             # Off the io loop: a large copy must not stall every other RPC.
-            await asyncio.get_running_loop().run_in_executor(None, _fill, name, serialized)
+            await asyncio.get_running_loop().run_in_executor(None, _fill, name, serialized, recycled)
         except BaseException:
             # Give the reservation back (and remove the partial segment).
             await node.call("NodeManager", "FreeObjects", [object_id])
@@ -51,7 +53,16 @@ def node_gone_message(address: str, action: str) -> str:
     )
 
 
-def _fill(name: str, serialized: SerializedObject) -> None:
+def _fill(name: str, serialized: SerializedObject, recycled: bool = False) -> None:
+    if recycled:
+        # A recycled segment's pages exist: map them in one go and memcpy
+        # (``object_store/recycle.py``).
+        with reopen_segment(name, serialized.total_size) as seg:
+            buf = seg.buffer
+            for offset, chunk in serialized.chunks():
+                buf[offset : offset + chunk.nbytes] = chunk
+        return
+    # A new segment: pwrite spares the kernel zeroing the pages first (``shm.py``).
     with create_segment(name, serialized.total_size) as seg:
         for offset, chunk in serialized.chunks():
             seg.write(chunk, offset)

@@ -37,6 +37,8 @@ from distcore._version import __version__
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_S = 0.5
+#: Share of the store's capacity that freed, never-read segments may keep for the next puts.
+RECYCLE_FRACTION = 0.25
 
 
 @dataclass
@@ -64,7 +66,9 @@ class NodeManagerService:
         self.clients = ClientPool(config.token)
         self.resources = NodeResources(ResourceSet.from_dict(config.resources))
         self.store = LocalObjectStore(
-            store_session(config.session_name, config.node_id), config.object_store_memory, os.path.join(config.session_dir, "spill", config.node_id[:12])
+            store_session(config.session_name, config.node_id), config.object_store_memory,
+            os.path.join(config.session_dir, "spill", config.node_id[:12]),
+            recycle_bytes=int(config.object_store_memory * RECYCLE_FRACTION),
         )
         self.object_owners: dict[str, p.Address | None] = {}
         self.transfer = ObjectTransfer(self.store, self.clients, self.node_id, lambda: self.view, self._refresh_view)
@@ -128,6 +132,7 @@ class NodeManagerService:
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             assert self.leases is not None
+            self.store.expire_recycled()  # kept segments unused for a while give their memory back
             hb = p.Heartbeat(
                 self.node_id, self.resources.available.to_dict(), self.leases.pending_demand(),
                 self.store.stats().get("used", 0), self.leases.infeasible_demand(),
@@ -238,7 +243,7 @@ class NodeManagerService:
 
     # ------------------------------------------------------------ objects
 
-    async def rpc_CreateObject(self, req: p.CreateObject) -> str:
+    async def rpc_CreateObject(self, req: p.CreateObject) -> str | tuple[str, bool]:
         earlier = self.store.info(req.object_id)
         if earlier is not None:
             # A retried task writes the same return id again: the earlier
@@ -247,6 +252,8 @@ class NodeManagerService:
                 self.store.abort(req.object_id)
             else:
                 self.store.delete([req.object_id])
+        if req.recycle:
+            return self.store.create_recyclable(req.object_id, req.size)
         return self.store.create(req.object_id, req.size)
 
     async def rpc_SealObject(self, req: p.SealObject) -> None:

@@ -13,6 +13,15 @@ needs room waits for the disk.
 
 ``session`` goes into every segment name (``dc_<session>_<id>``): two stores on
 one host (a local multi-node cluster) need different session strings.
+
+Recycling (``recycle_bytes > 0``, the node manager's setting): an object made
+by :meth:`LocalObjectStore.create_recyclable` whose name was never handed to a
+reader (:meth:`LocalObjectStore.ensure_local`) keeps its file when deleted, in
+a :class:`.recycle.SegmentPool`; the next such reservation of a similar size
+gets the file back, renamed, so its writer maps pages that already exist
+instead of having the kernel allocate and zero new ones. Pool files are not
+objects: ``used`` does not count them, but a reservation removes them before
+it evicts or spills anything (``recycled_bytes`` in :meth:`LocalObjectStore.stats`).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from types import TracebackType
 from typing import Any
 
 from distcore._private.object_store import shm
+from distcore._private.object_store.recycle import SegmentPool
 from distcore._private.object_store.state import (
     ObjectInfo,
     ObjectState,
@@ -45,7 +55,13 @@ class LocalObjectStore:
     """
 
     def __init__(
-        self, session: str, capacity: int, spill_dir: str, *, shm_fallback_dir: str | None = None
+        self,
+        session: str,
+        capacity: int,
+        spill_dir: str,
+        *,
+        shm_fallback_dir: str | None = None,
+        recycle_bytes: int = 0,
     ) -> None:
         shm.segment_name(session, "0")  # validates the session string
         self.session = session
@@ -54,6 +70,10 @@ class LocalObjectStore:
         self._state = StoreState(capacity)
         self._lock = threading.Lock()
         self._closed = False
+        # Freed never-read segments kept for the next write (``recycle.py``); 0 bytes: off.
+        self._pool = SegmentPool(session, recycle_bytes, fallback_dir=shm_fallback_dir)
+        # Objects made by create_recyclable whose segment name no reader got yet.
+        self._fresh: set[str] = set()
         os.makedirs(spill_dir, mode=0o700, exist_ok=True)
 
     # ---- writing ------------------------------------------------------
@@ -73,6 +93,34 @@ class LocalObjectStore:
             self._check_open()
             self._create_locked(object_id_hex, size, name)
         return name
+
+    def create_recyclable(self, object_id_hex: str, size: int) -> tuple[str, bool]:
+        """As :meth:`create`, for a writer that accepts a recycled segment.
+
+        Returns ``(segment name, recycled)``. ``recycled``: the segment file
+        exists already, with exactly ``size`` bytes (a freed segment no reader
+        ever mapped); the writer opens it for writing instead of creating it.
+        Its old contents are left in it. The object's segment may be recycled
+        in turn when it is deleted before any reader got its name.
+        """
+        name = self.segment_name(object_id_hex)
+        with self._lock:
+            self._check_open()
+            entry = self._pool.take(size) if self._pool.limit_bytes else None
+            try:
+                self._create_locked(object_id_hex, size, name)
+            except BaseException:
+                if entry is not None:
+                    self._pool.give_back(entry)
+                raise
+            if entry is not None:
+                try:
+                    self._pool.claim(entry, name, size)
+                except OSError:
+                    self._pool.discard(entry)
+                    entry = None
+            self._fresh.add(object_id_hex)
+        return name, entry is not None
 
     def seal(self, object_id_hex: str, pinned: bool = True) -> None:
         """The writer filled the segment: the object becomes readable.
@@ -109,6 +157,7 @@ class LocalObjectStore:
         with self._lock:
             self._check_open()
             self._state.abort(object_id_hex)
+            self._fresh.discard(object_id_hex)
             shm.unlink_segment(self.segment_name(object_id_hex), fallback_dir=self._fallback)
 
     def put_from_bytes(
@@ -162,6 +211,7 @@ class LocalObjectStore:
                 self._restore_locked(info, name)
             else:
                 self._state.touch(object_id_hex)
+            self._fresh.discard(object_id_hex)  # a reader may map it from now on: never recycled
             if in_use:
                 self._state.mark_in_use(object_id_hex)
             return name, info.size
@@ -197,8 +247,24 @@ class LocalObjectStore:
                 if info is None:
                     continue
                 freed += self._state.delete(oid)
+                if (
+                    oid in self._fresh
+                    and info.state is ObjectState.SEALED_IN_MEMORY
+                    and info.in_use == 0
+                    and self._pool.offer(self.segment_name(oid), info.size)
+                ):
+                    self._fresh.discard(oid)
+                    continue
+                self._fresh.discard(oid)
                 self._remove_files(info)
         return freed
+
+    def expire_recycled(self) -> int:
+        """Remove recycled segments unused for a while (call periodically); return how many."""
+        with self._lock:
+            if self._closed:
+                return 0
+            return self._pool.expire()
 
     def contains(self, object_id_hex: str) -> bool:
         """Whether the object is sealed here (in memory or spilled)."""
@@ -217,7 +283,11 @@ class LocalObjectStore:
     def stats(self) -> dict[str, Any]:
         """The state's counters plus the session and spill directory."""
         with self._lock:
-            return {**self._state.stats(), "session": self.session, "spill_dir": self.spill_dir}
+            return {
+                **self._state.stats(), "session": self.session, "spill_dir": self.spill_dir,
+                "recycled_bytes": self._pool.bytes, "num_recycled": len(self._pool),
+                "num_recycle_hits_total": self._pool.hits,
+            }
 
     def close(self) -> None:
         """Unlink every segment and spill file of this store. Idempotent."""
@@ -225,6 +295,8 @@ class LocalObjectStore:
             if self._closed:
                 return
             self._closed = True
+            self._pool.clear()
+            self._fresh.clear()
             for oid in self._state.object_ids():
                 info = self._state.info(oid)
                 if info is not None:
@@ -248,7 +320,13 @@ class LocalObjectStore:
         if self._closed:
             raise RuntimeError(f"object store of session {self.session} is closed")
 
+    def _room_for_recycled(self, size: int) -> None:
+        """Pool files count against the capacity: remove them before anything is evicted or spilled."""
+        while self._pool.bytes and self._state.available - self._pool.bytes < size:
+            self._pool.drop_oldest()
+
     def _create_locked(self, object_id_hex: str, size: int, name: str) -> None:
+        self._room_for_recycled(size)
         reservation = self._state.reserve(object_id_hex, size)
         try:
             self._carry_out(reservation)
@@ -261,6 +339,7 @@ class LocalObjectStore:
 
     def _restore_locked(self, info: ObjectInfo, name: str) -> None:
         assert info.spill_path is not None
+        self._room_for_recycled(info.size)
         reservation = self._state.restore(info.object_id)
         try:
             self._carry_out(reservation)
@@ -282,6 +361,7 @@ class LocalObjectStore:
 
     def _carry_out(self, reservation: Reservation) -> None:
         for oid in reservation.evict:
+            self._fresh.discard(oid)
             shm.unlink_segment(self.segment_name(oid), fallback_dir=self._fallback)
         for i, oid in enumerate(reservation.spill):
             try:
@@ -297,6 +377,7 @@ class LocalObjectStore:
             self._state.on_spilled(oid, path)
 
     def _spill_one(self, object_id_hex: str) -> str:
+        self._fresh.discard(object_id_hex)  # restored later into a new segment: not a writer's
         name = self.segment_name(object_id_hex)
         path = os.path.join(self.spill_dir, object_id_hex)
         tmp = path + ".tmp"
