@@ -78,6 +78,7 @@ async def _serve(args: argparse.Namespace) -> None:
     if gcs is not None:
         gcs.start_background()
         config.gcs_address = address
+        gcs.pgs.set_local_node_manager(address, nm)  # bundles on the head: no gRPC to this same process
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

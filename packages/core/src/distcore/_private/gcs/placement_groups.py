@@ -4,6 +4,10 @@ Placement is decided by the pure :mod:`scheduling.placement` module over the
 cluster view; reservation is two-phase in effect: every chosen node manager
 reserves its bundles, and if one refuses (its resources moved on), the
 others are released and placement is tried again.
+
+The head's own node manager runs in the control store's process: its
+reservations and releases are plain calls (:meth:`PlacementGroupTable.set_local_node_manager`),
+not gRPC round trips to the same process.
 """
 
 from __future__ import annotations
@@ -22,6 +26,18 @@ from distcore._private.scheduling.resources import ResourceSet
 logger = logging.getLogger(__name__)
 
 
+class _InProcess:
+    """A node manager in this process, called like an :class:`RpcClient` (the handler itself, no wire)."""
+
+    __slots__ = ("_service",)
+
+    def __init__(self, service: object) -> None:
+        self._service = service
+
+    async def call(self, service: str, method: str, request: object = None, timeout: float | None = None) -> object:
+        return await getattr(self._service, f"rpc_{method}")(request)
+
+
 class _Group:
     __slots__ = ("info", "changed", "task")
 
@@ -36,7 +52,12 @@ class PlacementGroupTable:
         self._storage = storage
         self._nodes = nodes
         self._clients = clients
+        self._local: dict[str, _InProcess] = {}
         self.groups: dict[str, _Group] = {pg: _Group(info) for pg, info in storage.load("pgs").items()}
+
+    def set_local_node_manager(self, address: str, service: object) -> None:
+        """The node manager at ``address`` runs in this process: call its handlers directly."""
+        self._local[address] = _InProcess(service)
 
     def create(self, spec: p.PlacementGroupSpec) -> None:
         if spec.name and self._by_name(spec.name, spec.namespace) is not None:
@@ -126,7 +147,8 @@ class PlacementGroupTable:
         return views
 
     def _nm(self, node_id: str):
-        return self._clients.get(self._nodes.nodes[node_id].address)
+        address = self._nodes.nodes[node_id].address
+        return self._local.get(address) or self._clients.get(address)
 
     async def _release(self, pg_id: str, node_ids, indexes: dict[str, list[int]] | None = None) -> None:
         """Release the group's bundles on ``node_ids`` (only ``indexes[node]`` when given)."""
