@@ -97,7 +97,7 @@ def test_tensorboard_event_files_when_a_writer_is_installed(cluster, tmp_path) -
                       run_config=tune.RunConfig(name="tb", storage_path=str(tmp_path), verbose=0)).fit()
     trial_dir = grid[0].path
     events = [n for n in os.listdir(trial_dir) if n.startswith("events.out.tfevents")]
-    assert len(events) == 1, os.listdir(trial_dir)
+    assert len(events) == 1, (os.listdir(trial_dir), grid[0].error)
     scalars = _read_scalars(os.path.join(trial_dir, events[0]))
     assert scalars["tune/score"] == [(1, 2.0), (2, 4.0), (3, 6.0)]
     assert scalars["tune/env_runners/return"] == [(1, 10.0), (2, 20.0), (3, 30.0)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 import time
 import uuid
 from typing import Any
@@ -45,6 +46,7 @@ class _Slot:
         self.pg = pg
         self.trial: Trial | None = None
         self.has_trainable = False
+        self.prepare_ref: Any = None
 
 
 class TuneController:
@@ -97,6 +99,9 @@ class TuneController:
         self._state_period = state_period_s
         self._warned_no_checkpoint = False
         self._prefetched: tuple[Any, Any] | None = None
+        # replies already handled: dropped right after the next submission, so that the two
+        # ref releases and the submission reach the io loop in one wake-up, not one each
+        self._spent: list[Any] = []
         self._error_to_raise: BaseException | None = None
         self._stop_all = False
         self.interrupted = False
@@ -189,6 +194,28 @@ class TuneController:
                 remove_placement_group(slot.pg)
             except Exception:
                 pass
+
+    def _prestart(self) -> None:
+        """Start the first trial actor (and ship it the trainable) before the first suggest, so
+        the actor's start overlaps the searcher's set-up. Only when a trial's resources do not
+        depend on its config and need no placement group."""
+        if self.searcher_finished or self._stop_all or self._slots:
+            return
+        if getattr(self.trainable, "_tune_resources", None) is not None and callable(
+                self.trainable._tune_resources) and not isinstance(self.trainable._tune_resources,
+                                                                   PlacementGroupFactory):
+            return
+        if callable(getattr(self.trainable, "default_resource_request", None)):
+            return
+        factory = resources_for(self.trainable, {})
+        if len(factory.bundles) > 1 or self._never_fits(factory.required_resources) \
+                or not self._fits(factory.required_resources):
+            return
+        slot = self._new_slot(factory)
+        # the first start() takes this ref as its trainable argument: it runs after prepare()
+        # (a threaded actor may run two calls in any order) and fails with prepare's error, if any
+        slot.prepare_ref = slot.actor.prepare.remote(self.trainable)
+        slot.has_trainable = True
 
     def _acquire(self, trial: Trial, factory: PlacementGroupFactory) -> _Slot | None:
         key = (tuple(sorted(factory.required_resources.items())), repr(factory.bundles))
@@ -293,12 +320,15 @@ class TuneController:
         }
         self._acks[trial.trial_id] = 0
         trainable = None if slot.has_trainable else self.trainable
+        if slot.prepare_ref is not None:
+            trainable, slot.prepare_ref = slot.prepare_ref, None
         slot.has_trainable = True
         ref = slot.actor.start.remote(spec, trainable, 0.0 if self.sync else 0.05)
         self._inflight[ref] = (slot, "poll")
         for cb in self.callbacks:
             cb.on_trial_start(self.iteration, self.trials, trial)
-        self.reporter.event(f"Trial {trial} started with config {trial.config}")
+        if self.reporter.verbose >= 2:
+            self.reporter.event(f"Trial {trial} started with config {trial.config}")
 
     # ------------------------------------------------------------------ results
     def _process_result(self, trial: Trial, result: dict[str, Any], ckpt: str | None) -> str:
@@ -457,7 +487,8 @@ class TuneController:
         self.scheduler.on_trial_complete(self, trial, trial.flat_result)
         for cb in self.callbacks:
             cb.on_trial_complete(self.iteration, self.trials, trial)
-        self.reporter.event(f"Trial {trial} completed: {self._short_result(trial)}")
+        if self.reporter.verbose >= 2:
+            self.reporter.event(f"Trial {trial} completed: {self._short_result(trial)}")
         self._save_state(force=False)
 
     def _short_result(self, trial: Trial) -> str:
@@ -562,6 +593,7 @@ class TuneController:
         self._refresh_total()
         start = time.monotonic()
         last_refresh = start
+        self._prestart()
         try:
             while not self._done():
                 self.iteration += 1
@@ -577,6 +609,7 @@ class TuneController:
                     self._stop_everything(TERMINATED)
                 else:
                     self._fill()
+                self._spent.clear()
                 if not self._inflight:
                     if self._done():
                         break
@@ -589,6 +622,7 @@ class TuneController:
                 ready = self._wait(0.5)
                 if ready:
                     values = self._get_many(ready)
+                    self._spent.extend(ready)
                     for ref, value in zip(ready, values, strict=True):
                         slot, kind = self._inflight.pop(ref)
                         if isinstance(value, BaseException):
@@ -604,6 +638,7 @@ class TuneController:
                                 self._free_slot(slot)
                             continue
                         self._handle_response(slot, kind, value)
+                    del ready, values, ref
                 now = time.monotonic()
                 if now - last_refresh > 10:
                     self._refresh_total()
@@ -627,16 +662,19 @@ class TuneController:
             return
         except BaseException:
             self.reporter.close()
+            self.logger.close()
             raise
-        finally:
-            if not self.interrupted:
-                self.logger.close()
+        # the files' writer finishes its queue while the actors go and the state is saved
+        self.logger.close(wait=False)
+        killer = self._shutdown_actors(background=True)
         for trial in self.trials:
             if trial.status in (PENDING, PAUSED) and self._stop_all:
                 trial.status = TERMINATED
         experiment_state.save(self)
+        self.logger.close()
+        if killer is not None:
+            killer.join(STOP_TIMEOUT_S)
         self._sync(force=True)
-        self._shutdown_actors()
         self.reporter.final(self.trials)
         for cb in self.callbacks:
             cb.on_experiment_end(self.trials)
@@ -668,10 +706,20 @@ class TuneController:
                         del self._inflight[ref]
                 self._request_stop(slot, trial, status)
 
-    def _shutdown_actors(self) -> None:
-        for slot in list(self._slots):
-            self._free_slot(slot)
+    def _shutdown_actors(self, background: bool = False) -> threading.Thread | None:
+        """Kill every trial actor (each kill is a GCS call: ``background`` makes them on a thread
+        the caller joins, so they overlap the final state save)."""
+        slots = list(self._slots)
         self._inflight.clear()
+        self._spent.clear()
+        if not background or not slots:
+            for slot in slots:
+                self._free_slot(slot)
+            return None
+        thread = threading.Thread(target=lambda: [self._free_slot(slot) for slot in slots],
+                                  name="tune-actor-shutdown", daemon=True)
+        thread.start()
+        return thread
 
 
 def _describe(error: BaseException) -> str:

@@ -10,7 +10,6 @@ import math
 import os
 import queue
 import threading
-import time
 from typing import IO, Any
 
 from distcore.tune._internal.variants import flatten
@@ -72,6 +71,8 @@ class TrialLogger:
         self._tb_cls = _tensorboard_writer_cls() if tensorboard is not False else None
         self._queue: queue.Queue[tuple[str, tuple[Any, ...]] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._closing = False
+        self._wake = threading.Event()  # cuts the writer's batching pause short (close, flush)
         self._errors = 0
 
     def _submit(self, op: str, *args: Any) -> None:
@@ -98,7 +99,8 @@ class TrialLogger:
                     self._errors += 1
                     logger.exception("tune: writing trial files failed (%s)", op)
             # let writes pile up a little so this thread does not contend with the driver loop per trial
-            time.sleep(BATCH_S)
+            if self._wake.wait(BATCH_S):
+                self._wake.clear()
 
     def flush(self, timeout: float = 60.0) -> None:
         """Wait until every queued write is on disk."""
@@ -106,18 +108,19 @@ class TrialLogger:
             return
         done = threading.Event()
         self._queue.put(("marker", (done,)))
+        self._wake.set()
         done.wait(timeout)
 
     def _do_marker(self, event: threading.Event) -> None:
         event.set()
 
     def on_trial_start(self, trial: Any) -> None:
-        self._submit("start", trial.local_path, dumps(trial.config))
+        self._submit("start", trial.local_path, trial.config)  # configs are replaced, never mutated
 
-    def _do_start(self, path: str, params: str) -> None:
+    def _do_start(self, path: str, config: dict[str, Any]) -> None:
         os.makedirs(path, exist_ok=True)
         with open(os.path.join(path, PARAMS_FILE), "w") as f:
-            f.write(params)
+            f.write(dumps(config))
 
     def _files(self, trial_id: str, path: str) -> _TrialFiles:
         files = self._open.get(trial_id)
@@ -167,12 +170,19 @@ class TrialLogger:
         if files is not None:
             files.close()
 
-    def close(self) -> None:
-        """Write what is queued, close every file, stop the writer thread."""
-        if self._thread is not None:
+    def close(self, wait: bool = True) -> None:
+        """Write what is queued, close every file, stop the writer thread. ``wait=False`` only
+        asks the writer to finish (it writes the rest meanwhile); a later ``close()`` waits."""
+        if self._thread is not None and not self._closing:
+            self._closing = True
             self._queue.put(None)
+            self._wake.set()
+        if not wait:
+            return
+        if self._thread is not None:
             self._thread.join(120)
             self._thread = None
+        self._closing = False
         for files in self._open.values():
             files.close()
         self._open.clear()

@@ -27,13 +27,18 @@ def flatten_result(result: dict[str, Any]) -> dict[str, Any]:
     return flatten(result)
 
 
-def experiment_tag(index: int, config: dict[str, Any]) -> str:
-    from distcore.tune._internal.variants import flatten
+_UNSAFE = re.compile(r"[^\w=,.\-]")
 
-    parts = [f"{key.split('/')[-1]}={_short(value)}" for key, value in flatten(config).items()
+
+def experiment_tag(index: int, config: dict[str, Any]) -> str:
+    if any(isinstance(v, dict) or not isinstance(k, str) for k, v in config.items()):
+        from distcore.tune._internal.variants import flatten
+
+        config = flatten(config)
+    parts = [f"{key.split('/')[-1]}={_short(value)}" for key, value in config.items()
              if not isinstance(value, (dict, list))]
     tag = f"{index}_" + ",".join(parts)
-    return re.sub(r"[^\w=,.\-]", "_", tag)[:80]
+    return _UNSAFE.sub("_", tag)[:80]
 
 
 class Trial:

@@ -291,6 +291,11 @@ class TrialWorker:
     def ping(self) -> int:
         return os.getpid()
 
+    def prepare(self, trainable: Any) -> None:
+        """Take the trainable ahead of the first trial (the driver sends it while it sets up;
+        the first ``start`` gets this call's result, None, as its trainable)."""
+        self._trainable = trainable
+
     def start(self, spec: dict[str, Any], trainable: Any, poll_timeout: float = 0.0) -> dict[str, Any]:
         if self._run is not None and not self._run.done:
             raise RuntimeError(f"trial actor is still running trial {self._run.spec['trial_id']}")
