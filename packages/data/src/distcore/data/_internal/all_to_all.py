@@ -68,7 +68,8 @@ def aggregate(op: LogicalOperator, keys: Any, aggs: list, num_blocks: int | None
         args = _take(parts, 0)
         return _exchange().groupby_aggregate(args.pop(0), keys, aggs, num_blocks, metadata=args.pop(0))
 
-    return AllToAll(f"Aggregate({keys})", [op], fn, "aggregate")
+    spec = _exchange().groupby.aggregate_spec(keys, aggs, num_blocks)
+    return AllToAll(f"Aggregate({keys})", [op], fn, "aggregate", exchange=spec)
 
 
 def map_groups(op: LogicalOperator, keys: Any, udf: Any, batch_format: str, fn_args: tuple,
@@ -78,7 +79,9 @@ def map_groups(op: LogicalOperator, keys: Any, udf: Any, batch_format: str, fn_a
         return _exchange().map_groups(args.pop(0), keys, udf, batch_format, num_blocks, fn_args=fn_args,
                                       fn_kwargs=fn_kwargs, metadata=args.pop(0))
 
-    return AllToAll(f"MapGroups({getattr(udf, '__name__', 'fn')})", [op], fn, "map_groups")
+    spec = _exchange().groupby.map_groups_spec(keys, udf, batch_format, num_blocks, fn_args=fn_args,
+                                               fn_kwargs=fn_kwargs)
+    return AllToAll(f"MapGroups({getattr(udf, '__name__', 'fn')})", [op], fn, "map_groups", exchange=spec)
 
 
 def unique(op: LogicalOperator, column: str) -> AllToAll:
@@ -89,7 +92,7 @@ def unique(op: LogicalOperator, column: str) -> AllToAll:
         args = _take(parts, 0)
         return _exchange().unique(args.pop(0), column, metadata=args.pop(0))
 
-    return AllToAll(f"Unique({column})", [op], fn, "unique")
+    return AllToAll(f"Unique({column})", [op], fn, "unique", exchange=_exchange().groupby.unique_spec(column))
 
 
 def join(left: LogicalOperator, right: LogicalOperator, on: Any, how: str, num_partitions: int | None) -> AllToAll:

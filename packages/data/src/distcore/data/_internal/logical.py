@@ -151,9 +151,11 @@ class AllToAll(LogicalOperator):
     """A barrier: runs ``fn(list of each input's bundles) -> bundles`` once all inputs are done."""
 
     def __init__(self, name: str, inputs: list[LogicalOperator], fn: Callable[[list[list]], list],
-                 kind: str, args: dict | None = None, row_preserving: bool = False) -> None:
+                 kind: str, args: dict | None = None, row_preserving: bool = False, exchange: Any = None) -> None:
         super().__init__(name, inputs)
         self.fn = fn
+        #: an ``ExchangeSpec``: run as a streaming exchange bounded by the memory budget, not a barrier
+        self.exchange = exchange
         self.kind = kind
         self.args = dict(args or {})
         self.row_preserving = row_preserving

@@ -101,5 +101,10 @@ class Planner:
         if isinstance(op, Union):
             return UnionOp(op.name, deps)
         if isinstance(op, AllToAll):
+            if op.exchange is not None:
+                from distcore.data._internal.physical_exchange import StreamingExchangeOp
+
+                return StreamingExchangeOp(op.name, deps, op.exchange, budget=ctx.effective_memory_budget(),
+                                           cpus=self.cpus)
             return AllToAllOp(op.name, deps, op.fn)
         raise TypeError(f"no physical operator for {type(op).__name__}")

@@ -30,6 +30,8 @@ class OpStats:
     actors: int = 0
     #: times the cluster had no CPU for this operator's tasks and it shrank its concurrency
     starved_count: int = 0
+    #: bytes an exchange spilled to local files (its map output over its share of the budget)
+    spilled_bytes: int = 0
     first_start: float | None = None
     last_end: float | None = None
     task_walls: list[float] = field(default_factory=list)
@@ -87,6 +89,8 @@ class ExecutionStats:
                          f"peak task RSS: {_fmt_bytes(op.max_task_rss)}")
             if op.actors:
                 lines.append(f"* Actors: up to {op.actors}")
+            if op.spilled_bytes:
+                lines.append(f"* Spilled to disk: {_fmt_bytes(op.spilled_bytes)}")
             if op.starved_count:
                 lines.append(f"* Shrank {op.starved_count} time(s): the cluster had no CPU for its tasks")
             if verbose and op.task_walls:

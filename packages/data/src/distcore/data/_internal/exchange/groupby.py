@@ -30,6 +30,7 @@ from distcore.data._internal.exchange._blocks import (
 from distcore.data._internal.exchange.aggregate_fns import AggregateFn, _Builtin, check_aggs
 from distcore.data._internal.exchange.shuffle import Refs, Result, _check_n, hash_partition
 from distcore.data._internal.exchange.sort import sort_table
+from distcore.data._internal.exchange.streaming import ExchangeSpec
 
 _ROW = "__dc_row"
 
@@ -151,6 +152,24 @@ def _combine(partials: pa.Table, keys: list[str], aggs: list[AggregateFn]) -> pa
     return sort_table(result, keys, [False] * len(keys)) if keys else result
 
 
+def aggregate_spec(keys: str | Sequence[str] | None, aggs: AggregateFn | Sequence[AggregateFn],
+                   num_blocks: int | None = None) -> ExchangeSpec | None:
+    """The streaming exchange of a keyed aggregation (None without keys: one global group)."""
+    key_list = _key_list(keys)
+    agg_list = check_aggs(aggs)
+    if not key_list:
+        return None
+
+    def prepare(table: pa.Table) -> pa.Table:
+        return _partial(table, key_list, agg_list)
+
+    def finish(table: pa.Table) -> pa.Table:
+        return _combine(table, key_list, agg_list)
+
+    n = _check_n(num_blocks) if num_blocks is not None else None
+    return ExchangeSpec("groupby", key_list, n, prepare, finish)
+
+
 def groupby_aggregate(refs: Refs, keys: str | Sequence[str] | None, aggs: AggregateFn | Sequence[AggregateFn],
                       num_blocks: int | None = None, *, metadata: Sequence[BlockMetadata] | None = None,
                       timeout: float | None = EXCHANGE_TIMEOUT_S) -> Result:
@@ -182,19 +201,23 @@ def _global(refs: Refs, metadata: Sequence[BlockMetadata] | None, prepare: Calla
     return shuffle_reduce([[p] for p in partials], 1, _concat_reduce, finish, timeout=timeout)
 
 
-def map_groups(refs: Refs, keys: str | Sequence[str] | None, fn: Callable[[Any], Any], batch_format: str = "default",
-               num_blocks: int | None = None, *, fn_args: Sequence[Any] = (), fn_kwargs: dict[str, Any] | None = None,
-               metadata: Sequence[BlockMetadata] | None = None,
-               timeout: float | None = EXCHANGE_TIMEOUT_S) -> Result:
-    """``fn(group_batch)`` for each group; the outputs, groups in key order within each block."""
+def map_groups_spec(keys: str | Sequence[str] | None, fn: Callable[[Any], Any], batch_format: str = "default",
+                    num_blocks: int | None = None, *, fn_args: Sequence[Any] = (),
+                    fn_kwargs: dict[str, Any] | None = None) -> ExchangeSpec | None:
+    """The streaming exchange of a keyed map_groups (None without keys: one group of every row)."""
     key_list = _key_list(keys)
-    to_batch(pa.table({}), batch_format)  # validates the format before any task runs
+    to_batch(pa.table({}), batch_format)
     if not callable(fn):
         raise TypeError(f"map_groups needs a callable, got {fn!r}")
-    if not refs:
-        return []
-    kwargs = dict(fn_kwargs or {})
+    if not key_list:
+        return None
+    n = _check_n(num_blocks) if num_blocks is not None else None
+    return ExchangeSpec("map_groups", key_list, n, None, _group_runner(key_list, fn, batch_format, fn_args,
+                                                                        dict(fn_kwargs or {})))
 
+
+def _group_runner(key_list: list[str], fn: Callable[[Any], Any], batch_format: str, fn_args: Sequence[Any],
+                  kwargs: dict[str, Any]) -> Callable[[pa.Table], pa.Table]:
     def finish(table: pa.Table) -> pa.Table:
         if table.num_rows == 0:
             return table.slice(0, 0)
@@ -208,6 +231,44 @@ def map_groups(refs: Refs, keys: str | Sequence[str] | None, fn: Callable[[Any],
             spans = [(0, table.num_rows)]
         outs = [from_batch(fn(to_batch(table.slice(s, n), batch_format), *fn_args, **kwargs)) for s, n in spans]
         return concat(outs)
+
+    return finish
+
+
+def unique_spec(column: str, num_blocks: int | None = None) -> ExchangeSpec:
+    if not isinstance(column, str):
+        raise ValueError(f"unique takes one column name, got {column!r}")
+    distinct, finish = _unique_fns(column)
+    return ExchangeSpec("unique", [column], _check_n(num_blocks) if num_blocks is not None else None,
+                        distinct, finish)
+
+
+def _unique_fns(column: str) -> tuple[Callable[[pa.Table], pa.Table], Callable[[pa.Table], pa.Table]]:
+    def distinct(table: pa.Table) -> pa.Table:
+        check_columns(table, [column], "unique")
+        if table.num_columns == 0:
+            return table
+        return table.select([column]).group_by([column], use_threads=False).aggregate([])
+
+    def finish(table: pa.Table) -> pa.Table:
+        table = distinct(table)
+        return sort_table(table, [column], [False]) if table.num_columns else table
+
+    return distinct, finish
+
+
+def map_groups(refs: Refs, keys: str | Sequence[str] | None, fn: Callable[[Any], Any], batch_format: str = "default",
+               num_blocks: int | None = None, *, fn_args: Sequence[Any] = (), fn_kwargs: dict[str, Any] | None = None,
+               metadata: Sequence[BlockMetadata] | None = None,
+               timeout: float | None = EXCHANGE_TIMEOUT_S) -> Result:
+    """``fn(group_batch)`` for each group; the outputs, groups in key order within each block."""
+    key_list = _key_list(keys)
+    to_batch(pa.table({}), batch_format)  # validates the format before any task runs
+    if not callable(fn):
+        raise TypeError(f"map_groups needs a callable, got {fn!r}")
+    if not refs:
+        return []
+    finish = _group_runner(key_list, fn, batch_format, fn_args, dict(fn_kwargs or {}))
 
     if not key_list:
         from distcore.data._internal.exchange.shuffle import _concat_reduce, shuffle_reduce
@@ -225,15 +286,6 @@ def unique(refs: Refs, column: str, num_blocks: int | None = None, *,
     if not refs:
         return []
 
-    def distinct(table: pa.Table) -> pa.Table:
-        check_columns(table, [column], "unique")
-        if table.num_columns == 0:
-            return table
-        return table.select([column]).group_by([column], use_threads=False).aggregate([])
-
-    def finish(table: pa.Table) -> pa.Table:
-        table = distinct(table)
-        return sort_table(table, [column], [False]) if table.num_columns else table
-
+    distinct, finish = _unique_fns(column)
     n = _check_n(num_blocks) if num_blocks is not None else min(len(refs), 2 * _cpus())
     return hash_partition(refs, [column], n, metadata=metadata, prepare=distinct, finish=finish, timeout=timeout)

@@ -1,0 +1,285 @@
+"""A hash exchange that streams its map side and keeps the object store within the memory budget.
+
+Map tasks start as input blocks arrive (no barrier on the input), so each input
+block is freed once its map task ran. Their partitioned output stays in the
+object store while it fits a share of the budget (``STORE_SHARE``); beyond that,
+map tasks spill it to local files (``exchange.streaming``). Once every map task
+finished, one reduce task per partition runs as the budget allows (the executor
+launches them like any operator's tasks) and its parts are released as it starts.
+What the exchange keeps in the store counts in the pipeline's memory, so upstream
+reads slow down instead of the store growing past the budget.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import distcore
+from distcore.data._internal.block import BlockMetadata
+from distcore.data._internal.exchange import streaming as X
+from distcore.data._internal.physical import Bundle, PhysicalOp
+
+#: the exchange keeps map output in the store up to this fraction of the budget, then spills
+STORE_SHARE = 0.25
+#: a map task takes queued input up to this fraction of the budget at once
+MAP_INPUT_SHARE = 0.125
+MAX_MAP_INPUT = 128 * 1024 * 1024
+
+
+@dataclass
+class _MapOut:
+    refs: list[Any] | None  # parts in the store (None when spilled)
+    path: str | None
+    layout: list[tuple[int, int, int, int]] | None = None  # spilled: (first batch, batches, rows, bytes)
+    sizes: list[tuple[int, int]] | None = None  # in the store: (rows, bytes) per partition
+
+
+@dataclass
+class _Running:
+    kind: str  # "map" or "reduce"
+    index: int
+    input_bytes: int
+    est_out: int
+    started: float = field(default_factory=time.perf_counter)
+    path: str | None = None
+    refs: list[Any] | None = None
+    block_ref: Any = None
+
+
+class StreamingExchangeOp(PhysicalOp):
+    def __init__(self, name: str, deps: list[PhysicalOp], spec: X.ExchangeSpec, *, budget: int,
+                 cpus: float) -> None:
+        super().__init__(name, deps)
+        self.spec = spec
+        self.budget = max(1, int(budget))
+        self.n = spec.n if spec.n is not None else max(1, int(2 * cpus))
+        self.request_cpus = 1.0
+        self.store_cap = int(self.budget * STORE_SHARE)
+        self.map_cap = max(1, min(MAX_MAP_INPUT, int(self.budget * MAP_INPUT_SHARE)))
+        self._spill_ok: bool | None = None
+        self._executor: Any = None
+        self.spill_dir: str | None = None
+        self.spilled_bytes = 0
+        self.outputs: list[_MapOut | None] = []  # per map task, in input order
+        self.in_store = 0  # bytes of map output held in the store
+        self._part_store: list[int] = [0] * self.n  # in-store bytes of each partition
+        self._part_bytes: list[int] = [0] * self.n
+        self.running: dict[Any, _Running] = {}
+        self._blocks_seen = 0
+        self._in_bytes = 0
+        self._out_bytes = 0
+        self._next_reduce = 0
+        self._done: dict[int, Bundle] = {}
+        self._next_release = 0
+        self._seq = itertools.count()
+
+    # ------------------------------------------------------------------ accounting
+    def queued_bytes(self) -> int:
+        # map output in the store counts against the budget (upstream reads wait for room) unless it
+        # cannot be spilled: then it is held like a barrier's input (it must not stall its own input)
+        return super().queued_bytes() + (self.in_store if self._spill_ok is not False else 0)
+
+    def held_bytes(self) -> int:
+        return self.in_store if self._spill_ok is False else 0
+
+    def start(self, executor: Any) -> None:
+        self._executor = executor
+
+    def running_bytes(self) -> int:
+        return sum(t.input_bytes + t.est_out for t in self.running.values()) + \
+            sum(b.size for b in self._done.values())
+
+    def num_running(self) -> int:
+        return len(self.running)
+
+    def resource_usage(self) -> tuple[float, float]:
+        return float(len(self.running)), 0.0
+
+    def _maps_running(self) -> bool:
+        return any(t.kind == "map" for t in self.running.values())
+
+    def _map_phase_over(self) -> bool:
+        return self.all_inputs_done() and not self.inqueue and not self._maps_running()
+
+    def _ratio(self) -> float:
+        return self._out_bytes / self._in_bytes if self._in_bytes else 1.0
+
+    # ------------------------------------------------------------------ launching
+    def _map_items(self, peek: bool) -> list[Bundle]:
+        if not self.inqueue:
+            return []
+        items, size = [], 0
+        for b in self.inqueue:
+            if items and size + b.size > self.map_cap:
+                break
+            items.append(b)
+            size += b.size
+        # wait for more input while one of our map tasks runs (it batches small blocks), unless full
+        if size < self.map_cap and not self.all_inputs_done() and self._maps_running() and \
+                len(items) == len(self.inqueue):
+            return []
+        if not peek:
+            for _ in items:
+                self.inqueue.popleft()
+        return items
+
+    def _stalled(self) -> bool:
+        """Map output in the store keeps the reads that feed this exchange from starting: nothing runs
+        anywhere, no input is queued and more must come. Then that output is spilled."""
+        if self.inqueue or self.all_inputs_done() or self.running or self.in_store <= 0:
+            return False
+        ex = self._executor
+        if ex is None or any(op.num_running() for op in ex.ops):
+            return False
+        if self._spill_ok is None:
+            self._spill_ok = X.nodes_share_a_host()
+        return bool(self._spill_ok)
+
+    def launchable(self) -> bool:
+        if self.abandoned:
+            return False
+        if not self._map_phase_over():
+            return bool(self._map_items(peek=True)) or self._stalled()
+        return bool(self.outputs) and self._next_reduce < self.n
+
+    def launch_estimate(self) -> int:
+        if not self._map_phase_over():
+            size = sum(b.size for b in self._map_items(peek=True))
+            est = int(size * self._ratio())
+            return 0 if self._would_spill(est) else est
+        j = self._next_reduce
+        return self._part_bytes[j] if j < self.n else 0
+
+    def _would_spill(self, est: int) -> bool:
+        if self.in_store + est <= self.store_cap:
+            return False
+        if self._spill_ok is None:
+            self._spill_ok = X.nodes_share_a_host()
+        return self._spill_ok
+
+    def launch_one(self, executor: Any) -> None:
+        if not self._map_phase_over() and not self.inqueue:
+            self._launch_spill()
+        elif not self._map_phase_over():
+            self._launch_map()
+        else:
+            self._launch_reduce()
+        self.stats.task_started()
+
+    def _launch_map(self) -> None:
+        items = self._map_items(peek=False)
+        size = sum(b.size for b in items)
+        est = int(size * self._ratio())
+        index = len(self.outputs)
+        self.outputs.append(None)
+        first = self._blocks_seen
+        self._blocks_seen += len(items)
+        refs = [b.ref for b in items]
+        opts = {"num_cpus": self.request_cpus, "name": self.name}
+        if self._would_spill(est):
+            if self.spill_dir is None:
+                self.spill_dir = X.new_spill_dir()
+            path = f"{self.spill_dir}/map{index}.arrow"
+            ref = X.map_to_disk.options(**opts).remote(self.spec, self.n, first, path, *refs)
+            self.running[ref] = _Running("map", index, size, 0, path=path)
+        else:
+            out = X.map_in_store.options(num_returns=self.n + 1, **opts).remote(self.spec, self.n, first, *refs)
+            out = list(out)
+            self.running[out[-1]] = _Running("map", index, size, est, refs=out[:-1])
+        self._in_bytes += size
+
+    def _launch_spill(self) -> None:
+        """Move the biggest map output held in the store to a file."""
+        index, out = max(((i, o) for i, o in enumerate(self.outputs) if o is not None and o.refs is not None),
+                         key=lambda io: sum(s for _, s in io[1].sizes or []))
+        if self.spill_dir is None:
+            self.spill_dir = X.new_spill_dir()
+        path = f"{self.spill_dir}/map{index}.arrow"
+        ref = X.spill_parts.options(num_cpus=0, name=self.name).remote(path, *out.refs)  # type: ignore[misc]
+        self.outputs[index] = None
+        for j, (_, nbytes) in enumerate(out.sizes or []):
+            self._part_store[j] -= nbytes
+            self._part_bytes[j] -= nbytes  # counted again when the spill reports its layout
+        self.in_store -= sum(s for _, s in out.sizes or [])
+        self._out_bytes -= sum(s for _, s in out.sizes or [])
+        self.running[ref] = _Running("map", index, 0, 0, path=path)
+
+    def _launch_reduce(self) -> None:
+        j = self._next_reduce
+        self._next_reduce += 1
+        order: list[Any] = []
+        refs: list[Any] = []
+        for out in self.outputs:
+            if out is None:
+                continue
+            if out.refs is not None:
+                order.append(None)
+                refs.append(out.refs[j])
+                out.refs[j] = None  # held by the reduce task only from here
+            else:
+                first, count, rows, _ = out.layout[j]  # type: ignore[index]
+                if count:
+                    order.append((out.path, first, count))
+        self.in_store -= self._part_store[j]
+        est = self._part_bytes[j]
+        block_ref, meta_ref = X.reduce_partition.options(num_cpus=self.request_cpus, name=self.name).remote(
+            self.spec.finish, order, *refs)
+        self.running[meta_ref] = _Running("reduce", j, 0, est, block_ref=block_ref)
+
+    # ------------------------------------------------------------------ completion
+    def pending(self) -> dict[Any, Callable[[], None]]:
+        return {ref: (lambda r=ref: self._complete(r)) for ref in self.running}
+
+    def _complete(self, ref: Any) -> None:
+        task = self.running.pop(ref)
+        if self.abandoned:
+            return
+        wall = time.perf_counter() - task.started
+        if task.kind == "map":
+            got = distcore.get(ref, timeout=600)
+            if task.path is not None:
+                out = _MapOut(None, task.path, layout=got)
+                sizes = [(rows, nbytes) for _, _, rows, nbytes in got]
+                self.spilled_bytes += sum(s for _, s in sizes)
+                self.stats.spilled_bytes = self.spilled_bytes
+            else:
+                out = _MapOut(task.refs, None, sizes=got)
+                sizes = got
+                for j, (_, nbytes) in enumerate(sizes):
+                    self._part_store[j] += nbytes
+                self.in_store += sum(s for _, s in sizes)
+            for j, (_, nbytes) in enumerate(sizes):
+                self._part_bytes[j] += nbytes
+            self._out_bytes += sum(s for _, s in sizes)
+            self.outputs[task.index] = out
+            self.stats.task_done(None, wall)
+            return
+        meta: BlockMetadata = distcore.get(ref, timeout=600)
+        self.stats.task_done(meta, wall)
+        self._done[task.index] = Bundle(task.block_ref, meta)
+        while self._next_release in self._done:
+            self.emit(self._done.pop(self._next_release))
+            self._next_release += 1
+        if self._next_release >= self.n:
+            self._cleanup()
+
+    def work_done(self) -> bool:
+        if self.abandoned:
+            return not self.running
+        return self._map_phase_over() and (not self.outputs or self._next_release >= self.n)
+
+    def abandon(self) -> None:
+        super().abandon()
+        self.outputs = []
+        self.in_store = 0
+
+    def _cleanup(self) -> None:
+        self.outputs = []
+        X.remove_spill_dir(self.spill_dir)
+
+    def shutdown(self) -> None:
+        self._cleanup()
