@@ -84,10 +84,11 @@ class NodeManagerService:
         """Register with the control store, then start heartbeats and workers."""
         self.address = address
         cfg = self.config
+        prestart = cfg.prestart if cfg.prestart is not None else int(cfg.resources.get("CPU", 1))
         self.pool = WorkerPool(
             node_id=cfg.node_id, node_address=address, gcs_address=cfg.gcs_address,
             session_dir=cfg.session_dir, session_name=cfg.session_name, token=cfg.token,
-            on_death=self._on_worker_death, soft_limit=int(cfg.resources.get("CPU", 1)),
+            on_death=self._on_worker_death, soft_limit=int(cfg.resources.get("CPU", 1)), warm_target=prestart,
         )
         self.leases = LeaseManager(self.node_id, self.resources, self.pool, lambda: self.view)
         self.leases.refresh_view = self._refresh_view
@@ -100,7 +101,6 @@ class NodeManagerService:
         self.node_info = info  # registered again after a head restart that lost the tables
         self.view = await self._gcs().call("Gcs", "RegisterNode", info)
         self.pool.start_monitor()
-        prestart = cfg.prestart if cfg.prestart is not None else int(cfg.resources.get("CPU", 1))
         self.pool.prestart(prestart)
         self._tasks.append(asyncio.ensure_future(self._heartbeat()))
         self._tasks.append(asyncio.ensure_future(self._watch_view()))
@@ -194,11 +194,7 @@ class NodeManagerService:
                 continue
             self.pool.kill(worker, f"its job {req.job_id} finished")
             ended += 1
-        # Keep warm workers for the next job, as at start-up.
-        unbound = sum(1 for w in self.pool.idle if not w.job_id)
-        want = self.config.prestart if self.config.prestart is not None else int(self.config.resources.get("CPU", 1))
-        if ended and unbound < want:
-            self.pool.prestart(want - unbound)
+        self.pool.top_up()  # keep warm workers for the next job, as at start-up
         return ended
 
     async def rpc_GetWorkerDeathReason(self, worker_id: str) -> WorkerDeathInfo | None:

@@ -3,6 +3,12 @@
 Workers are keyed by (job id, runtime-env key). Prestarted workers have no
 job yet and are bound to the first job they serve, so a worker's output goes
 to that job's driver only.
+
+The pool keeps ``warm_target`` such unbound workers idle or starting (the
+prestart count: the node's CPUs by default). When one is claimed (a lease, an
+actor) or dies, a replacement starts at once (:meth:`WorkerPool.top_up`), so
+the next actor or task finds a process already running instead of waiting a
+second or two for one to start.
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ class WorkerPool:
         token: str | None,
         on_death: Callable[[WorkerProc, int | None], Awaitable[None]],
         soft_limit: int,
+        warm_target: int = 0,
     ) -> None:
         self.node_id = node_id
         self.node_address = node_address
@@ -69,6 +76,8 @@ class WorkerPool:
         self.token = token
         self.on_death = on_death
         self.soft_limit = max(1, soft_limit)
+        self.warm_target = max(0, warm_target)
+        self._closed = False
         self.workers: dict[str, WorkerProc] = {}
         self.idle: list[WorkerProc] = []
         self.exited: deque[tuple[float, WorkerProc]] = deque(maxlen=1000)  # (when, worker), oldest first
@@ -123,6 +132,21 @@ class WorkerPool:
         for _ in range(count):
             self.idle.append(self.start_worker())
 
+    def top_up(self) -> int:
+        """Start unbound workers until ``warm_target`` of them are idle or starting; return how many started.
+
+        Bounded by the idle limit (``2 * soft_limit`` idle workers), past which
+        idle workers are retired anyway.
+        """
+        if self._closed or self.warm_target <= 0:
+            return 0
+        unbound = sum(1 for w in self.idle if not w.job_id and not w.env_key)
+        count = min(self.warm_target - unbound, self.soft_limit * 2 - len(self.idle))
+        if count <= 0:
+            return 0
+        self.prestart(count)
+        return count
+
     def on_registered(self, req: p.RegisterWorker) -> WorkerProc | None:
         worker = self.workers.get(req.worker_id)
         if worker is None:
@@ -136,7 +160,10 @@ class WorkerPool:
         worker = self._take_idle(job_id, env_key)
         if worker is None:
             worker = self.start_worker(env_key, runtime_env, job_id)
+        unbound = not worker.job_id
         worker.job_id = job_id
+        if unbound:
+            self.top_up()  # a warm worker for the next claim starts now, not when it is needed
         try:
             await _wait_registered_or_exit(worker)
         except TimeoutError:
@@ -225,8 +252,10 @@ class WorkerPool:
                     await self.on_death(worker, code)
                 except Exception:  # noqa: BLE001
                     logger.exception("worker death handler failed")
+                self.top_up()  # an idle worker that died is replaced
 
     def shutdown(self) -> None:
+        self._closed = True
         if self._monitor:
             self._monitor.cancel()
         for worker in list(self.workers.values()):
