@@ -166,17 +166,24 @@ class Dataset:
         return self._map(name, stage, compute=_compute(fn, concurrency, compute, name), num_cpus=num_cpus,
                          num_gpus=num_gpus, remote_args=remote_args)
 
-    def map_batches(self, fn: Any, *, batch_size: int | None | str = "default", compute: Any = None,
+    def map_batches(self, fn: Any, *, batch_size: int | None | str = None, compute: Any = None,
                     batch_format: str | None = "default", zero_copy_batch: bool = False,
                     fn_args: tuple | None = None, fn_kwargs: dict | None = None,
                     fn_constructor_args: tuple | None = None, fn_constructor_kwargs: dict | None = None,
                     num_cpus: float | None = None, num_gpus: float | None = None,
                     concurrency: int | tuple[int, int] | None = None, **remote_args: Any) -> Dataset:
-        """Apply ``fn`` to batches (numpy dict / pandas / pyarrow); a callable class runs on an actor pool."""
+        """Apply ``fn`` to batches (numpy dict / pandas / pyarrow); a callable class runs on an actor pool.
+
+        ``batch_size``: rows per batch; ``None`` (the default, as in Ray Data 2.x) or ``"auto"`` passes
+        whole blocks (at most ``DataContext.target_max_block_size`` bytes each); ``"default"`` is the
+        older default of 1024 rows (4096 with GPUs).
+        """
         _check_callable(fn, "map_batches")
         fmt = check_batch_format(batch_format)
         if batch_size == "default":
             batch_size = 1024 if (num_gpus or 0) == 0 else 4096
+        elif batch_size == "auto":
+            batch_size = None
         if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
                                        or batch_size <= 0):
             raise ValueError(f"map_batches: batch_size must be a positive int or None, got {batch_size!r}")
