@@ -28,6 +28,9 @@ from distcore.tune._internal.trial_actor import CHECKPOINT_META, TrialWorker, ch
 logger = logging.getLogger("distcore.tune")
 
 POLL_TIMEOUT_S = 5.0
+# an inline trial (run to its end inside its start call) that has not replied after this long
+# gets a poll beside it, so a long trial's results stream to the driver as they come
+LAZY_POLL_S = 0.02
 STOP_TIMEOUT_S = 30.0
 STATE_PERIOD_S = 1.0
 
@@ -47,6 +50,12 @@ class _Slot:
         self.trial: Trial | None = None
         self.has_trainable = False
         self.prepare_ref: Any = None
+        # an inline trial: its start call (replies when the trial ends), when it was sent, the
+        # poll beside it, and a start reply that came while that poll was out (handled after it)
+        self.run_ref: Any = None
+        self.run_since = 0.0
+        self.poll_ref: Any = None
+        self.run_reply: dict[str, Any] | None = None
 
 
 class TuneController:
@@ -109,6 +118,8 @@ class TuneController:
         from distcore.tune._internal.trainable import Trainable
 
         self._class_trainable = isinstance(trainable, type) and issubclass(trainable, Trainable)
+        # function trials in batch mode run inside their start call (see trial_actor)
+        self._inline = not self._class_trainable and not self.sync
 
     # ------------------------------------------------------------------ queries (schedulers use these)
     def get_trials(self) -> list[Trial]:
@@ -323,8 +334,13 @@ class TuneController:
         if slot.prepare_ref is not None:
             trainable, slot.prepare_ref = slot.prepare_ref, None
         slot.has_trainable = True
-        ref = slot.actor.start.remote(spec, trainable, 0.0 if self.sync else 0.05)
-        self._inflight[ref] = (slot, "poll")
+        if self._inline:
+            ref = slot.actor.start.remote(spec, trainable, 0.0, True)
+            self._inflight[ref] = (slot, "run")
+            slot.run_ref, slot.run_since, slot.poll_ref, slot.run_reply = ref, time.monotonic(), None, None
+        else:
+            ref = slot.actor.start.remote(spec, trainable, 0.0 if self.sync else 0.05)
+            self._inflight[ref] = (slot, "poll")
         for cb in self.callbacks:
             cb.on_trial_start(self.iteration, self.trials, trial)
         if self.reporter.verbose >= 2:
@@ -387,12 +403,53 @@ class TuneController:
                 shutil.rmtree(path, ignore_errors=True)
         trial.checkpoint_history = [item for item in history if any(item[0] == k[0] for k in kept)]
 
+    def _is_stale(self, slot: _Slot, ref: Any, kind: str) -> bool:
+        """A reply nobody waits for: an inline trial's start reply after its trial was stopped or
+        ended through a poll, or a poll of a trial being stopped (its results ran ahead)."""
+        if kind == "run":
+            if ref is not slot.run_ref:
+                return True
+            slot.run_ref = None
+            return False
+        if kind == "poll" and ref is slot.poll_ref:
+            slot.poll_ref = None
+        return kind == "poll" and (slot.trial is None or slot.trial.trial_id in self._stopping)
+
+    def _drop_late(self, response: Any) -> None:
+        if isinstance(response, dict):
+            for _, late in response.get("results", []):
+                if late is not None:
+                    shutil.rmtree(late, ignore_errors=True)
+
+    def _lazy_polls(self, now: float) -> float:
+        """Poll inline trials that have run LAZY_POLL_S without replying; returns how long until
+        the next one is due (or POLL_TIMEOUT_S)."""
+        due = POLL_TIMEOUT_S
+        for slot in self._slots:
+            if slot.run_ref is None or slot.poll_ref is not None or slot.trial is None \
+                    or slot.trial.trial_id in self._stopping:
+                continue
+            left = slot.run_since + LAZY_POLL_S - now
+            if left <= 0:
+                slot.poll_ref = slot.actor.poll.remote(self._acks.get(slot.trial.trial_id, 0), POLL_TIMEOUT_S)
+                self._inflight[slot.poll_ref] = (slot, "poll")
+            else:
+                due = min(due, left)
+        return due
+
     def _handle_response(self, slot: _Slot, kind: str, response: dict[str, Any]) -> None:
         trial = slot.trial
         assert trial is not None
         if kind == "stop":
             self._finish_stop(slot, trial, response)
             return
+        if kind == "run" and slot.poll_ref is not None:
+            slot.run_reply = response  # the poll beside it may hold earlier results: they go first
+            return
+        if kind == "poll" and slot.run_reply is not None:
+            # the trial ended while this poll was out: the start reply has what came after it
+            stashed, slot.run_reply = slot.run_reply, None
+            response = dict(stashed, results=[*response["results"], *stashed["results"]])
         results = response["results"]
         accepted = []
         decision = TrialScheduler.CONTINUE
@@ -429,9 +486,12 @@ class TuneController:
             self._acks[trial.trial_id] = response["seq"]
             ref = slot.actor.poll.remote(response["seq"], POLL_TIMEOUT_S)
             self._inflight[ref] = (slot, "poll")
+            if self._inline:
+                slot.poll_ref = ref
 
     def _request_stop(self, slot: _Slot, trial: Trial, final_status: str, save: bool = False) -> None:
         trial.status = final_status
+        slot.run_ref = slot.run_reply = None  # an inline trial's start reply is stale from now on
         self._stopping.add(trial.trial_id)
         ref = slot.actor.stop.remote(save, STOP_TIMEOUT_S)
         self._inflight[ref] = (slot, "stop")
@@ -477,6 +537,7 @@ class TuneController:
     def _complete(self, trial: Trial, slot: _Slot) -> None:
         trial.status = TERMINATED
         slot.trial = None
+        slot.run_ref = slot.run_reply = None  # ended through a poll: the start reply is stale
         if not self.reuse_actors or slot.pg is not None:
             self._free_slot(slot)
         self._on_trial_done(trial)
@@ -502,6 +563,7 @@ class TuneController:
         trial.num_failures += 1
         if slot is not None:
             slot.trial = None
+            slot.run_ref = slot.run_reply = None
             if actor_died or not self.reuse_actors or slot.pg is not None:
                 self._free_slot(slot)
         self._stopping.discard(trial.trial_id)
@@ -619,12 +681,18 @@ class TuneController:
                         if not self.searcher_finished or any(t.status in (PENDING, PAUSED) for t in self.trials):
                             time.sleep(0.05)
                     continue
-                ready = self._wait(0.5)
+                timeout = 0.5
+                if self._inline:
+                    timeout = min(timeout, self._lazy_polls(time.monotonic()))
+                ready = self._wait(timeout)
                 if ready:
                     values = self._get_many(ready)
                     self._spent.extend(ready)
                     for ref, value in zip(ready, values, strict=True):
                         slot, kind = self._inflight.pop(ref)
+                        if self._inline and self._is_stale(slot, ref, kind):
+                            self._drop_late(value)
+                            continue
                         if isinstance(value, BaseException):
                             trial = slot.trial
                             if trial is not None:
@@ -702,8 +770,9 @@ class TuneController:
             if trial is not None and trial.trial_id not in self._stopping and trial.status == RUNNING:
                 # drop its outstanding poll: the stop reply carries what is left
                 for ref, (s, kind) in list(self._inflight.items()):
-                    if s is slot and kind == "poll":
+                    if s is slot and kind in ("poll", "run"):
                         del self._inflight[ref]
+                slot.poll_ref = None
                 self._request_stop(slot, trial, status)
 
     def _shutdown_actors(self, background: bool = False) -> threading.Thread | None:

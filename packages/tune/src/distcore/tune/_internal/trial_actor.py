@@ -1,9 +1,15 @@
-"""The trial actor: runs one trial at a time (function or class trainable) in a
-thread, buffers its reports and hands them to the driver in batches (long-poll).
+"""The trial actor: runs one trial at a time (function or class trainable), buffers
+its reports and hands them to the driver in batches (long-poll).
 
 Two pacing modes: ``sync`` (a report waits until the driver has processed it, so a
 scheduler decides before the next step) and batch (reports run ahead up to
 ``window`` unconsumed results; the driver trims what follows a stop decision).
+
+Where a trial runs: in a thread of its own, which ``start`` and ``poll`` drain; or,
+for a function trainable in batch mode, ``inline`` in the ``start`` call itself,
+whose reply then carries every result not yet polled and the final status (a
+trivial trial costs one call and no thread hand-offs). A long inline trial's
+results stream through ``poll`` calls that run beside it (the actor is threaded).
 """
 
 from __future__ import annotations
@@ -59,7 +65,7 @@ def persist_checkpoint(source: str, trial_dir: str, index: int, iteration: int, 
 class _Run:
     """One trial's execution inside the actor."""
 
-    def __init__(self, spec: dict[str, Any], trainable: Any, worker: TrialWorker) -> None:
+    def __init__(self, spec: dict[str, Any], trainable: Any, worker: TrialWorker, inline: bool = False) -> None:
         self.spec = spec
         self.trainable = trainable
         self.worker = worker
@@ -80,7 +86,8 @@ class _Run:
         self.started = time.monotonic()
         self.last = self.started
         self.since_restore = 0
-        self.thread = threading.Thread(target=self._main, name=f"trial-{spec['trial_id']}", daemon=True)
+        self.thread = None if inline else threading.Thread(target=self._main, name=f"trial-{spec['trial_id']}",
+                                                           daemon=True)
 
     # --------------------------------------------------------------- reporting
     def _persist(self, directory: str, metrics: dict[str, Any]) -> str:
@@ -296,16 +303,24 @@ class TrialWorker:
         the first ``start`` gets this call's result, None, as its trainable)."""
         self._trainable = trainable
 
-    def start(self, spec: dict[str, Any], trainable: Any, poll_timeout: float = 0.0) -> dict[str, Any]:
+    def start(self, spec: dict[str, Any], trainable: Any, poll_timeout: float = 0.0,
+              inline: bool = False) -> dict[str, Any]:
+        """Start a trial; ``inline`` runs it to its end in this call (function trainables in
+        batch mode) and returns what ``poll`` has not taken, else returns its first results."""
         if self._run is not None and not self._run.done:
             raise RuntimeError(f"trial actor is still running trial {self._run.spec['trial_id']}")
         if trainable is not None:  # sent once per actor; later trials reuse it
             self._trainable = trainable
         elif self._trainable is None:
             raise RuntimeError("trial actor has no trainable: the driver must send it with the first trial")
-        self._run = _Run(spec, self._trainable, self)
-        self._run.thread.start()
-        return self._run.drain(0, poll_timeout)
+        inline = inline and not spec.get("sync") and not (
+            isinstance(self._trainable, type) and issubclass(self._trainable, Trainable))
+        run = self._run = _Run(spec, self._trainable, self, inline=inline)
+        if run.thread is None:
+            run._main()
+            return run.drain(0, 0.0)
+        run.thread.start()
+        return run.drain(0, poll_timeout)
 
     def poll(self, ack: int, timeout: float) -> dict[str, Any]:
         run = self._run
@@ -317,13 +332,20 @@ class TrialWorker:
         run = self._run
         if run is None:
             return {"results": [], "status": "idle", "error": None, "exc": None, "final_checkpoint": None, "seq": 0}
+        deadline = time.monotonic() + timeout
         with run.cond:
             run.stop_requested = True
             run.save_on_stop = save
             run.cond.notify_all()
-        run.thread.join(timeout)
+            while not run.done:  # an inline trial ends in its start call, a threaded one in its thread
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                run.cond.wait(left)
+        if run.thread is not None:
+            run.thread.join(max(0.0, deadline - time.monotonic()))
         out = run.drain(0, 0)
-        if run.thread.is_alive():
+        if not run.done or (run.thread is not None and run.thread.is_alive()):
             out["status"] = "stuck"
         return out
 
