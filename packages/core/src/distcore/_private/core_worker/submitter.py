@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,7 @@ class _Leased:
     assigned: dict[str, float]
     gpu_ids: list[int]
     busy: bool = False
+    idle_since: float = field(default_factory=time.monotonic)  # when it last finished a task
 
 
 @dataclass
@@ -65,6 +67,7 @@ class _KeyState:
     leased: list[_Leased] = field(default_factory=list)
     requesting: int = 0
     warned: str = ""
+    linger: asyncio.TimerHandle | None = None  # the pending _return_idle, one per key
 
 
 @dataclass
@@ -136,17 +139,28 @@ class TaskSubmitter:
         for _ in range(max(0, want)):
             state.requesting += 1
             asyncio.ensure_future(self._lease(key, state, state.queue[0].spec))
-        if not state.queue and any(not w.busy for w in state.leased):
+        if not state.queue and state.linger is None and any(not w.busy for w in state.leased):
             # Keep idle leases briefly: a caller that submits, waits and submits
             # again (a sync loop) reuses the worker without two lease round trips.
-            asyncio.get_running_loop().call_later(LEASE_LINGER_S, self._return_idle, state)
+            state.linger = asyncio.get_running_loop().call_later(LEASE_LINGER_S, self._return_idle, state)
 
     def _return_idle(self, state: _KeyState) -> None:
+        """Give back the workers idle for ``LEASE_LINGER_S`` (not those that just finished a task: a
+        sync loop's worker is idle for a moment between its tasks; returning it then cost one lease
+        cycle per ~6 tasks). One timer per key, re-armed for the next worker due."""
+        state.linger = None
         if state.queue:
-            return
+            return  # _pump arms it again once the queue is empty
+        now = time.monotonic()
+        due = None
         for leased in [w for w in state.leased if not w.busy]:
-            state.leased.remove(leased)
-            asyncio.ensure_future(self._return(leased))
+            if leased.idle_since + LEASE_LINGER_S <= now + 0.002:
+                state.leased.remove(leased)
+                asyncio.ensure_future(self._return(leased))
+            else:
+                due = leased.idle_since + LEASE_LINGER_S if due is None else min(due, leased.idle_since + LEASE_LINGER_S)
+        if due is not None:
+            state.linger = asyncio.get_running_loop().call_later(max(0.0, due - now), self._return_idle, state)
 
     def return_idle_on(self, node_id: str) -> None:
         """Give back the idle leased workers on ``node_id`` now: it died (or lost an object), and a
@@ -279,6 +293,7 @@ class TaskSubmitter:
             reply = p.TaskReply([], system_error=str(exc))
         task.running_on = None
         leased.busy = False
+        leased.idle_since = time.monotonic()
         cause: WorkerDeathInfo | None = None
         if worker_died or (reply is not None and reply.worker_exiting):
             if leased in state.leased:  # close() may have returned it meanwhile
@@ -427,6 +442,9 @@ class TaskSubmitter:
     async def close(self) -> None:
         self._closing = True
         for state in self.keys.values():
+            if state.linger is not None:
+                state.linger.cancel()
+                state.linger = None
             for leased in list(state.leased):
                 await self._return(leased)
             state.leased.clear()
