@@ -318,6 +318,10 @@ class TaskTable:
         }
 
 
+def _event_order(event: dict[str, Any]) -> tuple:
+    return (event["attempt"], event["created_ms"], _RANK.get(event["state"], -1))
+
+
 def _merge(rec: TaskRecord, e: TaskEvent) -> None:
     """Fold one event into its task's record."""
     rec.name = rec.name or e.name
@@ -344,6 +348,9 @@ def _merge(rec: TaskRecord, e: TaskEvent) -> None:
             events.append({"state": RUNNING, "created_ms": _ms(e.start), "attempt": e.attempt, "by_owner": False})
         events.append({"state": e.state, "created_ms": _ms(e.end if terminal else e.start),
                        "attempt": e.attempt, "by_owner": e.by_owner})
+        if len(events) > 1 and _event_order(events[-2]) > _event_order(events[-1]):
+            # The owner's PENDING can arrive after the worker's end (separate flushes): keep time order.
+            events.sort(key=_event_order)
     current = (rec.attempt_number, _RANK.get(rec.state, -1))
     new = (e.attempt, _RANK[e.state])
     worker_beats_owner = new == current and e.state in TERMINAL_STATES and not e.by_owner
