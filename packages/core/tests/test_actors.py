@@ -331,3 +331,45 @@ def test_calls_keep_their_order_when_earlier_arguments_are_pending(shared_cluste
     log.append.remote(slow.remote("first"))
     log.append.remote("second")
     assert distcore.get(log.items_.remote(), timeout=30) == ["first", "second"]
+
+
+def test_calls_sent_from_the_callers_thread_keep_their_order_around_pending_arguments(shared_cluster):
+    # Once the actor is reached, a plain call is written by the caller's thread itself; a call with a
+    # pending ref argument goes through the io loop: the calls after it must wait behind it.
+    @distcore.remote
+    def slow(x):
+        import time
+
+        time.sleep(0.5)
+        return x
+
+    log = Log.remote()
+    assert distcore.get(log.items_.remote(), timeout=30) == []
+    log.append.remote("a")
+    log.append.remote(slow.remote("b"))
+    for item in "cde":
+        log.append.remote(item)
+    assert distcore.get(log.items_.remote(), timeout=30) == list("abcde")
+
+
+def test_calls_from_many_threads_of_one_caller_each_keep_their_order(shared_cluster):
+    import threading
+
+    log = Log.remote()
+    distcore.get(log.items_.remote(), timeout=30)
+
+    def caller(name):
+        for i in range(60):
+            ref = log.append.remote((name, i))
+            if i % 7 == 0:
+                distcore.get(ref, timeout=30)
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    items = distcore.get(log.items_.remote(), timeout=60)
+    assert sorted(items) == sorted((n, i) for n in range(4) for i in range(60))
+    for n in range(4):
+        assert [i for name, i in items if name == n] == list(range(60))

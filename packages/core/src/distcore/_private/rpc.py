@@ -285,6 +285,12 @@ class ClientPool:
             self._clients[address] = client
         return client
 
+    def framed(self, address: str) -> Any:
+        """The framed transport's client for ``address`` when calls to it already travel framed
+        (callable from any thread; creates nothing), else None."""
+        client = self._clients.get(address)
+        return None if client is None else client._framed
+
     def drop(self, address: str) -> None:
         client = self._clients.pop(address, None)
         if client is not None:

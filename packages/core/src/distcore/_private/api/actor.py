@@ -250,7 +250,7 @@ class ActorMethod:
         )
         core.refs.add_submitted(deps)
         del keep
-        core.submit_soon(core.actors.submit(spec, deps, handle._max_task_retries))
+        core.actors.submit_call(spec, deps, handle._max_task_retries)
         if num_returns == "streaming":
             return ObjectRefGenerator(task_id)
         if num_returns == 0:

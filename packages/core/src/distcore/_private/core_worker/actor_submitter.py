@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -36,7 +37,7 @@ class _Call:
     spec: p.TaskSpec
     deps: list[str]
     retries_left: int
-    resolved: asyncio.Future
+    resolved: asyncio.Future | None  # None: nothing to wait for (sent by the caller's thread)
     cancelled: bool = False
 
 
@@ -51,6 +52,7 @@ class _Actor:
     stale: int = 0  # in-flight calls pushed to an earlier incarnation
     resolving: bool = False
     dead: BaseException | None = None
+    queued: int = 0  # calls posted to the io loop by submit_call, not yet in ``waiting``
 
 
 class ActorSubmitter:
@@ -61,14 +63,59 @@ class ActorSubmitter:
         # anchor object id -> (actor id, class name): actors this process created,
         # ended when no handle (here or borrowed elsewhere) refers to them any more.
         self.anchors: dict[str, tuple[str, str]] = {}
+        # Guards what caller threads (submit_call) and the io loop both change: an actor's sequence
+        # numbers, incarnation, address and ``queued``.
+        self._lock = threading.Lock()
 
     def _state(self, actor_id: str) -> _Actor:
         state = self.actors.get(actor_id)
         if state is None:
-            state = self.actors[actor_id] = _Actor(actor_id)
+            with self._lock:
+                state = self.actors.get(actor_id)
+                if state is None:
+                    state = self.actors[actor_id] = _Actor(actor_id)
         return state
 
-    async def submit(self, spec: p.TaskSpec, deps: list[str], max_task_retries: int) -> None:
+    def submit_call(self, spec: p.TaskSpec, deps: list[str], max_task_retries: int) -> None:
+        """Submit an actor call from the caller's thread (``ActorMethod.remote``).
+
+        The common case (an actor already reached, nothing queued before the call, no ref
+        arguments to wait for, the framed connection open) is sent from this thread: it takes its
+        sequence number here and writes the request frame itself, and its reply is handled by the
+        io loop as the frame arrives (``_DirectPush``): no wake-up of the loop to send, no asyncio
+        Task per call. Everything else goes through the io loop (``submit``)."""
+        assert spec.actor_id is not None
+        state = self._state(spec.actor_id)
+        if not deps and spec.num_returns != "streaming" and self._send_direct(state, spec, max_task_retries):
+            return
+        with self._lock:
+            state.queued += 1  # later calls must not overtake this one through the direct path
+        self.core.submit_soon(self.submit(spec, deps, max_task_retries, queued=True))
+
+    def _send_direct(self, state: _Actor, spec: p.TaskSpec, max_task_retries: int) -> bool:
+        core = self.core
+        with self._lock:
+            address = state.address
+            if (address is None or state.stale or state.resolving or state.dead is not None or state.waiting
+                    or state.queued or core._closed):
+                return False
+            framed = core.clients.framed(address.target)
+            if framed is None:
+                return False
+            call = _Call(next(self._order), spec, [], max_task_retries, None)
+            spec.seq_no = state.seq
+            spec.incarnation = state.incarnation
+            spec.caller_id = core.worker_id
+            core.task_events.record_submitted(spec)
+            state.in_flight[spec.task_id] = call  # before the send: the reply may land at once
+            if not framed.send_direct("PushTask", p.PushTask(spec), _DirectPush(self, state, call, address)):
+                del state.in_flight[spec.task_id]
+                return False
+            state.seq += 1
+        core.defer(core.lineage.note_actor_task, spec)  # its returns are not reconstructed (for the error)
+        return True
+
+    async def submit(self, spec: p.TaskSpec, deps: list[str], max_task_retries: int, queued: bool = False) -> None:
         assert spec.actor_id is not None
         self.core.task_events.record_submitted(spec)
         self.core.lineage.note_actor_task(spec)  # its returns are not reconstructed (for the error)
@@ -76,10 +123,14 @@ class ActorSubmitter:
         if spec.num_returns == "streaming":
             self.core.submitter.start_generator(spec.task_id)
         call = _Call(next(self._order), spec, deps, max_task_retries, asyncio.get_running_loop().create_future())
+        with self._lock:
+            if queued:
+                state.queued -= 1
+            if state.dead is None:
+                state.waiting.append(call)
         if state.dead is not None:
             self._fail(call, state.dead)
             return
-        state.waiting.append(call)
         try:
             await self.core.submitter._resolve_args(spec)
             call.resolved.set_result(None)
@@ -100,14 +151,15 @@ class ActorSubmitter:
             # Calls to the previous incarnation land first: those that must be
             # retried go back into the queue in order before anything is pushed.
             return
-        while state.waiting and state.waiting[0].resolved.done():
-            call = state.waiting.popleft()
-            call.spec.seq_no = state.seq
-            call.spec.incarnation = state.incarnation
-            call.spec.caller_id = self.core.worker_id
-            state.seq += 1
-            state.in_flight[call.spec.task_id] = call
-            asyncio.ensure_future(self._push(state, call, state.address))
+        with self._lock:
+            while state.waiting and (state.waiting[0].resolved is None or state.waiting[0].resolved.done()):
+                call = state.waiting.popleft()
+                call.spec.seq_no = state.seq
+                call.spec.incarnation = state.incarnation
+                call.spec.caller_id = self.core.worker_id
+                state.seq += 1
+                state.in_flight[call.spec.task_id] = call
+                asyncio.ensure_future(self._push(state, call, state.address))
 
     async def _resolve(self, state: _Actor) -> None:
         try:
@@ -128,18 +180,20 @@ class ActorSubmitter:
                     self._bury(state, dead_error(info))
                     return
                 if info.state == p.ACTOR_ALIVE and info.incarnation > state.incarnation:
-                    state.address = info.address
-                    state.incarnation = info.incarnation
-                    state.seq = 0
-                    state.stale = len(state.in_flight)
+                    with self._lock:
+                        state.address = info.address
+                        state.incarnation = info.incarnation
+                        state.seq = 0
+                        state.stale = len(state.in_flight)
                     break
         finally:
             state.resolving = False
         self._flush(state)
 
     def _bury(self, state: _Actor, error: BaseException) -> None:
-        state.dead = error
-        state.address = None
+        with self._lock:
+            state.dead = error
+            state.address = None
         while state.waiting:
             self._fail(state.waiting.popleft(), error)
 
@@ -162,6 +216,9 @@ class ActorSubmitter:
             self._land(state, call)
             self._fail(call, ActorDiedError(f"calling {call.spec.name} failed: {exc}", state.actor_id))
             return
+        self._replied(state, call, reply)
+
+    def _replied(self, state: _Actor, call: _Call, reply: p.TaskReply) -> None:
         self._land(state, call)
         if reply.system_error:
             self._fail(call, ActorDiedError(reply.system_error, state.actor_id))
@@ -298,6 +355,42 @@ class ActorSubmitter:
 
     def forget(self, actor_id: str) -> None:
         self.actors.pop(actor_id, None)
+
+
+class _DirectPush:
+    """The pending entry of a call sent by a caller thread (``ActorSubmitter._send_direct``): the
+    framed client hands it the reply on the io loop, where it finishes the call as ``_push`` would."""
+
+    __slots__ = ("_sub", "_state", "_call", "_address")
+
+    def __init__(self, sub: ActorSubmitter, state: _Actor, call: _Call, address: p.Address) -> None:
+        self._sub = sub
+        self._state = state
+        self._call = call
+        self._address = address
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, result: tuple) -> None:
+        sub = self._sub
+        sub.core.drain_deferred()  # this call's own bookkeeping first (note_actor_task)
+        status, payload = result
+        if status == 0:
+            sub._replied(self._state, self._call, payload)
+        else:
+            self.set_exception(payload)
+
+    def set_exception(self, exc: BaseException) -> None:
+        sub, state, call = self._sub, self._state, self._call
+        sub.core.drain_deferred()
+        if isinstance(exc, RpcUnavailable):
+            asyncio.ensure_future(sub._on_actor_unreachable(state, call, self._address))
+            return
+        sub._land(state, call)
+        if isinstance(exc, RpcError):
+            exc = ActorDiedError(f"calling {call.spec.name} failed: {exc}", state.actor_id)
+        sub._fail(call, exc)
 
 
 def dead_error(info: p.ActorInfo) -> ActorDiedError:

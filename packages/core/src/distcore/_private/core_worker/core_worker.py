@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 
 # How often an owner checks that the processes borrowing its objects live.
 BORROWER_CHECK_INTERVAL_S = 2.0
+# How often an otherwise idle io loop runs the work deferred to its next wake-up (``CoreWorker.defer``).
+DEFERRED_TICK_S = 0.1
 
 # Tries to map a store object that keeps being spilled before it is mapped.
 _MAP_ATTEMPTS = 20
@@ -154,6 +156,7 @@ class CoreWorker:
         await self._framed_server.start(f"{self.ip}:{port}")
         self.address = p.Address(self.ip, port, self.worker_id, self.node_id)
         self._borrower_watch = asyncio.ensure_future(self._watch_borrowers())
+        self._tick_handle = self.loop.call_later(DEFERRED_TICK_S, self._tick)
         from distcore._private import head_restart
 
         if self.is_driver and head_restart.on_head_node(self):  # a restarted head has a new node id
@@ -249,6 +252,8 @@ class CoreWorker:
         self._thread.join(timeout=5)
 
     async def _stop(self) -> None:
+        if getattr(self, "_tick_handle", None) is not None:
+            self._tick_handle.cancel()
         if getattr(self, "_borrower_watch", None) is not None:
             self._borrower_watch.cancel()
         if getattr(self, "_follow_node", None) is not None:
@@ -364,7 +369,21 @@ class CoreWorker:
         """Reference counting says ``object_id`` is no longer needed here (any thread)."""
         if self._closed:
             return
+        if entry.owned and not entry.plasma_node and object_id not in self.actors.anchors:
+            # An inline value owned here (a sync call's result): nothing to tell anyone, so no
+            # wake-up of the io loop for it. Its lineage goes when the loop next wakes (``defer``;
+            # ``_tick`` bounds the wait).
+            self.memory.delete(object_id)
+            self.defer(self.lineage.on_released, object_id)
+            return
         self.call_soon(self._queue_release, object_id, entry)
+
+    def _tick(self) -> None:
+        """Run deferred loop work at least every ``DEFERRED_TICK_S`` while the process is otherwise idle."""
+        if self._deferred:
+            self.drain_deferred()
+        if not self._closed:
+            self._tick_handle = self.loop.call_later(DEFERRED_TICK_S, self._tick)
 
     def _queue_release(self, object_id: str, entry: RefEntry) -> None:
         self.memory.delete(object_id)
@@ -681,6 +700,10 @@ class CoreWorker:
         if ret.plasma_node:
             self.refs.set_location(ret.object_id, ret.plasma_node, ret.size)
         self.memory.put(ret.object_id, StoredObject(value=ret.value, plasma_node=ret.plasma_node, size=ret.size))
+        if self.refs.get(ret.object_id) is None:
+            # Released by another thread since the check above (``_on_release`` deletes inline values
+            # there): it must not stay stored.
+            self.memory.delete(ret.object_id)
 
     def _drop_return(self, ret: p.ReturnObject, contained: list[tuple[str, p.Address]]) -> None:
         """Every ref to this return was dropped before it arrived: free it now.
@@ -759,6 +782,11 @@ class _OwnerService:
 
     async def rpc_ReportGeneratorItem(self, item: p.GeneratorItem) -> None:
         self.core.submitter.on_generator_item(item)
+
+    def push_now(self, req: p.PushTask, direct: Any) -> bool:
+        """``PushTask`` over the framed transport, without an asyncio Task (``Executor.push_now``)."""
+        executor = self.core.executor
+        return executor is not None and executor.push_now(req, direct)
 
     async def rpc_PushTask(self, req: p.PushTask) -> p.TaskReply:
         if self.core.executor is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import ctypes
+import functools
 import inspect
 import logging
 import os
@@ -116,6 +117,49 @@ class Executor:
         # Borrowers registered during the task must reach owners first.
         await self.core.flush_ref_updates()
         return reply
+
+    def push_now(self, req: p.PushTask, direct: DirectReply) -> bool:
+        """``push`` for a request of the framed transport, on the io loop, without an asyncio Task:
+        the reply goes out through ``direct`` (from the executing thread, or from ``_pushed``).
+        False: take the ``push`` path (actor creation, an exiting actor)."""
+        spec = req.spec
+        if spec.kind == p.ACTOR_CREATION_TASK or (self._closing and spec.kind == p.ACTOR_TASK):
+            return False
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._direct[fut] = (direct, self.core.borrow_epoch)
+        self._inflight += 1
+        if not self._sweeping:
+            self._sweeping = True
+            loop.call_later(SWEEP_S, self._sweep)
+        fut.add_done_callback(functools.partial(self._pushed, direct))
+        if spec.kind == p.ACTOR_TASK:
+            self._order_actor_call(req, fut)
+        else:
+            self.main_queue.put((req, fut))
+        return True
+
+    def _pushed(self, direct: DirectReply, fut: asyncio.Future) -> None:
+        self._inflight -= 1
+        self._direct.pop(fut, None)
+        if fut.cancelled():
+            return
+        reply = fut.result()
+        if reply is ALREADY_SENT:
+            return
+        core = self.core
+        if core._to_register or core._to_free or core._flush_scheduled or core._flush_lock.locked():
+            asyncio.ensure_future(self._flush_then_answer(direct, reply))  # borrowers reach owners first
+        else:
+            direct.answer(reply)
+
+    async def _flush_then_answer(self, direct: DirectReply, reply: p.TaskReply) -> None:
+        try:
+            await self.core.flush_ref_updates()
+        except Exception as exc:  # noqa: BLE001 - the caller learns why instead of waiting
+            direct.answer(None, exc)
+            return
+        direct.answer(reply)
 
     def _sweep(self) -> None:
         """Resolve the futures of directly sent replies while tasks run (``CoreWorker.defer``)."""

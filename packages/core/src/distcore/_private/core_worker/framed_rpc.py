@@ -113,6 +113,22 @@ class DirectReply:
     def send(self, result: Any) -> None:
         self._conn.send_frame(_dumps((self._rid, _OK, result)))
 
+    def answer(self, result: Any, error: BaseException | None = None) -> None:
+        """Send ``result`` (or ``error``) as the handler's reply; an unpicklable one travels as an error."""
+        self._conn.send_frame(_reply_body(self._rid, result, error))
+
+
+def _reply_body(rid: int, result: Any, error: BaseException | None) -> bytes:
+    if error is None:
+        try:
+            return _dumps((rid, _OK, result))
+        except Exception as exc:  # noqa: BLE001 - e.g. an unpicklable result: the caller gets why
+            error = exc
+    try:
+        return _dumps((rid, _ERR, error))
+    except Exception:  # noqa: BLE001 - an unpicklable exception travels as text
+        return _dumps((rid, _ERR, RemoteHandlerError("".join(traceback.format_exception(error)))))
+
 
 class _ServerConnection(_Frames):
     def __init__(self, server: FramedServer) -> None:
@@ -189,6 +205,12 @@ class _ServerConnection(_Frames):
         on_request = self._server.on_request
         if on_request is not None:
             on_request()
+        if method == "PushTask":
+            # Taken without an asyncio Task where the service can (``push_now``): it answers
+            # through the DirectReply, from the thread that ran the task or from the io loop.
+            push_now = getattr(self._server.service, "push_now", None)
+            if push_now is not None and push_now(request, DirectReply(self, rid)):
+                return
         asyncio.ensure_future(self._handle(rid, method, request))
 
     async def _handle(self, rid: int, method: str, request: Any) -> None:
@@ -201,14 +223,11 @@ class _ServerConnection(_Frames):
             result = await handler(request)
             if result is ALREADY_SENT:
                 return
-            body = _dumps((rid, _OK, result))
+            body = _reply_body(rid, result, None)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # noqa: BLE001 - errors travel to the caller
-            try:
-                body = _dumps((rid, _ERR, exc))
-            except Exception:  # noqa: BLE001 - an unpicklable exception travels as text
-                body = _dumps((rid, _ERR, RemoteHandlerError("".join(traceback.format_exception(exc)))))
+            body = _reply_body(rid, None, exc)
         self.send_frame(body)
 
 
@@ -250,12 +269,23 @@ class _ClientConnection(_Frames):
     def __init__(self, client: FramedClient) -> None:
         super().__init__()
         self._client = client
+        self.fd = -1
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.loop = asyncio.get_running_loop()
+        sock = transport.get_extra_info("socket")
+        self.fd = sock.fileno() if sock is not None else -1
 
     def on_frame(self, body: bytes) -> None:
         rid, status, payload = pickle.loads(body)
         fut = self._client.pending.pop(rid, None)
         if fut is not None and not fut.done():
-            fut.set_result((status, payload))
+            try:
+                fut.set_result((status, payload))
+            except Exception:  # noqa: BLE001 - a direct call's handler failed: the other frames still go
+                logger.exception("handling the reply to a framed call failed")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._client.on_lost(self)
@@ -273,6 +303,10 @@ class FramedClient:
         self._ids = itertools.count()
         self.unsupported = False  # the peer has no framed listener here
         self.closed = False
+        # Requests are written by the io loop (call) or by caller threads (send_direct): every write
+        # goes through _write_locked under this lock, so frames stay whole and in order.
+        self._wlock = threading.Lock()
+        self._outq: deque[bytes] = deque()  # the unsent rest of frames, waiting for the io loop
 
     async def _connect(self) -> _ClientConnection | None:
         if self._conn is not None:
@@ -317,10 +351,12 @@ class FramedClient:
             raise RpcUnavailable(f"CoreWorker.{method} to {self.target} failed: the connection was lost")
         rid = next(self._ids)
         fut = asyncio.get_running_loop().create_future()
-        self.pending[rid] = fut
         body = _dumps((rid, method, request))
-        assert conn.transport is not None
-        conn.transport.write(_HEADER.pack(len(body)) + body)
+        with self._wlock:
+            if self._conn is not conn:  # lost just now (on_lost already failed the pending calls)
+                raise RpcUnavailable(f"CoreWorker.{method} to {self.target} failed: the connection was lost")
+            self.pending[rid] = fut
+            self._write_locked(conn, _HEADER.pack(len(body)) + body)
         try:
             if timeout is None:
                 status, payload = await fut
@@ -334,13 +370,75 @@ class FramedClient:
             raise payload
         return payload
 
+    def send_direct(self, method: str, request: Any, waiter: Any) -> bool:
+        """Send a request from any thread, without waking the io loop; its reply is handed to
+        ``waiter.set_result((status, payload))`` on the io loop as it arrives (``set_exception``
+        with ``RpcUnavailable`` when the connection is lost first). ``waiter.done()`` must say False.
+        False, with nothing sent, when no connection is open yet (use :meth:`call`)."""
+        conn = self._conn
+        if conn is None or self.closed or conn.fd < 0:
+            return False
+        rid = next(self._ids)  # itertools.count: atomic under the GIL
+        body = _dumps((rid, method, request))
+        with self._wlock:
+            transport = conn.transport
+            if self._conn is not conn or transport is None or transport.is_closing():
+                return False
+            self.pending[rid] = waiter
+            self._write_locked(conn, _HEADER.pack(len(body)) + body)
+        return True
+
+    def _write_locked(self, conn: _ClientConnection, data: bytes) -> None:
+        """Write one whole frame (``_wlock`` held): straight to the socket when nothing is queued
+        before it, else behind the queued bytes, which the io loop writes."""
+        transport = conn.transport
+        assert transport is not None
+        outq = self._outq
+        loop = conn.loop
+        on_loop = loop is not None and threading.get_ident() == getattr(loop, "_thread_id", None)
+        if on_loop:
+            while outq:
+                transport.write(outq.popleft())
+            transport.write(data)
+            return
+        if not outq and conn.fd >= 0 and transport.get_write_buffer_size() == 0:
+            try:
+                sent = os.write(conn.fd, data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                sent = 0  # the transport sees the error on its next write or read
+            if sent == len(data):
+                return
+            data = data[sent:]
+        outq.append(data)
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._drain_outq, conn)
+            except RuntimeError:  # the loop is closed
+                pass
+
+    def _drain_outq(self, conn: _ClientConnection) -> None:
+        with self._wlock:
+            transport = conn.transport
+            outq = self._outq
+            while outq:
+                data = outq.popleft()
+                if self._conn is conn and transport is not None and not transport.is_closing():
+                    transport.write(data)
+
     def on_lost(self, conn: _ClientConnection) -> None:
-        if self._conn is conn:
-            self._conn = None
-        pending, self.pending = self.pending, {}
+        with self._wlock:
+            if self._conn is conn:
+                self._conn = None
+                self._outq.clear()
+            pending, self.pending = self.pending, {}
         for fut in pending.values():
             if not fut.done():
-                fut.set_exception(RpcUnavailable(f"CoreWorker call to {self.target} failed: the connection was lost"))
+                try:
+                    fut.set_exception(RpcUnavailable(f"CoreWorker call to {self.target} failed: the connection was lost"))
+                except Exception:  # noqa: BLE001 - a direct call's handler failed: fail the others still
+                    logger.exception("failing a framed call on a lost connection failed")
 
     def close(self) -> None:
         self.closed = True
