@@ -82,10 +82,10 @@ def test_batch_size_bundling_never_waits_on_a_full_budget() -> None:
 
 
 @pytest.mark.usefixtures("shared_cluster")
-def test_shuffle_of_many_budgets_holds_at_most_twice_its_data_in_the_store() -> None:
-    # An exchange needs all of its input, so it holds about its data in the store; it must not hold
-    # more: each input block is freed once its map task ran, each map output once its reduce ran, and
-    # sliced parts are stored as their own rows (not their parent block's buffers).
+def test_shuffle_of_many_budgets_stays_near_the_budget() -> None:
+    # The streaming exchange frees each input block once its map task ran, spills map output over its
+    # share of the budget to disk, sizes its partitions to the budget and launches reduces only as the
+    # consumer makes room (before session 4 it held up to 2x its data).
     budget = 8 * MiB
     blocks = 20  # 60 MiB: 7.5x the budget
     dd.DataContext.get_current().memory_budget = budget
@@ -115,8 +115,9 @@ def test_shuffle_of_many_budgets_holds_at_most_twice_its_data_in_the_store() -> 
     data = blocks * BLOCK
     assert sorted(ids) == list(range(blocks * 4)) and ids != sorted(ids)
     assert data >= 7 * budget
-    # the stated bound: at most 2x the shuffled data (it was 6x before parts were compacted and refs dropped)
-    assert 0 < peak[0] <= 2 * data, f"peak store usage {peak[0] / MiB:.1f} MiB for {data / MiB:.0f} MiB shuffled"
+    # the stated bound: the budget plus half (a task may start over the budget when its operator runs
+    # nothing, and the store rounds objects up)
+    assert 0 < peak[0] <= 1.5 * budget, f"peak store usage {peak[0] / MiB:.1f} MiB for {data / MiB:.0f} MiB shuffled"
 
 
 def test_slices_are_stored_as_their_own_rows() -> None:

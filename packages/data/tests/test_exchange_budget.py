@@ -93,3 +93,29 @@ def test_map_output_in_the_store_never_stalls_its_own_reads(tmp_path, monkeypatc
     got = {r["k"]: r["count()"] for r in out.take_all()}
     assert got == {k: rows // 10 for k in range(10)}
     assert "Spilled to disk" in out.stats()
+
+
+@pytest.mark.usefixtures("shared_cluster")
+def test_join_over_several_budgets_spills_and_equals_pandas(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("DISTCORE_DATA_SPILL_DIR", str(tmp_path / "spill"))
+    budget = 4 * MiB
+    dd.DataContext.get_current().memory_budget = budget
+
+    def left_rows(b):
+        return {"key": b["id"] * 2, "x": b["id"].astype(np.float64), **{f"p{i}": b["id"] * 1.0 for i in range(4)}}
+
+    def right_rows(b):
+        return {"key": b["id"] * 3, "y": b["id"] % 7}
+
+    left = dd.range(300_000, override_num_blocks=10).map_batches(left_rows)  # 17 MiB
+    right = dd.range(200_000, override_num_blocks=8).map_batches(right_rows)
+    joined = left.join(right, on="key", how="left").select_columns(["key", "x", "y"])
+    frames = list(joined.iter_batches(batch_size=None, batch_format="pandas"))
+    got = pd.concat(frames, ignore_index=True).sort_values("key").reset_index(drop=True)
+    lk = np.arange(300_000)
+    rk = np.arange(200_000)
+    expected = pd.DataFrame({"key": lk * 2, "x": lk.astype(np.float64)}).merge(
+        pd.DataFrame({"key": rk * 3, "y": rk % 7}), on="key", how="left").sort_values("key").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    assert "Spilled to disk" in joined.stats()
+    assert os.listdir(tmp_path / "spill") == []

@@ -38,7 +38,9 @@ def repartition(op: LogicalOperator, num_blocks: int, shuffle: bool) -> AllToAll
         args = _take(parts, 0)
         return _exchange().repartition(args.pop(0), num_blocks, shuffle, metadata=args.pop(0))
 
-    return AllToAll(f"Repartition[{num_blocks}]", [op], fn, "repartition", {"n": num_blocks}, row_preserving=True)
+    spec = _exchange().random_shuffle_spec(None, num_blocks) if shuffle else None
+    return AllToAll(f"Repartition[{num_blocks}]", [op], fn, "repartition", {"n": num_blocks}, row_preserving=True,
+                    exchange=spec)
 
 
 def random_shuffle(op: LogicalOperator, seed: int | None, num_blocks: int | None) -> AllToAll:
@@ -46,7 +48,8 @@ def random_shuffle(op: LogicalOperator, seed: int | None, num_blocks: int | None
         args = _take(parts, 0)
         return _exchange().random_shuffle(args.pop(0), seed, num_blocks, metadata=args.pop(0))
 
-    return AllToAll("RandomShuffle", [op], fn, "random_shuffle", row_preserving=True)
+    return AllToAll("RandomShuffle", [op], fn, "random_shuffle", row_preserving=True,
+                    exchange=_exchange().random_shuffle_spec(seed, num_blocks))
 
 
 def sort(op: LogicalOperator, key: Any, descending: Any) -> AllToAll:
@@ -105,7 +108,8 @@ def join(left: LogicalOperator, right: LogicalOperator, on: Any, how: str, num_p
         return _exchange().join(left.pop(0), right.pop(0), on, how, num_blocks=num_partitions,
                                 left_metadata=left.pop(0), right_metadata=right.pop(0))
 
-    return AllToAll(f"Join({on}, {how})", [left, right], fn, "join")
+    spec = _exchange().join_spec(on, how, num_blocks=num_partitions)
+    return AllToAll(f"Join({on}, {how})", [left, right], fn, "join", exchange=spec)
 
 
 def zip(left: LogicalOperator, right: LogicalOperator) -> AllToAll:  # noqa: A001

@@ -12,7 +12,7 @@ reads slow down instead of the store growing past the budget.
 
 from __future__ import annotations
 
-import itertools
+import collections
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,10 +28,13 @@ STORE_SHARE = 0.25
 #: a map task takes queued input up to this fraction of the budget at once
 MAP_INPUT_SHARE = 0.125
 MAX_MAP_INPUT = 128 * 1024 * 1024
+#: at most this many partitions when an exchange sizes them to its input
+MAX_PARTITIONS = 256
 
 
 @dataclass
 class _MapOut:
+    side: int  # which input (a join has two)
     refs: list[Any] | None  # parts in the store (None when spilled)
     path: str | None
     layout: list[tuple[int, int, int, int]] | None = None  # spilled: (first batch, batches, rows, bytes)
@@ -42,6 +45,7 @@ class _MapOut:
 class _Running:
     kind: str  # "map" or "reduce"
     index: int
+    side: int
     input_bytes: int
     est_out: int
     started: float = field(default_factory=time.perf_counter)
@@ -57,6 +61,7 @@ class StreamingExchangeOp(PhysicalOp):
         self.spec = spec
         self.budget = max(1, int(budget))
         self.n = spec.n if spec.n is not None else max(1, int(2 * cpus))
+        self._sized = spec.n is None and spec.sized  # ``n`` is set from the input's size at the first map
         self.request_cpus = 1.0
         self.store_cap = int(self.budget * STORE_SHARE)
         self.map_cap = max(1, min(MAX_MAP_INPUT, int(self.budget * MAP_INPUT_SHARE)))
@@ -75,7 +80,11 @@ class StreamingExchangeOp(PhysicalOp):
         self._next_reduce = 0
         self._done: dict[int, Bundle] = {}
         self._next_release = 0
-        self._seq = itertools.count()
+        self._sides: collections.deque[int] = collections.deque()  # the input index of each queued bundle
+
+    def add_input(self, item: Any, index: int = 0) -> None:
+        self.inqueue.append(item)
+        self._sides.append(index)
 
     # ------------------------------------------------------------------ accounting
     def queued_bytes(self) -> int:
@@ -113,8 +122,9 @@ class StreamingExchangeOp(PhysicalOp):
         if not self.inqueue:
             return []
         items, size = [], 0
-        for b in self.inqueue:
-            if items and size + b.size > self.map_cap:
+        side = self._sides[0]
+        for b, s in zip(self.inqueue, self._sides, strict=True):
+            if items and (size + b.size > self.map_cap or s != side):
                 break
             items.append(b)
             size += b.size
@@ -125,6 +135,7 @@ class StreamingExchangeOp(PhysicalOp):
         if not peek:
             for _ in items:
                 self.inqueue.popleft()
+                self._sides.popleft()
         return items
 
     def _stalled(self) -> bool:
@@ -144,6 +155,8 @@ class StreamingExchangeOp(PhysicalOp):
             return False
         if not self._map_phase_over():
             return bool(self._map_items(peek=True)) or self._stalled()
+        # the reduces make new data like a read does: over the budget they wait for the consumer
+        self.is_source = True
         return bool(self.outputs) and self._next_reduce < self.n
 
     def launch_estimate(self) -> int:
@@ -170,7 +183,31 @@ class StreamingExchangeOp(PhysicalOp):
             self._launch_reduce()
         self.stats.task_started()
 
+    def _size_partitions(self) -> None:
+        """Partitions of about the exchange's store share each: from the rows the inputs will bring (when
+        known) times the bytes per row of the first input block."""
+        self._sized = False
+        first = self.inqueue[0]
+        if not first.rows:
+            return
+        total = 0.0
+        for dep in self.deps:
+            if dep.expected_rows is not None:
+                total += dep.expected_rows * first.size / first.rows
+                continue
+            blocks = _source_blocks(dep)  # no row count: about one block per read task of its source
+            if blocks is None:
+                return
+            total += blocks * first.size
+        n = min(MAX_PARTITIONS, max(self.n, -(-int(total) // max(1, self.store_cap))))
+        self.n = int(n)
+        self._part_store = [0] * self.n
+        self._part_bytes = [0] * self.n
+
     def _launch_map(self) -> None:
+        if self._sized:
+            self._size_partitions()
+        side = self._sides[0]
         items = self._map_items(peek=False)
         size = sum(b.size for b in items)
         est = int(size * self._ratio())
@@ -184,12 +221,13 @@ class StreamingExchangeOp(PhysicalOp):
             if self.spill_dir is None:
                 self.spill_dir = X.new_spill_dir()
             path = f"{self.spill_dir}/map{index}.arrow"
-            ref = X.map_to_disk.options(**opts).remote(self.spec, self.n, first, path, *refs)
-            self.running[ref] = _Running("map", index, size, 0, path=path)
+            ref = X.map_to_disk.options(**opts).remote(self.spec, self.n, first, side, path, *refs)
+            self.running[ref] = _Running("map", index, side, size, 0, path=path)
         else:
-            out = X.map_in_store.options(num_returns=self.n + 1, **opts).remote(self.spec, self.n, first, *refs)
+            out = X.map_in_store.options(num_returns=self.n + 1, **opts).remote(self.spec, self.n, first, side,
+                                                                                *refs)
             out = list(out)
-            self.running[out[-1]] = _Running("map", index, size, est, refs=out[:-1])
+            self.running[out[-1]] = _Running("map", index, side, size, est, refs=out[:-1])
         self._in_bytes += size
 
     def _launch_spill(self) -> None:
@@ -206,9 +244,11 @@ class StreamingExchangeOp(PhysicalOp):
             self._part_bytes[j] -= nbytes  # counted again when the spill reports its layout
         self.in_store -= sum(s for _, s in out.sizes or [])
         self._out_bytes -= sum(s for _, s in out.sizes or [])
-        self.running[ref] = _Running("map", index, 0, 0, path=path)
+        self.running[ref] = _Running("map", index, out.side, 0, 0, path=path)
 
     def _launch_reduce(self) -> None:
+        if self.spec.join is not None and len({o.side for o in self.outputs if o is not None}) < 2:
+            raise ValueError("join needs blocks on both sides (one side has no blocks, so its columns are unknown)")
         j = self._next_reduce
         self._next_reduce += 1
         order: list[Any] = []
@@ -217,18 +257,18 @@ class StreamingExchangeOp(PhysicalOp):
             if out is None:
                 continue
             if out.refs is not None:
-                order.append(None)
+                order.append((out.side, None))
                 refs.append(out.refs[j])
                 out.refs[j] = None  # held by the reduce task only from here
             else:
                 first, count, rows, _ = out.layout[j]  # type: ignore[index]
                 if count:
-                    order.append((out.path, first, count))
+                    order.append((out.side, (out.path, first, count)))
         self.in_store -= self._part_store[j]
         est = self._part_bytes[j]
         block_ref, meta_ref = X.reduce_partition.options(num_cpus=self.request_cpus, name=self.name).remote(
-            self.spec.finish, order, *refs)
-        self.running[meta_ref] = _Running("reduce", j, 0, est, block_ref=block_ref)
+            self.spec, order, *refs)
+        self.running[meta_ref] = _Running("reduce", j, 0, 0, est, block_ref=block_ref)
 
     # ------------------------------------------------------------------ completion
     def pending(self) -> dict[Any, Callable[[], None]]:
@@ -242,12 +282,12 @@ class StreamingExchangeOp(PhysicalOp):
         if task.kind == "map":
             got = distcore.get(ref, timeout=600)
             if task.path is not None:
-                out = _MapOut(None, task.path, layout=got)
+                out = _MapOut(task.side, None, task.path, layout=got)
                 sizes = [(rows, nbytes) for _, _, rows, nbytes in got]
                 self.spilled_bytes += sum(s for _, s in sizes)
                 self.stats.spilled_bytes = self.spilled_bytes
             else:
-                out = _MapOut(task.refs, None, sizes=got)
+                out = _MapOut(task.side, task.refs, None, sizes=got)
                 sizes = got
                 for j, (_, nbytes) in enumerate(sizes):
                     self._part_store[j] += nbytes
@@ -274,6 +314,7 @@ class StreamingExchangeOp(PhysicalOp):
 
     def abandon(self) -> None:
         super().abandon()
+        self._sides.clear()
         self.outputs = []
         self.in_store = 0
 
@@ -283,3 +324,16 @@ class StreamingExchangeOp(PhysicalOp):
 
     def shutdown(self) -> None:
         self._cleanup()
+
+
+def _source_blocks(op: PhysicalOp) -> int | None:
+    """Read tasks (or input blocks) of the source at the top of a chain of one-input operators."""
+    while op.deps:
+        if len(op.deps) != 1:
+            return None
+        op = op.deps[0]
+    tasks = getattr(op, "read_tasks", None)
+    if tasks is not None:
+        return len(tasks)
+    bundles = getattr(op, "_bundles", None)
+    return len(bundles) if bundles is not None else None

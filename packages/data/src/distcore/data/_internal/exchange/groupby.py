@@ -213,7 +213,7 @@ def map_groups_spec(keys: str | Sequence[str] | None, fn: Callable[[Any], Any], 
         return None
     n = _check_n(num_blocks) if num_blocks is not None else None
     return ExchangeSpec("map_groups", key_list, n, None, _group_runner(key_list, fn, batch_format, fn_args,
-                                                                        dict(fn_kwargs or {})))
+                                                                        dict(fn_kwargs or {})), sized=True)
 
 
 def _group_runner(key_list: list[str], fn: Callable[[Any], Any], batch_format: str, fn_args: Sequence[Any],

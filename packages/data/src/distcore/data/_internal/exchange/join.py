@@ -34,10 +34,9 @@ _JOIN_TYPES = {"inner": "inner", "left": "left outer", "left_outer": "left outer
                "right_outer": "right outer", "outer": "full outer", "full_outer": "full outer"}
 
 
-@distcore.remote(num_returns=2)
-def _join_reduce(keys: list[str], right_keys: list[str], how: str, suffixes: tuple[str, str], n_left: int,
-                 *parts: pa.Table) -> Any:
-    left, right = concat(parts[:n_left]), concat(parts[n_left:])
+def join_tables(left: pa.Table, right: pa.Table, keys: list[str], right_keys: list[str], how: str,
+                suffixes: tuple[str, str]) -> pa.Table:
+    """One partition's join (``how``: a pyarrow join type); the left side's key names, left columns first."""
     check_columns(left, keys, "join (left side)")
     check_columns(right, right_keys, "join (right side)")
     try:
@@ -51,7 +50,42 @@ def _join_reduce(keys: list[str], right_keys: list[str], how: str, suffixes: tup
                                   for c in out.column_names])
         first = [c for c in left.column_names if c in out.column_names]
         out = out.select(first + [c for c in out.column_names if c not in first])
-    return with_metadata(out)
+    return out
+
+
+@distcore.remote(num_returns=2)
+def _join_reduce(keys: list[str], right_keys: list[str], how: str, suffixes: tuple[str, str], n_left: int,
+                 *parts: pa.Table) -> Any:
+    left, right = concat(parts[:n_left]), concat(parts[n_left:])
+    return with_metadata(join_tables(left, right, keys, right_keys, how, suffixes))
+
+
+class JoinFn:
+    """The reduce side of a streaming join (picklable): ``JoinFn(...)(left, right)``."""
+
+    def __init__(self, keys: list[str], right_keys: list[str], how: str, suffixes: tuple[str, str]) -> None:
+        self.keys, self.right_keys, self.how, self.suffixes = keys, right_keys, how, suffixes
+
+    def __call__(self, left: pa.Table, right: pa.Table) -> pa.Table:
+        return join_tables(left, right, self.keys, self.right_keys, self.how, self.suffixes)
+
+
+def join_spec(keys: str | Sequence[str], how: str = "inner", *, right_keys: str | Sequence[str] | None = None,
+              num_blocks: int | None = None, left_suffix: str | None = None,
+              right_suffix: str | None = None) -> Any:
+    """The streaming exchange of a hash join (both inputs partitioned on their keys)."""
+    from distcore.data._internal.exchange.streaming import ExchangeSpec
+
+    if how not in _JOIN_TYPES:
+        raise ValueError(f"join type must be one of {sorted(set(_JOIN_TYPES))}, got {how!r}")
+    lkeys = _keys(keys)
+    rkeys = _keys(right_keys) if right_keys is not None else list(lkeys)
+    if len(lkeys) != len(rkeys):
+        raise ValueError(f"join needs as many right keys as left keys: {lkeys} vs {rkeys}")
+    return ExchangeSpec("join", lkeys, _check_n(num_blocks) if num_blocks is not None else None,
+                        right_keys=rkeys,
+                        join=JoinFn(lkeys, rkeys, _JOIN_TYPES[how], (left_suffix or "", right_suffix or "")),
+                        sized=True)
 
 
 def join(left: Refs, right: Refs, keys: str | Sequence[str], how: str = "inner", *,

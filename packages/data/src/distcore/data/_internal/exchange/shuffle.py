@@ -126,6 +126,25 @@ def random_shuffle(refs: Refs, seed: int | None = None, num_blocks: int | None =
     return shuffle_reduce(parts, n, _concat_reduce, permute, timeout=timeout)
 
 
+class Permute:
+    """The reduce side of a random shuffle: rows of a partition in a random (seeded) order."""
+
+    def __init__(self, seed: int | None) -> None:
+        self.seed = seed
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        rng = np.random.default_rng(None if self.seed is None else [self.seed, 1 << 30, table.num_rows])
+        return table.take(pa.array(rng.permutation(table.num_rows)))
+
+
+def random_shuffle_spec(seed: int | None = None, num_blocks: int | None = None) -> Any:
+    """The streaming exchange of a random shuffle (ids drawn per input block, so a seed reproduces it)."""
+    from distcore.data._internal.exchange.streaming import ExchangeSpec
+
+    n = _check_n(num_blocks) if num_blocks is not None else None
+    return ExchangeSpec("random_shuffle", [], n, None, Permute(seed), random=True, seed=seed, sized=True)
+
+
 @distcore.remote(num_returns=2)
 def _slice_concat(spans: list[tuple[int, int]], *blocks: pa.Table) -> Any:
     return with_metadata(concat([b.slice(s, e - s) for b, (s, e) in zip(blocks, spans, strict=True)]))

@@ -44,9 +44,18 @@ class ExchangeSpec:
     finish: Callable[[pa.Table], pa.Table] | None = None
     random: bool = False
     seed: int | None = None
+    #: a join: the right input's keys, and ``join(left, right)`` per partition (instead of ``finish``)
+    right_keys: list[str] | None = None
+    join: Callable[[pa.Table, pa.Table], pa.Table] | None = None
+    #: output about as big as the input (not an aggregation): without ``n``, size partitions to the budget
+    sized: bool = False
+
+    @property
+    def sides(self) -> int:
+        return 2 if self.join is not None else 1
 
 
-def _split(spec: ExchangeSpec, n: int, first_index: int, blocks: tuple) -> list[pa.Table]:
+def _split(spec: ExchangeSpec, n: int, first_index: int, blocks: tuple, side: int = 0) -> list[pa.Table]:
     if spec.random:
         pieces = []
         for i, block in enumerate(blocks):  # ids drawn per input block: the same seed gives the same result
@@ -54,10 +63,11 @@ def _split(spec: ExchangeSpec, n: int, first_index: int, blocks: tuple) -> list[
             pieces.append(split_by_ids(block, rng.integers(0, n, block.num_rows), n))
         return [concat([p[j] for p in pieces]) for j in range(n)] if pieces else [pa.table({})] * n
     block = concat(blocks)
-    check_columns(block, spec.keys, spec.name)
+    keys = spec.right_keys if side == 1 and spec.right_keys is not None else spec.keys
+    check_columns(block, keys, spec.name if spec.join is None else f"join ({'right' if side else 'left'} side)")
     if spec.prepare is not None:
         block = spec.prepare(block)
-    return split_by_ids(block, partition_ids(block, spec.keys, n), n)
+    return split_by_ids(block, partition_ids(block, keys, n), n)
 
 
 def _sizes(parts: list[pa.Table]) -> list[tuple[int, int]]:
@@ -65,18 +75,18 @@ def _sizes(parts: list[pa.Table]) -> list[tuple[int, int]]:
 
 
 @distcore.remote
-def map_in_store(spec: ExchangeSpec, n: int, first_index: int, *blocks: pa.Table) -> Any:
+def map_in_store(spec: ExchangeSpec, n: int, first_index: int, side: int, *blocks: pa.Table) -> Any:
     """``n`` parts then their sizes (declare ``num_returns=n + 1``)."""
     from distcore.data._internal.block import compact
 
-    parts = [compact(p) for p in _split(spec, n, first_index, blocks)]
+    parts = [compact(p) for p in _split(spec, n, first_index, blocks, side)]
     return (*parts, _sizes(parts))
 
 
 @distcore.remote
-def map_to_disk(spec: ExchangeSpec, n: int, first_index: int, path: str, *blocks: pa.Table) -> Any:
+def map_to_disk(spec: ExchangeSpec, n: int, first_index: int, side: int, path: str, *blocks: pa.Table) -> Any:
     """Writes the parts to ``path`` (Arrow IPC file); returns ``[(first batch, batches, rows, bytes)]``."""
-    return write_parts(_split(spec, n, first_index, blocks), path)
+    return write_parts(_split(spec, n, first_index, blocks, side), path)
 
 
 @distcore.remote
@@ -109,14 +119,19 @@ def _read_run(path: str, first: int, count: int) -> pa.Table:
 
 
 @distcore.remote(num_returns=2)
-def reduce_partition(finish: Callable[[pa.Table], pa.Table] | None, order: list[Any], *refs: pa.Table) -> Any:
-    """``order``: per map output in map order, ``None`` (the next of ``refs``) or ``(path, first, count)``."""
-    tables, it = [], iter(refs)
-    for item in order:
-        tables.append(next(it) if item is None else _read_run(*item))
-    table = concat(tables) if tables else pa.table({})
-    if finish is not None:
-        table = finish(table)
+def reduce_partition(spec: ExchangeSpec, order: list[Any], *refs: pa.Table) -> Any:
+    """``order``: per map output in map order, ``(side, None)`` (the next of ``refs``) or
+    ``(side, (path, first, count))``."""
+    tables: list[list[pa.Table]] = [[] for _ in range(spec.sides)]
+    it = iter(refs)
+    for side, item in order:
+        tables[side].append(next(it) if item is None else _read_run(*item))
+    combined = [concat(t) if t else pa.table({}) for t in tables]
+    if spec.join is not None:
+        return with_metadata(spec.join(combined[0], combined[1]))
+    table = combined[0]
+    if spec.finish is not None:
+        table = spec.finish(table)
     return with_metadata(table)
 
 
