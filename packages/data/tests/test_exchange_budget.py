@@ -119,3 +119,30 @@ def test_join_over_several_budgets_spills_and_equals_pandas(tmp_path, monkeypatc
     pd.testing.assert_frame_equal(got, expected, check_dtype=False)
     assert "Spilled to disk" in joined.stats()
     assert os.listdir(tmp_path / "spill") == []
+
+
+def _random_keys(batch):
+    ids = batch["id"]
+    rng = np.random.default_rng(int(ids[0]) if len(ids) else 0)
+    return {"id": ids, "r": rng.random(len(ids)), "pad": np.ones((len(ids), 3), dtype=np.float64)}
+
+
+@pytest.mark.usefixtures("shared_cluster")
+def test_sort_over_several_budgets_stays_near_the_budget(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("DISTCORE_DATA_SPILL_DIR", str(tmp_path / "spill"))
+    budget = 8 * MiB
+    rows = 1_500_000  # 5 columns of 8 bytes: 57 MiB, 7x the budget
+    dd.DataContext.get_current().memory_budget = budget
+    ds = dd.range(rows, override_num_blocks=20).map_batches(_random_keys).sort("r", descending=True)
+    keys, ids = [], []
+    with _Peak() as peak:
+        for batch in ds.iter_batches(batch_size=None, prefetch_batches=1):
+            keys.append(batch["r"])
+            ids.append(batch["id"])
+            time.sleep(0.01)  # a slow consumer
+    r = np.concatenate(keys)
+    assert len(r) == rows and np.all(np.diff(r) <= 0)
+    assert sorted(np.concatenate(ids).tolist()) == list(range(rows))
+    assert "Spilled to disk" in ds.stats()
+    assert 0 < peak.peak <= 1.5 * budget, f"peak store usage {peak.peak / MiB:.1f} MiB, budget {budget / MiB:.0f}"
+    assert os.listdir(tmp_path / "spill") == []

@@ -63,7 +63,11 @@ def sort(op: LogicalOperator, key: Any, descending: Any) -> AllToAll:
         args = _take(parts, 0)
         return _exchange().sort(args.pop(0), keys, descending, metadata=args.pop(0))
 
-    return AllToAll(f"Sort({keys})", [op], fn, "sort", row_preserving=True)
+    from distcore.data._internal.exchange.sort import _orders
+    from distcore.data._internal.physical_sort import SortSpec
+
+    spec = SortSpec(keys, _orders(keys, descending))
+    return AllToAll(f"Sort({keys})", [op], fn, "sort", row_preserving=True, exchange=spec)
 
 
 def aggregate(op: LogicalOperator, keys: Any, aggs: list, num_blocks: int | None = None) -> AllToAll:

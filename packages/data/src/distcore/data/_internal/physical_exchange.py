@@ -52,6 +52,7 @@ class _Running:
     path: str | None = None
     refs: list[Any] | None = None
     block_ref: Any = None
+    spill: bool = False  # moves output already in the store to disk
 
 
 class StreamingExchangeOp(PhysicalOp):
@@ -244,7 +245,7 @@ class StreamingExchangeOp(PhysicalOp):
             self._part_bytes[j] -= nbytes  # counted again when the spill reports its layout
         self.in_store -= sum(s for _, s in out.sizes or [])
         self._out_bytes -= sum(s for _, s in out.sizes or [])
-        self.running[ref] = _Running("map", index, out.side, 0, 0, path=path)
+        self.running[ref] = _Running("map", index, out.side, 0, 0, path=path, spill=True)
 
     def _launch_reduce(self) -> None:
         if self.spec.join is not None and len({o.side for o in self.outputs if o is not None}) < 2:
@@ -281,6 +282,8 @@ class StreamingExchangeOp(PhysicalOp):
         wall = time.perf_counter() - task.started
         if task.kind == "map":
             got = distcore.get(ref, timeout=600)
+            if not task.spill:
+                got = self._map_result(got)
             if task.path is not None:
                 out = _MapOut(task.side, None, task.path, layout=got)
                 sizes = [(rows, nbytes) for _, _, rows, nbytes in got]
@@ -306,6 +309,10 @@ class StreamingExchangeOp(PhysicalOp):
             self._next_release += 1
         if self._next_release >= self.n:
             self._cleanup()
+
+    def _map_result(self, got: Any) -> Any:
+        """What a map task returned -> its per-partition sizes (in the store) or layout (spilled)."""
+        return got
 
     def work_done(self) -> bool:
         if self.abandoned:

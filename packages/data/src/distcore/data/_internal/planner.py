@@ -103,8 +103,10 @@ class Planner:
         if isinstance(op, AllToAll):
             if op.exchange is not None:
                 from distcore.data._internal.physical_exchange import StreamingExchangeOp
+                from distcore.data._internal.physical_sort import SortSpec, StreamingSortOp
 
-                return StreamingExchangeOp(op.name, deps, op.exchange, budget=ctx.effective_memory_budget(),
+                cls = StreamingSortOp if isinstance(op.exchange, SortSpec) else StreamingExchangeOp
+                return cls(op.name, deps, op.exchange, budget=ctx.effective_memory_budget(),
                                            cpus=self.cpus)
             return AllToAllOp(op.name, deps, op.fn)
         raise TypeError(f"no physical operator for {type(op).__name__}")
