@@ -11,7 +11,7 @@ Services and their methods (request -> reply):
     RegisterActor(ActorSpec) -> ActorInfo; GetActorInfo(GetActor) -> ActorInfo | None;
     GetNamedActor(NamedActor) -> ActorInfo | None; ListActors(None) -> list[ActorInfo];
     KillActor(KillActor) -> None; ReportWorkerDeath(WorkerDeath) -> None;
-    CreatePlacementGroup(PlacementGroupSpec) -> None; RemovePlacementGroup(str) -> None;
+    CreatePlacementGroup(PlacementGroupSpec) -> str (state); RemovePlacementGroup(str) -> None;
     GetPlacementGroup(GetPlacementGroup) -> PlacementGroupInfo | None;
     ListPlacementGroups(None) -> list[PlacementGroupInfo];
     AddTaskEvents(list[TaskEvent]) -> None; GetTaskEvents(str | None) -> list[TaskEvent];

@@ -35,6 +35,9 @@ class PlacementGroup:
     def __init__(self, pg_id: str, bundles: list[dict[str, float]] | None = None) -> None:
         self.id = pg_id
         self._bundles = None if bundles is None else [dict(b) for b in bundles]
+        # placement_group() learned that the group was created by the time it returned: the
+        # first wait() on this handle answers from that instead of asking again (one round trip).
+        self._created_at_creation = False
 
     @property
     def bundle_specs(self) -> list[dict[str, float]]:
@@ -65,9 +68,18 @@ class PlacementGroup:
         return ref
 
     def wait(self, timeout_seconds: float | None = 30) -> bool:
-        """Block until the group is created; False if ``timeout_seconds`` passes first."""
+        """Block until the group is created; False if ``timeout_seconds`` passes first.
+
+        The first ``wait()`` on the handle ``placement_group()`` returned answers
+        True at once when the group was already created by then (its reply said
+        so: bundles on the head's node are reserved within the call), unless the
+        group was removed through this handle; later calls ask the control store.
+        """
         from distcore._private.api.runtime import auto_init
 
+        if self._created_at_creation:
+            self._created_at_creation = False  # once: later waits ask the control store
+            return True
         core = auto_init()
         info = core.gcs_call("GetPlacementGroup", p.GetPlacementGroup(pg_id=self.id, wait_ready=True, timeout=timeout_seconds))
         return info is not None and info.state == "CREATED"
@@ -127,8 +139,10 @@ def placement_group(
         pg_id=pg_id, bundles=[dict(b) for b in bundles], strategy=strategy, name=name or "",
         namespace=core.namespace, job_id=core.job_id, detached=lifetime == "detached",
     )
-    core.gcs_call("CreatePlacementGroup", spec)
-    return PlacementGroup(pg_id, spec.bundles)
+    state = core.gcs_call("CreatePlacementGroup", spec)
+    pg = PlacementGroup(pg_id, spec.bundles)
+    pg._created_at_creation = state == "CREATED"
+    return pg
 
 
 def _check_bundle_list(bundles: Any) -> None:
@@ -151,6 +165,7 @@ def remove_placement_group(placement_group: PlacementGroup) -> None:
 
     if not isinstance(placement_group, PlacementGroup):
         raise TypeError(f"remove_placement_group expects a PlacementGroup, got {type(placement_group).__name__}")
+    placement_group._created_at_creation = False
     auto_init().gcs_call("RemovePlacementGroup", placement_group.id)
 
 

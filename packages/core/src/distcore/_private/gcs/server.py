@@ -317,8 +317,12 @@ class GcsService:
 
     # ---------------------------------------------------------------- placement groups
 
-    async def rpc_CreatePlacementGroup(self, spec: p.PlacementGroupSpec) -> None:
+    async def rpc_CreatePlacementGroup(self, spec: p.PlacementGroupSpec) -> str:
+        """Register the group; its state when the reply leaves: ``CREATED`` when its bundles
+        could be reserved at once (every one on the head's own node manager: no round trip), else ``PENDING``."""
         self.pgs.create(spec)
+        await asyncio.sleep(0)  # the first placement attempt runs now; in-process reservations finish in it
+        return self.pgs.groups[spec.pg_id].info.state
 
     async def rpc_RemovePlacementGroup(self, pg_id: str) -> None:
         # Actors in the group die with it and are not restarted, as in Ray.
