@@ -250,6 +250,8 @@ class CoreWorker:
         self.memory.wake_all()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
+        if self.__dict__.get("_gcs_client") is not None:
+            self._gcs_client.close_sync()
 
     async def _stop(self) -> None:
         if getattr(self, "_tick_handle", None) is not None:
@@ -280,7 +282,12 @@ class CoreWorker:
         return self.clients.get(self.node_address)
 
     def gcs_call(self, method: str, request: Any = None, timeout: float | None = None) -> Any:
-        return self.run(self.gcs().call("Gcs", method, request, timeout=timeout), timeout=None)
+        # From the caller's thread over a blocking channel: no io-loop round trip (``gcs_client.py``).
+        if self._closed:
+            raise RuntimeError("distcore has been shut down; call distcore.init() again")
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("blocking distcore call made on the io thread")
+        return self.gcs().call_sync("Gcs", method, request, timeout=timeout)
 
     async def node_address_of(self, node_id: str) -> str | None:
         if node_id == self.node_id:

@@ -8,17 +8,27 @@ head listens on the address again, which reloads its tables from the session
 directory. After :data:`HEAD_RECONNECT_TIMEOUT_S` (or the call's own
 ``timeout``, if shorter) the call fails with :class:`HeadUnreachableError`,
 a ``ConnectionError`` that says the head is unreachable.
+
+:meth:`GcsClient.call_sync` makes the same call from the caller's own thread
+over a blocking gRPC channel: no hop to the io loop and back, about a third
+of the latency of a ``run(call(...))`` on a loaded 2-core machine (the
+public API's control-store calls: placement groups, named actors, the
+key-value store).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import grpc
+
+from distcore._private import rpc
 from distcore._private.gcs.idempotency import WRITE_METHODS, OnceCall
 from distcore._private.rpc import RpcClient, RpcUnavailable
 
@@ -41,14 +51,12 @@ class GcsClient:
     def __init__(self, address: str, client: Callable[[], RpcClient]) -> None:
         self.address = address
         self._client = client  # the pool's current client for the address
+        self._sync_lock = threading.Lock()
+        self._sync_channel: grpc.Channel | None = None
+        self._sync_stubs: dict[str, Any] = {}
 
     async def call(self, service: str, method: str, request: Any = None, timeout: float | None = None) -> Any:
-        window = HEAD_RECONNECT_TIMEOUT_S if timeout is None else min(HEAD_RECONNECT_TIMEOUT_S, timeout)
-        if method in _NO_RETRY:
-            window = 0.0
-        if service == "Gcs" and method in WRITE_METHODS:
-            # One id for every try: a write the head applied before its reply was lost applies once.
-            service, method, request = "Gcs", "Once", OnceCall(uuid.uuid4().hex, method, request)
+        service, method, request, window = _prepare(service, method, request, timeout)
         deadline: float | None = None
         delay = 0.1
         while True:
@@ -59,18 +67,76 @@ class GcsClient:
                 if deadline is None:
                     deadline = now + window
                 if now >= deadline:
-                    if window <= 0:
-                        raise
-                    raise HeadUnreachableError(
-                        f"the distcore head (control store) at {self.address} is unreachable: {service}.{method} "
-                        f"kept failing for {window:g} s ({exc}). The head crashed or is restarting; restart it "
-                        "on the same address and session to recover, or call distcore.shutdown() and init() again"
-                    ) from None
+                    raise self._unreachable(service, method, window, exc) from None
                 await asyncio.sleep(min(delay, max(deadline - now, 0.0)))
                 delay = min(delay * 2, 1.0)
+
+    def call_sync(self, service: str, method: str, request: Any = None, timeout: float | None = None) -> Any:
+        """:meth:`call`, blocking this thread (never the io loop's): same retries, same errors."""
+        service, method, request, window = _prepare(service, method, request, timeout)
+        deadline: float | None = None
+        delay = 0.1
+        while True:
+            try:
+                return self._call_blocking(service, method, request, timeout)
+            except RpcUnavailable as exc:
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + window
+                if now >= deadline:
+                    raise self._unreachable(service, method, window, exc) from None
+                time.sleep(min(delay, max(deadline - now, 0.0)))
+                delay = min(delay * 2, 1.0)
+
+    def _call_blocking(self, service: str, method: str, request: Any, timeout: float | None) -> Any:
+        path = f"/{service}/{method}"
+        stub = self._sync_stubs.get(path)
+        if stub is None:
+            with self._sync_lock:
+                if self._sync_channel is None:
+                    self._sync_channel = grpc.insecure_channel(self.address, options=rpc._OPTIONS)
+                stub = self._sync_stubs[path] = self._sync_channel.unary_unary(
+                    path, request_serializer=rpc._dumps, response_deserializer=None
+                )
+        try:
+            raw = stub(request, timeout=timeout, metadata=self._client()._metadata)
+        except grpc.RpcError as exc:
+            raise rpc._translate(exc, self.address, f"{service}.{method}") from None  # type: ignore[arg-type]
+        except ValueError:  # the channel was closed under this call (shutdown)
+            raise RpcUnavailable(f"{service}.{method} to {self.address} failed: the channel was closed") from None
+        return rpc._decode(raw)
+
+    def _unreachable(self, service: str, method: str, window: float, exc: RpcUnavailable) -> Exception:
+        if window <= 0:
+            return exc
+        return HeadUnreachableError(
+            f"the distcore head (control store) at {self.address} is unreachable: {service}.{method} "
+            f"kept failing for {window:g} s ({exc}). The head crashed or is restarting; restart it "
+            "on the same address and session to recover, or call distcore.shutdown() and init() again"
+        )
 
     def stream(self, service: str, method: str, request: Any = None) -> AsyncIterator[Any]:
         return self._client().stream(service, method, request)
 
+    def close_sync(self) -> None:
+        """Close the blocking channel of :meth:`call_sync` (a later call opens a new one)."""
+        with self._sync_lock:
+            channel, self._sync_channel = self._sync_channel, None
+            self._sync_stubs = {}
+        if channel is not None:
+            channel.close()
+
     async def close(self) -> None:
+        self.close_sync()
         await self._client().close()
+
+
+def _prepare(service: str, method: str, request: Any, timeout: float | None) -> tuple[str, str, Any, float]:
+    """The request as sent (writes wrapped in :class:`OnceCall`) and the retry window in seconds."""
+    window = HEAD_RECONNECT_TIMEOUT_S if timeout is None else min(HEAD_RECONNECT_TIMEOUT_S, timeout)
+    if method in _NO_RETRY:
+        window = 0.0
+    if service == "Gcs" and method in WRITE_METHODS:
+        # One id for every try: a write the head applied before its reply was lost applies once.
+        service, method, request = "Gcs", "Once", OnceCall(uuid.uuid4().hex, method, request)
+    return service, method, request, window
