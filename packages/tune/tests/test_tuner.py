@@ -327,3 +327,28 @@ def test_get_context_inside_a_trial(cluster, tmp_path) -> None:
     metrics = grid[0].metrics
     assert metrics["dir"] == grid[0].path and metrics["exp"] == "ctx"
     assert metrics["name"].startswith("ctx_") and metrics["name"].endswith(metrics["trial_id"])
+
+
+def test_a_running_trials_results_reach_the_driver_while_it_runs(cluster, tmp_path) -> None:
+    # a trial runs inside its actor call; its results must still stream: the trial waits until
+    # the driver has seen its first result (a callback drops a file) before it reports again
+    seen = tmp_path / "seen"
+
+    class Marker(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if result["training_iteration"] == 1:
+                seen.write_text(str(trial.trial_id))
+
+    def waits_for_the_driver(config):
+        import time
+
+        tune.report({"step": 1})
+        deadline = time.monotonic() + 20
+        while not os.path.exists(config["seen"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        tune.report({"step": 2, "seen": os.path.exists(config["seen"])})
+
+    grid = run(waits_for_the_driver, tmp_path, param_space={"seen": str(seen)}, callbacks=[Marker()])
+    assert grid.num_errors == 0
+    assert grid[0].metrics["seen"] is True and grid[0].metrics["training_iteration"] == 2
+    assert list(grid[0].metrics_dataframe["step"]) == [1, 2]

@@ -431,7 +431,8 @@ class TuneController:
                 continue
             left = slot.run_since + LAZY_POLL_S - now
             if left <= 0:
-                slot.poll_ref = slot.actor.poll.remote(self._acks.get(slot.trial.trial_id, 0), POLL_TIMEOUT_S)
+                trial_id = slot.trial.trial_id
+                slot.poll_ref = slot.actor.poll.remote(self._acks.get(trial_id, 0), POLL_TIMEOUT_S, trial_id)
                 self._inflight[slot.poll_ref] = (slot, "poll")
             else:
                 due = min(due, left)
@@ -466,6 +467,10 @@ class TuneController:
         if accepted:
             self.logger.on_results(trial, accepted)
         status = response["status"]
+        if kind == "poll" and slot.run_ref is not None and status != "running":
+            # an inline trial ended, but its start call's own last drain may have taken the final
+            # results: its reply, still to come, ends the trial (no further poll meanwhile)
+            status = "ending"
         if decision == TrialScheduler.STOP:
             self._request_stop(slot, trial, TERMINATED)
         elif decision == TrialScheduler.PAUSE:
@@ -482,9 +487,11 @@ class TuneController:
             self._complete(trial, slot)
         elif status == "error":
             self._on_failure(slot, trial, response.get("error") or "unknown error", response.get("exc"))
+        elif status == "ending":
+            slot.run_since = float("inf")  # no lazy poll either: the start reply is on its way
         else:
             self._acks[trial.trial_id] = response["seq"]
-            ref = slot.actor.poll.remote(response["seq"], POLL_TIMEOUT_S)
+            ref = slot.actor.poll.remote(response["seq"], POLL_TIMEOUT_S, trial.trial_id)
             self._inflight[ref] = (slot, "poll")
             if self._inline:
                 slot.poll_ref = ref
@@ -493,7 +500,7 @@ class TuneController:
         trial.status = final_status
         slot.run_ref = slot.run_reply = None  # an inline trial's start reply is stale from now on
         self._stopping.add(trial.trial_id)
-        ref = slot.actor.stop.remote(save, STOP_TIMEOUT_S)
+        ref = slot.actor.stop.remote(save, STOP_TIMEOUT_S, trial.trial_id)
         self._inflight[ref] = (slot, "stop")
         if final_status == TERMINATED:
             self._on_trial_done(trial)

@@ -294,6 +294,20 @@ class TrialWorker:
         self._run: _Run | None = None
         self._cached: Trainable | None = None
         self._trainable: Any = None
+        # calls of a threaded actor may run in any order: a poll or stop naming a trial waits
+        # here until that trial's start has installed its run
+        self._started = threading.Condition()
+
+    def _run_of(self, trial_id: str | None, timeout: float) -> _Run | None:
+        """The current run, once it is ``trial_id``'s (None if it is not within ``timeout``)."""
+        with self._started:
+            if trial_id is not None:
+                self._started.wait_for(lambda: self._run is not None and self._run.spec["trial_id"] == trial_id,
+                                       timeout)
+            run = self._run
+        if trial_id is not None and (run is None or run.spec["trial_id"] != trial_id):
+            return None
+        return run
 
     def ping(self) -> int:
         return os.getpid()
@@ -315,24 +329,33 @@ class TrialWorker:
             raise RuntimeError("trial actor has no trainable: the driver must send it with the first trial")
         inline = inline and not spec.get("sync") and not (
             isinstance(self._trainable, type) and issubclass(self._trainable, Trainable))
-        run = self._run = _Run(spec, self._trainable, self, inline=inline)
+        run = _Run(spec, self._trainable, self, inline=inline)
+        with self._started:
+            self._run = run
+            self._started.notify_all()
         if run.thread is None:
             run._main()
             return run.drain(0, 0.0)
         run.thread.start()
         return run.drain(0, poll_timeout)
 
-    def poll(self, ack: int, timeout: float) -> dict[str, Any]:
-        run = self._run
-        if run is None:
-            return {"results": [], "status": "idle", "error": None, "exc": None, "final_checkpoint": None, "seq": 0}
-        return run.drain(ack, timeout)
-
-    def stop(self, save: bool = False, timeout: float = 30.0) -> dict[str, Any]:
-        run = self._run
-        if run is None:
-            return {"results": [], "status": "idle", "error": None, "exc": None, "final_checkpoint": None, "seq": 0}
+    def poll(self, ack: int, timeout: float, trial_id: str | None = None) -> dict[str, Any]:
+        """New results of the current trial (``trial_id``'s: waits for its start if it has not
+        run yet; "running" with no results if it does not start within ``timeout``)."""
         deadline = time.monotonic() + timeout
+        run = self._run_of(trial_id, timeout)
+        if run is None:
+            status = "running" if trial_id is not None else "idle"
+            return {"results": [], "status": status, "error": None, "exc": None, "final_checkpoint": None,
+                    "seq": ack}
+        return run.drain(ack, max(0.0, deadline - time.monotonic()))
+
+    def stop(self, save: bool = False, timeout: float = 30.0, trial_id: str | None = None) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        run = self._run_of(trial_id, timeout)
+        if run is None:  # its start never ran here: "stuck" has the driver replace this actor
+            status = "stuck" if trial_id is not None else "idle"
+            return {"results": [], "status": status, "error": None, "exc": None, "final_checkpoint": None, "seq": 0}
         with run.cond:
             run.stop_requested = True
             run.save_on_stop = save
