@@ -102,3 +102,32 @@ def test_tensorboard_event_files_when_a_writer_is_installed(cluster, tmp_path) -
     assert scalars["tune/score"] == [(1, 2.0), (2, 4.0), (3, 6.0)]
     assert scalars["tune/env_runners/return"] == [(1, 10.0), (2, 20.0), (3, 30.0)]
     assert "tune/name" not in scalars  # only numbers become scalars
+
+
+def test_event_files_do_not_load_tensorboardx_writer_stack(tmp_path) -> None:
+    # tensorboardX's package __init__ loads its SummaryWriter stack (torch among it); writing
+    # event files needs only its record writer and protos, and the package still works after
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("tensorboardX") is None:
+        pytest.skip("tensorboardX is not installed")
+    code = (
+        "import sys\n"
+        "from distcore.tune._internal.tb_events import EventFileWriter\n"
+        f"w = EventFileWriter({str(tmp_path)!r}); w.add_scalars({{'tune/x': 1.5}}, 1); w.close()\n"
+        "heavy = [m for m in ('torch', 'tensorboardX.writer') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "import tensorboardX\n"
+        "from tensorboardX import SummaryWriter\n"
+        "assert 'tensorboardX.writer' in sys.modules and tensorboardX.proto.event_pb2.Event\n"
+        "try:\n"
+        "    tensorboardX.no_such_name\n"
+        "except AttributeError:\n"
+        "    print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+    (events,) = [n for n in os.listdir(tmp_path) if n.startswith("events.out.tfevents")]
+    assert _read_scalars(os.path.join(tmp_path, events))["tune/x"] == [(1, 1.5)]
