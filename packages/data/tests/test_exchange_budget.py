@@ -50,8 +50,8 @@ class _Peak:
 @pytest.mark.usefixtures("shared_cluster")
 def test_groupby_over_several_budgets_stays_under_the_budget(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("DISTCORE_DATA_SPILL_DIR", str(tmp_path / "spill"))
-    budget = 8 * MiB
-    rows, blocks = 1_600_000, 20
+    budget = 6 * MiB
+    rows, blocks = 1_200_000, 16
     dd.DataContext.get_current().memory_budget = budget
     ds = dd.range(rows, override_num_blocks=blocks).map_batches(_keyed, batch_size=None)
     out = ds.groupby("k").aggregate(Sum("v"), Count(), Mean("v"))
@@ -60,7 +60,7 @@ def test_groupby_over_several_budgets_stays_under_the_budget(tmp_path, monkeypat
         for batch in out.iter_batches(batch_size=None, batch_format="pandas", prefetch_batches=1):
             frames.append(batch)
     got = pd.concat(frames, ignore_index=True).sort_values("k").reset_index(drop=True)
-    data = rows * 8 * 4  # k, v and two pad values per row: 48.8 MiB, 6x the budget
+    data = rows * 8 * 4  # k, v and two pad values per row: 36.6 MiB, 6x the budget
     assert data >= 6 * budget
     ids = np.arange(rows)
     frame = pd.DataFrame({"k": ids % KEYS, "v": (ids * 7 % 1000).astype(np.float64)})
@@ -130,8 +130,8 @@ def _random_keys(batch):
 @pytest.mark.usefixtures("shared_cluster")
 def test_sort_over_several_budgets_stays_near_the_budget(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("DISTCORE_DATA_SPILL_DIR", str(tmp_path / "spill"))
-    budget = 8 * MiB
-    rows = 1_500_000  # 5 columns of 8 bytes: 57 MiB, 7x the budget
+    budget = 6 * MiB
+    rows = 1_000_000  # 5 columns of 8 bytes: 38 MiB, 6x the budget
     dd.DataContext.get_current().memory_budget = budget
     ds = dd.range(rows, override_num_blocks=20).map_batches(_random_keys).sort("r", descending=True)
     keys, ids = [], []

@@ -88,13 +88,17 @@ class StreamingExchangeOp(PhysicalOp):
         self._sides.append(index)
 
     # ------------------------------------------------------------------ accounting
+    def _store_throttles(self) -> bool:
+        """Map output in the store counts against the budget (upstream reads wait for room) while more
+        input comes and it can be spilled; otherwise it is held like a barrier's input: it must not
+        stall its own input, nor the reduces that release it."""
+        return self._spill_ok is not False and not self.all_inputs_done()
+
     def queued_bytes(self) -> int:
-        # map output in the store counts against the budget (upstream reads wait for room) unless it
-        # cannot be spilled: then it is held like a barrier's input (it must not stall its own input)
-        return super().queued_bytes() + (self.in_store if self._spill_ok is not False else 0)
+        return super().queued_bytes() + (self.in_store if self._store_throttles() else 0)
 
     def held_bytes(self) -> int:
-        return self.in_store if self._spill_ok is False else 0
+        return 0 if self._store_throttles() else self.in_store
 
     def start(self, executor: Any) -> None:
         self._executor = executor
