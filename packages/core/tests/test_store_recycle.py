@@ -228,3 +228,44 @@ def test_task_reads_of_a_put_object_see_its_value_after_recycling(shared_cluster
         del junk  # freed unread: its segment goes to the pool
         arr = np.full(MB, i, dtype=np.int64)
         assert distcore.get(total.remote(distcore.put(arr))) == i * MB
+
+
+# ---------------------------------------------------------------- the writer's kept mappings
+
+
+def test_the_writer_keeps_its_mapping_of_a_recycled_file_and_drops_it_once_the_file_is_gone(
+    store: LocalObjectStore,
+) -> None:
+    from distcore._private.object_store.writer_maps import WriterMappings
+
+    maps = WriterMappings()
+    values = [np.full(2 * MB, i, dtype=np.uint8) for i in range(4)]
+    _put(store, 0, values[0])
+    store.delete([_oid(0)])
+    for i in range(1, 4):  # the same file each time: mapped once, then memcpy only
+        serialized = serialize(values[i])
+        name, recycled = store.create_recyclable(_oid(i), serialized.total_size)
+        assert recycled
+        maps.write(name, serialized.total_size, serialized.chunks())
+        store.seal(_oid(i))
+        if i < 3:
+            store.delete([_oid(i)])  # unread: its file goes back to the pool
+    assert maps.hits == 2 and len(maps) == 1  # mapped for object 1, reused for 2 and 3
+    np.testing.assert_array_equal(_get(store, 3), values[3])
+    store.delete([_oid(3)])  # read: unlinked, not recycled
+    assert maps.sweep() == 1 and len(maps) == 0  # its file is gone: the mapping is let go
+
+
+def test_kept_mappings_stay_within_their_bounds_and_expire(store: LocalObjectStore) -> None:
+    from distcore._private.object_store.writer_maps import WriterMappings
+
+    maps = WriterMappings(max_entries=2, idle_s=0.2)
+    for i in range(3):
+        name = store.segment_name(_oid(100 + i))
+        shm.create_segment(name, 2 * MB).close()
+        maps.write(name, 2 * MB, [(0, memoryview(b"x" * 10))])
+    assert len(maps) == 2
+    time.sleep(0.3)
+    assert maps.sweep() == 2 and len(maps) == 0
+    for i in range(3):
+        shm.unlink_segment(store.segment_name(_oid(100 + i)))

@@ -11,7 +11,8 @@ import asyncio
 from typing import Any
 
 from distcore._private import protocol as p
-from distcore._private.object_store.shm import create_segment, open_segment, reopen_segment
+from distcore._private.object_store.shm import create_segment, open_segment
+from distcore._private.object_store.writer_maps import MAPPINGS
 from distcore._private.rpc import RpcClient, RpcUnavailable
 from distcore._private.serialization import SerializedObject, deserialize
 
@@ -34,7 +35,10 @@ async def write_to_store(
         )
         try:
             # Off the io loop: a large copy must not stall every other RPC.
-            await asyncio.get_running_loop().run_in_executor(None, _fill, name, serialized, recycled)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, _fill, name, serialized, recycled)
+            if recycled:
+                MAPPINGS.schedule_sweep(loop)  # kept mappings are unmapped once idle
         except BaseException:
             # Give the reservation back (and remove the partial segment).
             await node.call("NodeManager", "FreeObjects", [object_id])
@@ -55,12 +59,10 @@ def node_gone_message(address: str, action: str) -> str:
 
 def _fill(name: str, serialized: SerializedObject, recycled: bool = False) -> None:
     if recycled:
-        # A recycled segment's pages exist: map them in one go and memcpy
-        # (``object_store/recycle.py``).
-        with reopen_segment(name, serialized.total_size) as seg:
-            buf = seg.buffer
-            for offset, chunk in serialized.chunks():
-                buf[offset : offset + chunk.nbytes] = chunk
+        # A recycled segment's pages exist: memcpy into them, through this
+        # process's mapping of the file when it wrote it before
+        # (``object_store/recycle.py``, ``object_store/writer_maps.py``).
+        MAPPINGS.write(name, serialized.total_size, serialized.chunks())
         return
     # A new segment: pwrite spares the kernel zeroing the pages first (``shm.py``).
     with create_segment(name, serialized.total_size) as seg:
