@@ -47,7 +47,6 @@ __all__ = [
     "create_segment",
     "list_session_segments",
     "open_segment",
-    "reopen_segment",
     "segment_dir",
     "segment_exists",
     "segment_name",
@@ -298,26 +297,6 @@ def create_segment(name: str, size: int, *, fallback_dir: str | None = None) -> 
     except BaseException:
         os.close(fd)
         os.unlink(path)
-        raise
-    return WritableSegment(name, path, fd, size)
-
-
-def reopen_segment(name: str, size: int, *, fallback_dir: str | None = None) -> WritableSegment:
-    """Open existing segment ``name`` for writing (a recycled one: ``recycle.py``).
-
-    Its pages exist already, so fill it through :attr:`WritableSegment.buffer`
-    (a memcpy into a mapping populated in one go) rather than :meth:`~WritableSegment.write`.
-    Raises ``FileNotFoundError`` when it is missing and ``ValueError`` when it
-    does not have exactly ``size`` bytes.
-    """
-    path = segment_path(name, fallback_dir)
-    fd = os.open(path, os.O_RDWR)
-    try:
-        actual = os.fstat(fd).st_size
-        if actual != size:
-            raise ValueError(f"segment {name} has {actual} bytes, expected {size}")
-    except BaseException:
-        os.close(fd)
         raise
     return WritableSegment(name, path, fd, size)
 
