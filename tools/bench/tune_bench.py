@@ -4,8 +4,10 @@ Workloads (each in a fresh subprocess, one cluster of ``--num-cpus`` CPUs):
   1. trivial   N trivial trials (each reports once): wall time and trials/s
   2. reports   T trials x R reports each: results/s
   3. optuna    Optuna TPE for K trials through the Tuner (one trial at a time)
-               vs the same study run by Optuna alone (same objective, same seed);
-               the two alternate, 3 runs each, and each side's fastest run counts
+               vs the same study run by Optuna alone (same objective, same seed, same
+               sequential order: both see every result before the next suggest, so
+               both find the same best value, which the JSON records);
+               the two alternate, 5 runs each, and each side's fastest run counts
 
 ``--compare ray`` runs the same workloads on Ray Tune from ``.venv-ray`` (smaller
 sizes by default: Ray spends about 2 s per trivial trial) and prints the ratios.
@@ -30,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY_PYTHON = ROOT / ".venv-ray" / "bin" / "python"
-REPEAT = 3  # workload 3: runs of each side (the fastest counts)
+REPEAT = 5  # workload 3: runs of each side (the fastest counts)
 
 
 # ---------------------------------------------------------------------------- worker side
@@ -112,7 +114,8 @@ def worker(backend: str, workload: str, size: list[int], num_cpus: int) -> dict:
         best = grid.get_best_result().metrics["loss"]
         out.update(wall_s=min(through_runs), optuna_alone_s=min(alone_runs),
                    rate=min(through_runs) / min(alone_runs), unit="x Optuna alone", best_tune=best,
-                   best_optuna=study.best_value, runs_tune=through_runs, runs_optuna=alone_runs)
+                   best_optuna=study.best_value, same_best=best == study.best_value,
+                   runs_tune=through_runs, runs_optuna=alone_runs)
     ray.shutdown()
     return out
 
