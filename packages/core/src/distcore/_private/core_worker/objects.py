@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 from distcore._private import protocol as p
+from distcore._private.object_store.recycle import MIN_BYTES as RECYCLE_MIN_BYTES
 from distcore._private.object_store.shm import create_segment, open_segment
 from distcore._private.object_store.writer_maps import MAPPINGS
 from distcore._private.rpc import RpcClient, RpcUnavailable
@@ -37,8 +38,7 @@ async def write_to_store(
             # Off the io loop: a large copy must not stall every other RPC.
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, _fill, name, serialized, recycled)
-            if recycled:
-                MAPPINGS.schedule_sweep(loop)  # kept mappings are unmapped once idle
+            MAPPINGS.schedule_sweep(loop)  # kept mappings are unmapped once idle
         except BaseException:
             # Give the reservation back (and remove the partial segment).
             await node.call("NodeManager", "FreeObjects", [object_id])
@@ -63,6 +63,10 @@ def _fill(name: str, serialized: SerializedObject, recycled: bool = False) -> No
         # process's mapping of the file when it wrote it before
         # (``object_store/recycle.py``, ``object_store/writer_maps.py``).
         MAPPINGS.write(name, serialized.total_size, serialized.chunks())
+        return
+    if serialized.total_size >= RECYCLE_MIN_BYTES:
+        # A new segment this process may get back recycled: write it through a kept mapping.
+        MAPPINGS.write_new(name, serialized.total_size, serialized.chunks())
         return
     # A new segment: pwrite spares the kernel zeroing the pages first (``shm.py``).
     with create_segment(name, serialized.total_size) as seg:

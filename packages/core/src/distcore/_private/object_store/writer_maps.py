@@ -95,6 +95,17 @@ class WriterMappings:
     def __len__(self) -> int:
         return len(self._maps)
 
+    def write_new(self, name: str, size: int, chunks: Iterable[tuple[int, memoryview]]) -> None:
+        """Create segment ``name`` of ``size`` bytes, fill it with ``chunks`` through a mapping
+        and keep the mapping, so that a later write into the file once it is recycled is a memcpy.
+
+        Raises as :func:`.shm.create_segment` (``FileExistsError``, ``OSError(ENOSPC)``).
+        """
+        with shm.create_segment(name, size) as seg:
+            st = os.fstat(seg.fileno())
+            entry = _Map(seg.fileno(), size)
+        self._fill(entry, (st.st_dev, st.st_ino), chunks)
+
     def write(self, name: str, size: int, chunks: Iterable[tuple[int, memoryview]]) -> None:
         """Copy ``chunks`` (``(offset, bytes)``) into recycled segment ``name`` of exactly ``size`` bytes.
 
@@ -120,6 +131,9 @@ class WriterMappings:
                 entry = _Map(fd, size)
         finally:
             os.close(fd)
+        self._fill(entry, key, chunks)
+
+    def _fill(self, entry: _Map, key: tuple[int, int], chunks: Iterable[tuple[int, memoryview]]) -> None:
         try:
             view = entry.view
             for offset, chunk in chunks:
