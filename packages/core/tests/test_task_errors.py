@@ -549,3 +549,48 @@ def test_infeasible_task_warns_with_its_demand_and_can_be_cancelled(shared_clust
     distcore.cancel(ref)
     with pytest.raises(TaskCancelledError):
         distcore.get(ref, timeout=10)
+
+
+def test_tasks_pushed_on_a_kept_lease_retry_crashes_and_cancel(shared_cluster, tmp_path):
+    # After a sync task, the next one of the same shape is pushed from the caller's thread to the
+    # worker still leased for it: crashes, retries and cancellation behave as on the io-loop path.
+    path, pid_file = str(tmp_path / "attempts"), str(tmp_path / "pid")
+
+    @distcore.remote
+    def warm():
+        return os.getpid()
+
+    @distcore.remote(max_retries=1)
+    def crashes_once(path):
+        if count_attempt(path) <= 1:
+            os._exit(1)
+        return "survived"
+
+    @distcore.remote(max_retries=3)
+    def stubborn(pid_file):
+        with open(pid_file + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.rename(pid_file + ".tmp", pid_file)
+        while True:
+            try:
+                time.sleep(60)
+            except BaseException:  # noqa: BLE001 - ignores the soft cancel
+                pass
+
+    for _ in range(3):
+        distcore.get(warm.remote(), timeout=30)
+    assert distcore.get(crashes_once.remote(path), timeout=60) == "survived"
+    assert attempts(path) == 2
+    pids = {distcore.get(warm.remote(), timeout=30) for _ in range(20)}
+    assert pids and all(not process_gone(pid) for pid in pids)
+
+    distcore.get(warm.remote(), timeout=30)
+    ref = stubborn.remote(pid_file)
+    wait_for_path(pid_file)
+    with open(pid_file) as f:
+        pid = int(f.read())
+    distcore.cancel(ref, force=True)
+    with pytest.raises(TaskCancelledError):
+        distcore.get(ref, timeout=20)
+    wait_for(lambda: process_gone(pid), message=f"worker {pid} still alive after force cancel")
+    assert distcore.get(warm.remote(), timeout=30) != pid

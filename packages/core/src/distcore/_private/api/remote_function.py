@@ -79,7 +79,7 @@ class RemoteFunction:
         )
         core.refs.add_submitted(deps)
         del keep
-        core.submit_soon(core.submitter.submit(spec, deps))
+        core.submitter.submit_call(spec, deps)
         if num_returns == "streaming":
             return ObjectRefGenerator(task_id)
         if num_returns == "dynamic":

@@ -106,13 +106,13 @@ class ActorSubmitter:
             spec.seq_no = state.seq
             spec.incarnation = state.incarnation
             spec.caller_id = core.worker_id
-            core.task_events.record_submitted(spec)
             state.in_flight[spec.task_id] = call  # before the send: the reply may land at once
+            core.defer(core.lineage.note_actor_task, spec)  # its returns are not reconstructed (for the error)
             if not framed.send_direct("PushTask", p.PushTask(spec), _DirectPush(self, state, call, address)):
                 del state.in_flight[spec.task_id]
                 return False
             state.seq += 1
-        core.defer(core.lineage.note_actor_task, spec)  # its returns are not reconstructed (for the error)
+        core.task_events.record_submitted(spec)
         return True
 
     async def submit(self, spec: p.TaskSpec, deps: list[str], max_task_retries: int, queued: bool = False) -> None:

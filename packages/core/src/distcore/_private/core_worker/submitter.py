@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -84,8 +85,49 @@ class TaskSubmitter:
         self.tasks: dict[str, _Task] = {}
         self.generators: dict[str, _Generator] = {}
         self._closing = False
+        # Guards the leased workers' ``busy`` flags and lists: caller threads (``_send_direct``) and
+        # the io loop both hand tasks to idle leased workers.
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------ submission
+
+    def submit_call(self, spec: p.TaskSpec, deps: list[str]) -> None:
+        """Submit a task from the caller's thread (``RemoteFunction.remote``).
+
+        When a worker leased for the task's shape is idle (a sync loop's next task), nothing is
+        queued before it and it has no ref arguments, the task is pushed from this thread: marked
+        busy here, the request frame written here, the reply handled by the io loop as it arrives
+        (``_DirectRun``). Everything else goes through the io loop (``submit``)."""
+        if not deps and isinstance(spec.num_returns, int) and self._send_direct(spec):
+            return
+        self.core.submit_soon(self.submit(spec, deps))
+
+    def _send_direct(self, spec: p.TaskSpec) -> bool:
+        core = self.core
+        key = _scheduling_key(spec)
+        state = self.keys.get(key)
+        if state is None or state.queue or self._closing or core._closed:
+            return False
+        with self._lock:
+            idle = next((w for w in state.leased if not w.busy), None)
+            if idle is None:
+                return False
+            framed = core.clients.framed(idle.worker.target)
+            if framed is None:
+                return False
+            task = _Task(spec, [], running_on=idle)
+            idle.busy = True
+            self.tasks[spec.task_id] = task
+            # Before the send, so that the reply handler (_DirectRun drains it first) finds it; a
+            # second record of the same task (the fallback below) is a no-op.
+            core.defer(core.lineage.record, spec, [])
+            if not framed.send_direct("PushTask", p.PushTask(spec, idle.assigned, idle.gpu_ids),
+                                      _DirectRun(self, key, state, idle, task)):
+                idle.busy = False
+                del self.tasks[spec.task_id]
+                return False
+        core.task_events.record_submitted(spec)
+        return True
 
     async def submit(self, spec: p.TaskSpec, deps: list[str]) -> None:
         self.core.task_events.record_submitted(spec)
@@ -125,14 +167,16 @@ class TaskSubmitter:
 
     def _pump(self, key: Any, state: _KeyState) -> None:
         while state.queue:
-            idle = next((w for w in state.leased if not w.busy), None)
-            if idle is None:
-                break
-            task = state.queue.popleft()
+            with self._lock:
+                idle = next((w for w in state.leased if not w.busy), None)
+                if idle is None:
+                    break
+                task = state.queue.popleft()
+                if not task.cancelled:
+                    idle.busy = True
             if task.cancelled:
                 self._finish_with_error(task, TaskCancelledError(task.spec.task_id))
                 continue
-            idle.busy = True
             task.running_on = idle
             asyncio.ensure_future(self._run(key, state, idle, task))
         want = min(len(state.queue), MAX_LEASE_REQUESTS_PER_KEY) - state.requesting
@@ -153,11 +197,15 @@ class TaskSubmitter:
             return  # _pump arms it again once the queue is empty
         now = time.monotonic()
         due = None
-        for leased in [w for w in state.leased if not w.busy]:
-            if leased.idle_since + LEASE_LINGER_S <= now + 0.002:
+        with self._lock:
+            idle = [w for w in state.leased if not w.busy]
+            expired = [w for w in idle if w.idle_since + LEASE_LINGER_S <= now + 0.002]
+            for leased in expired:
                 state.leased.remove(leased)
-                asyncio.ensure_future(self._return(leased))
-            else:
+        for leased in expired:
+            asyncio.ensure_future(self._return(leased))
+        for leased in idle:
+            if leased not in expired:
                 due = leased.idle_since + LEASE_LINGER_S if due is None else min(due, leased.idle_since + LEASE_LINGER_S)
         if due is not None:
             state.linger = asyncio.get_running_loop().call_later(max(0.0, due - now), self._return_idle, state)
@@ -166,8 +214,11 @@ class TaskSubmitter:
         """Give back the idle leased workers on ``node_id`` now: it died (or lost an object), and a
         task pushed there blindly would spend a retry (``reconstruction.py`` calls this)."""
         for state in self.keys.values():
-            for leased in [w for w in state.leased if not w.busy and w.worker.node_id == node_id]:
-                state.leased.remove(leased)
+            with self._lock:
+                gone = [w for w in state.leased if not w.busy and w.worker.node_id == node_id]
+                for leased in gone:
+                    state.leased.remove(leased)
+            for leased in gone:
                 asyncio.ensure_future(self._return(leased))
 
     async def _lease(self, key: Any, state: _KeyState, spec: p.TaskSpec) -> None:
@@ -291,17 +342,32 @@ class TaskSubmitter:
             worker_died = True
         except RpcError as exc:
             reply = p.TaskReply([], system_error=str(exc))
+        await self._ran(key, state, leased, task, reply, worker_died)
+
+    def _ran_ok(self, key: Any, state: _KeyState, leased: _Leased, task: _Task, reply: p.TaskReply) -> None:
+        """``_ran`` for a reply from a worker that stays (no await: straight from the reply frame)."""
         task.running_on = None
+        leased.idle_since = time.monotonic()
         leased.busy = False
+        self._on_reply(key, state, task, reply)
+        self._pump(key, state)
+
+    async def _ran(self, key: Any, state: _KeyState, leased: _Leased, task: _Task, reply: p.TaskReply | None,
+                   worker_died: bool) -> None:
+        task.running_on = None
         leased.idle_since = time.monotonic()
         cause: WorkerDeathInfo | None = None
         if worker_died or (reply is not None and reply.worker_exiting):
-            if leased in state.leased:  # close() may have returned it meanwhile
-                state.leased.remove(leased)
+            with self._lock:  # gone before it looks idle to a caller thread
+                if leased in state.leased:  # close() may have returned it meanwhile
+                    state.leased.remove(leased)
+                leased.busy = False
             self.core.clients.drop(leased.worker.target)
             if worker_died:  # ask why first: returning the lease below ends the worker "on request"
                 cause = await fetch_death_info(self.core.clients, leased.node_address, leased.worker.worker_id)
             asyncio.ensure_future(self._return(leased, exiting=True))
+        else:
+            leased.busy = False
         if worker_died:
             self._on_worker_died(key, state, task, cause)
         else:
@@ -448,6 +514,41 @@ class TaskSubmitter:
             for leased in list(state.leased):
                 await self._return(leased)
             state.leased.clear()
+
+
+class _DirectRun:
+    """The pending entry of a task pushed by a caller thread (``TaskSubmitter._send_direct``): the
+    framed client hands it the reply on the io loop, where it finishes the task as ``_run`` would."""
+
+    __slots__ = ("_sub", "_key", "_state", "_leased", "_task")
+
+    def __init__(self, sub: TaskSubmitter, key: Any, state: _KeyState, leased: _Leased, task: _Task) -> None:
+        self._sub = sub
+        self._key = key
+        self._state = state
+        self._leased = leased
+        self._task = task
+
+    def done(self) -> bool:
+        return False
+
+    def set_result(self, result: tuple) -> None:
+        sub = self._sub
+        sub.core.drain_deferred()  # this task's own bookkeeping first (lineage.record)
+        status, reply = result
+        if status == 0 and not reply.worker_exiting:
+            sub._ran_ok(self._key, self._state, self._leased, self._task, reply)
+            return
+        if status != 0:
+            reply = p.TaskReply([], system_error=str(reply))
+        asyncio.ensure_future(sub._ran(self._key, self._state, self._leased, self._task, reply, False))
+
+    def set_exception(self, exc: BaseException) -> None:
+        sub = self._sub
+        sub.core.drain_deferred()
+        died = isinstance(exc, RpcUnavailable)
+        reply = None if died else p.TaskReply([], system_error=str(exc))
+        asyncio.ensure_future(sub._ran(self._key, self._state, self._leased, self._task, reply, died))
 
 
 def _scheduling_key(spec: p.TaskSpec) -> Any:
