@@ -41,6 +41,9 @@ logger = logging.getLogger(__name__)
 
 # While tasks run, the io loop looks this often for replies sent directly by executor threads.
 SWEEP_S = 0.05
+# Sweeps that find nothing back off (doubling) to this: one long task (a training loop with a poll
+# in flight) wakes the io loop, and takes the GIL from the task's thread, about once a second, not 20 times.
+SWEEP_MAX_S = 0.8
 # How long later actor calls wait for a missing earlier one from the same caller.
 SEQ_GAP_TIMEOUT_S = 10.0
 # An actor created inside a task checks its owner this often; it ends after
@@ -86,6 +89,7 @@ class Executor:
         self._direct: dict[asyncio.Future, tuple[DirectReply, int]] = {}
         self._inflight = 0
         self._sweeping = False
+        self._sweep_s = SWEEP_S
 
     # ------------------------------------------------------------ io-loop side
 
@@ -163,11 +167,15 @@ class Executor:
 
     def _sweep(self) -> None:
         """Resolve the futures of directly sent replies while tasks run (``CoreWorker.defer``)."""
-        self.core.drain_deferred()
+        core = self.core
+        found = bool(core._deferred)
+        core.drain_deferred()
         if self._inflight > 0:
-            asyncio.get_running_loop().call_later(SWEEP_S, self._sweep)
+            self._sweep_s = SWEEP_S if found else min(self._sweep_s * 2, SWEEP_MAX_S)
+            asyncio.get_running_loop().call_later(self._sweep_s, self._sweep)
         else:
             self._sweeping = False
+            self._sweep_s = SWEEP_S
 
     def _order_actor_call(self, req: p.PushTask, fut: asyncio.Future) -> None:
         spec = req.spec
