@@ -174,10 +174,21 @@ def test_with_resources_packs_the_cluster(cluster, tmp_path) -> None:
     spans = sorted((r.metrics["start"], r.metrics["end"]) for r in grid)
     assert spans[1][0] >= spans[0][1] - 0.05  # 2 CPUs each on a 2-CPU cluster: one at a time
 
-    grid = run(tune.with_resources(sleepy, {"cpu": 1}), tmp_path, name="packed",
+    # 1 CPU each: both at once. Each trial waits (up to 30 s) for the other to be running too,
+    # so a slow actor start on a busy machine cannot make them look sequential
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+
+    def meets(config):
+        (barrier / str(config["i"])).touch()
+        deadline = time.monotonic() + 30
+        while len(os.listdir(barrier)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        tune.report({"met": len(os.listdir(barrier)) == 2})
+
+    grid = run(tune.with_resources(meets, {"cpu": 1}), tmp_path, name="packed",
                param_space={"i": tune.grid_search([0, 1])})
-    spans = sorted((r.metrics["start"], r.metrics["end"]) for r in grid)
-    assert spans[1][0] < spans[0][1]  # 1 CPU each: both at once
+    assert [r.metrics["met"] for r in grid] == [True, True]
 
     with pytest.raises(ValueError, match="not enough CPU"):
         run(tune.with_resources(sleepy, {"cpu": 3}), tmp_path, name="toolarge")
