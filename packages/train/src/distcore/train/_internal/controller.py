@@ -53,7 +53,7 @@ from distcore.train._internal.worker_group import WorkerGroup, leave_room_for_da
 
 logger = logging.getLogger("distcore.train")
 
-POLL_S = 0.5
+POLL_S = 5.0  # a long poll: it returns at once on a report or the end, so this only bounds idle wake-ups
 ERROR_GRACE_S = 3.0
 PROGRESS_EVERY_S = 1.0
 
