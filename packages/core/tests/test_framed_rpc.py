@@ -128,6 +128,38 @@ def test_a_connection_lost_while_it_opens_fails_the_call_at_once():
     asyncio.run(main())
 
 
+def test_a_new_process_on_a_dead_peers_address_is_reached():
+    """The kernel reuses a dead worker's port for a new one. A client that failed to reach the dead
+    peer (the framed transport refused, gRPC in reconnect back-off) reaches the new one at once."""
+    from distcore._private.core_worker.framed_rpc import FramedServer
+
+    async def main():
+        _, server, framed_server, target = await _serve()
+        await framed_server.stop()
+        await server.stop(0)
+        client = RpcClient(target, "token", framed=True)
+        try:
+            for service in ("CoreWorker", "Health"):  # the peer is gone
+                with pytest.raises(RpcUnavailable):
+                    await client.call(service, "Echo" if service == "CoreWorker" else "Check", 1, timeout=10)
+            # A new process listens on the same address.
+            service = _Service()
+            server = RpcServer("token", port=int(target.rsplit(":", 1)[1]))
+            server.add_service("CoreWorker", service)
+            await server.start()
+            framed_server = FramedServer(service, "token")
+            assert await framed_server.start(target)
+            assert await client.call("Health", "Check", timeout=10) == "ok"
+            assert await client.call("CoreWorker", "Echo", 7, timeout=10) == 7
+            assert client._framed is not None and client._framed._conn is not None  # framed again
+        finally:
+            await client.close()
+            await framed_server.stop()
+            await server.stop(0)
+
+    asyncio.run(main())
+
+
 def test_a_peer_without_a_framed_listener_is_called_over_grpc():
     async def main():
         _, server, framed_server, target = await _serve(framed=False)

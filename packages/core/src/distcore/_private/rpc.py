@@ -42,6 +42,9 @@ _OPTIONS = _COMMON + [
     # A peer that comes back on its address (a restarted head) is found again within a second.
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 1000),
+    # Subchannels are the channel's own: a new channel to an address (RpcClient._after_unreachable)
+    # does not inherit a shared subchannel's reconnect back-off from the process that left it.
+    ("grpc.use_local_subchannel_pool", 1),
 ]
 # Servers accept those pings instead of answering GOAWAY "too_many_pings".
 # gRPC core cancels calls that wait too long to be accepted by the (asyncio)
@@ -57,6 +60,10 @@ _SERVER_OPTIONS = _COMMON + [
     ("grpc.http2.max_ping_strikes", 0),
     ("grpc.keepalive_permit_without_calls", 1),
 ]
+# A channel set aside after a failed connection may finish the calls still on it for this long;
+# a peer that stays away keeps at most this many of them.
+_RETIRED_GRACE_S = 30.0
+_RETIRED_MAX = 2
 
 _OK = 0
 _ERR = 1
@@ -195,14 +202,39 @@ class RpcClient:
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         # CoreWorker calls to a process of this node travel on the lean framed
         # transport (core_worker/framed_rpc.py) where the peer listens for it.
-        self._framed: Any = None
-        if framed:
-            from distcore._private.core_worker.framed_rpc import FramedClient
-
-            self._framed = FramedClient(address, token)
+        self._token = token
+        self._framed_wanted = framed
+        self._framed: Any = self._new_framed() if framed else None
         # Created on first use, inside the event loop that makes the calls.
         self._channel: grpc.aio.Channel | None = None
         self._stubs: dict[str, Any] = {}
+        # Channels set aside after a failed connection, closed with the client (calls may still run on them).
+        self._retired: list[grpc.aio.Channel] = []
+
+    def _new_framed(self) -> Any:
+        from distcore._private.core_worker.framed_rpc import FramedClient
+
+        return FramedClient(self.address, self._token)
+
+    def _after_unreachable(self) -> None:
+        """The peer could not be reached. The next call starts afresh: a new process may take over this
+        address (a worker's port is reused by the kernel), and neither gRPC's reconnect back-off nor a
+        framed transport given up on because the dead peer refused it may fail calls to the new one."""
+        channel = self._channel
+        if channel is not None:
+            self._retired.append(channel)
+            self._channel, self._stubs = None, {}
+            # Closed soon after (or with the client), so it stops reconnecting to the address.
+            asyncio.get_running_loop().call_later(_RETIRED_GRACE_S, self._close_retired, channel)
+            while len(self._retired) > _RETIRED_MAX:
+                self._close_retired(self._retired[0])
+        if self._framed_wanted and self._framed is None:
+            self._framed = self._new_framed()
+
+    def _close_retired(self, channel: grpc.aio.Channel) -> None:
+        if channel in self._retired:
+            self._retired.remove(channel)
+            asyncio.ensure_future(channel.close())
 
     def _stub(self, path: str, stream: bool) -> Any:
         stub = self._stubs.get(path)
@@ -225,6 +257,8 @@ class RpcClient:
         try:
             raw = await stub(request, timeout=timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                self._after_unreachable()
             raise _translate(exc, self.address, f"{service}.{method}") from None
         except asyncio.CancelledError:
             task = asyncio.current_task()
@@ -240,13 +274,17 @@ class RpcClient:
             async for raw in stub(request, metadata=self._metadata):
                 yield _decode(raw)
         except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                self._after_unreachable()
             raise _translate(exc, self.address, f"{service}.{method}") from None
 
     async def close(self) -> None:
         if self._framed is not None:
             self._framed.close()
-        if self._channel is not None:
-            await self._channel.close()
+        channels, self._retired = [*self._retired, self._channel], []
+        for channel in channels:
+            if channel is not None:
+                await channel.close()
 
 
 def _decode(raw: bytes) -> Any:
