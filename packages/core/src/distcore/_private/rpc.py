@@ -78,6 +78,11 @@ class RpcUnavailable(RpcError):
     """The peer is unreachable (down, or its address is wrong)."""
 
 
+class NotThisWorker(RpcUnavailable):
+    """The process at the address is not the one the call was for: that one is gone, and a new worker
+    took its port (the kernel reuses them)."""
+
+
 class RemoteHandlerError(RpcError):
     """A handler raised an exception that could not be pickled back."""
 

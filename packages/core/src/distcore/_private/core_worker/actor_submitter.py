@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from distcore._private import ids
 from distcore._private import protocol as p
-from distcore._private.rpc import RpcError, RpcUnavailable
+from distcore._private.rpc import NotThisWorker, RpcError, RpcUnavailable
 from distcore._private.serialization import ErrorValue, deserialize
 from distcore.exceptions import ActorDiedError, ActorUnavailableError, TaskCancelledError, TaskError
 
@@ -209,8 +209,8 @@ class ActorSubmitter:
             reply: p.TaskReply = await self.core.clients.get(address.target).call(
                 "CoreWorker", "PushTask", p.PushTask(call.spec)
             )
-        except RpcUnavailable:
-            await self._on_actor_unreachable(state, call, address)
+        except RpcUnavailable as exc:
+            await self._on_actor_unreachable(state, call, address, exc)
             return
         except RpcError as exc:
             self._land(state, call)
@@ -229,8 +229,9 @@ class ActorSubmitter:
         self.core.submitter.finish_generator(call.spec.task_id)
         self.core.refs.remove_submitted(call.deps)
 
-    async def _on_actor_unreachable(self, state: _Actor, call: _Call, address: p.Address) -> None:
-        if await self._process_answers(address):
+    async def _on_actor_unreachable(self, state: _Actor, call: _Call, address: p.Address,
+                                    exc: BaseException | None = None) -> None:
+        if not isinstance(exc, NotThisWorker) and await self._process_answers(address):
             # One failed call on a live actor: keep the channel the other
             # in-flight calls share, and fail (or retry) only this one.
             if self._retry(state, call):
@@ -385,7 +386,7 @@ class _DirectPush:
         sub, state, call = self._sub, self._state, self._call
         sub.core.drain_deferred()
         if isinstance(exc, RpcUnavailable):
-            asyncio.ensure_future(sub._on_actor_unreachable(state, call, self._address))
+            asyncio.ensure_future(sub._on_actor_unreachable(state, call, self._address, exc))
             return
         sub._land(state, call)
         if isinstance(exc, RpcError):

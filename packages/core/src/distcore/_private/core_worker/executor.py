@@ -30,7 +30,7 @@ from distcore._private import protocol as p
 from distcore._private.core_worker.error_hints import hint_for
 from distcore._private.core_worker.framed_rpc import ALREADY_SENT, DirectReply, current_direct_reply
 from distcore._private.core_worker.objects import INLINE_MAX_BYTES, write_to_store
-from distcore._private.rpc import RpcError, RpcUnavailable
+from distcore._private.rpc import NotThisWorker, RpcError, RpcUnavailable
 from distcore._private.serialization import ErrorValue, deserialize, serialize
 from distcore.exceptions import AsyncioActorExit, TaskCancelledError, TaskError
 
@@ -95,6 +95,11 @@ class Executor:
 
     async def push(self, req: p.PushTask) -> p.TaskReply:
         spec = req.spec
+        if spec.kind == p.ACTOR_TASK and spec.actor_id != self.core.current_actor_id:
+            raise NotThisWorker(
+                f"worker {self.core.worker_id[:8]} is not actor "
+                f"{(spec.actor_id or '')[:8]}: that actor's process is gone"
+            )
         if self._closing and spec.kind == p.ACTOR_TASK:
             return p.TaskReply(self._error_returns(spec, _actor_exited()), worker_exiting=True)
         loop = asyncio.get_running_loop()
@@ -127,7 +132,8 @@ class Executor:
         the reply goes out through ``direct`` (from the executing thread, or from ``_pushed``).
         False: take the ``push`` path (actor creation, an exiting actor)."""
         spec = req.spec
-        if spec.kind == p.ACTOR_CREATION_TASK or (self._closing and spec.kind == p.ACTOR_TASK):
+        if spec.kind == p.ACTOR_CREATION_TASK or (spec.kind == p.ACTOR_TASK and (
+                self._closing or spec.actor_id != self.core.current_actor_id)):
             return False
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
