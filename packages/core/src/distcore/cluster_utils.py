@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -98,6 +99,8 @@ class Cluster:
             node_mod.write_token(self.session_dir, self._token)
         self._dead_timeout_s = node_dead_timeout_s
         self._include_dashboard = include_dashboard
+        # The nodes end with the process that started them, even when it dies without shutdown().
+        self._parent_pid = os.getpid()
         self.head: NodeHandle | None = None
         self.worker_nodes: list[NodeHandle] = []
         self._connected = False
@@ -155,7 +158,8 @@ class Cluster:
         is_head = self.head is None
         if is_head:  # restart_head() starts the head again the same way
             self._head_start = dict(resources=res, object_store_memory=object_store_memory, prestart=prestart,
-                                    labels=labels, metrics_export_port=metrics_export_port)
+                                    labels=labels, metrics_export_port=metrics_export_port,
+                                    parent_pid=self._parent_pid)
         process = node_mod.start_node(
             head=is_head, resources=res, object_store_memory=object_store_memory,
             session_name=self._session_name, session_dir=self.session_dir, token=self._token,
@@ -163,7 +167,7 @@ class Cluster:
             dead_timeout_s=self._dead_timeout_s,
             dashboard_port=0 if is_head and self._include_dashboard else None,
             autoscaling_config=self._autoscaling_config if is_head else None,
-            metrics_export_port=metrics_export_port,
+            metrics_export_port=metrics_export_port, parent_pid=self._parent_pid,
         )
         handle = NodeHandle(process)
         if is_head:
