@@ -61,6 +61,18 @@ def socket_name(target: str) -> str:
     return f"\0distcore-{target}"
 
 
+def _write_now(fd: int, data: bytes) -> bytes:
+    """Write what the socket takes now, from any thread (under the connection's write lock): the
+    unsent rest, empty when all of it went."""
+    try:
+        sent = os.write(fd, data)
+    except (BlockingIOError, InterruptedError):
+        sent = 0
+    except OSError:
+        sent = 0  # the transport sees the error on its next write or read
+    return data[sent:]
+
+
 def _frame(obj: Any) -> bytes:
     body = _dumps(obj)
     return _HEADER.pack(len(body)) + body
@@ -158,15 +170,9 @@ class _ServerConnection(_Frames):
                 return  # the caller went away; gRPC would drop the reply too
             if not self._outq and self._fd >= 0 and transport.get_write_buffer_size() == 0:
                 # Nothing queued before it: write it now, from this thread.
-                try:
-                    sent = os.write(self._fd, data)
-                except (BlockingIOError, InterruptedError):
-                    sent = 0
-                except OSError:
-                    sent = 0  # the transport sees the error on its next write or read
-                if sent == len(data):
+                data = _write_now(self._fd, data)
+                if not data:
                     return
-                data = data[sent:]
             self._outq.append(data)
         loop = self._loop
         if loop is None:
@@ -402,15 +408,9 @@ class FramedClient:
             transport.write(data)
             return
         if not outq and conn.fd >= 0 and transport.get_write_buffer_size() == 0:
-            try:
-                sent = os.write(conn.fd, data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
-                sent = 0  # the transport sees the error on its next write or read
-            if sent == len(data):
+            data = _write_now(conn.fd, data)
+            if not data:
                 return
-            data = data[sent:]
         outq.append(data)
         if loop is not None:
             try:

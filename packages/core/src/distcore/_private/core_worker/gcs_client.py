@@ -45,6 +45,27 @@ class HeadUnreachableError(RpcUnavailable, ConnectionError):
     """The control store (head) stayed unreachable for the whole retry window."""
 
 
+class _RetryWindow:
+    """When one call tries again: back-off from 0.1 s doubling to 1 s, for ``window`` seconds from
+    its first failure."""
+
+    def __init__(self, window: float) -> None:
+        self._window = window
+        self._deadline: float | None = None
+        self._delay = 0.1
+
+    def next_wait(self) -> float | None:
+        """Seconds to wait before the next try; None once the window is over."""
+        now = time.monotonic()
+        if self._deadline is None:
+            self._deadline = now + self._window
+        if now >= self._deadline:
+            return None
+        wait = min(self._delay, self._deadline - now)
+        self._delay = min(self._delay * 2, 1.0)
+        return wait
+
+
 class GcsClient:
     """``call``/``stream`` like :class:`RpcClient`, retrying while the head is away."""
 
@@ -57,36 +78,28 @@ class GcsClient:
 
     async def call(self, service: str, method: str, request: Any = None, timeout: float | None = None) -> Any:
         service, method, request, window = _prepare(service, method, request, timeout)
-        deadline: float | None = None
-        delay = 0.1
+        retry = _RetryWindow(window)
         while True:
             try:
                 return await self._client().call(service, method, request, timeout=timeout)
             except RpcUnavailable as exc:
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + window
-                if now >= deadline:
+                wait = retry.next_wait()
+                if wait is None:
                     raise self._unreachable(service, method, window, exc) from None
-                await asyncio.sleep(min(delay, max(deadline - now, 0.0)))
-                delay = min(delay * 2, 1.0)
+                await asyncio.sleep(wait)
 
     def call_sync(self, service: str, method: str, request: Any = None, timeout: float | None = None) -> Any:
         """:meth:`call`, blocking this thread (never the io loop's): same retries, same errors."""
         service, method, request, window = _prepare(service, method, request, timeout)
-        deadline: float | None = None
-        delay = 0.1
+        retry = _RetryWindow(window)
         while True:
             try:
                 return self._call_blocking(service, method, request, timeout)
             except RpcUnavailable as exc:
-                now = time.monotonic()
-                if deadline is None:
-                    deadline = now + window
-                if now >= deadline:
+                wait = retry.next_wait()
+                if wait is None:
                     raise self._unreachable(service, method, window, exc) from None
-                time.sleep(min(delay, max(deadline - now, 0.0)))
-                delay = min(delay * 2, 1.0)
+                time.sleep(wait)
 
     def _call_blocking(self, service: str, method: str, request: Any, timeout: float | None) -> Any:
         path = f"/{service}/{method}"
