@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,13 +27,6 @@ pytestmark = pytest.mark.timeout(120)
 MB = 1 << 20
 
 
-@pytest.fixture
-def session() -> Iterator[str]:
-    name = f"t{uuid.uuid4().hex[:12]}"
-    yield name
-    leftover = shm.list_session_segments(name)
-    shm.cleanup_session(name)
-    assert leftover == [], f"test left segments behind: {leftover}"
 
 
 @pytest.fixture

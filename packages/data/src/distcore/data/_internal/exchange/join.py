@@ -70,18 +70,25 @@ class JoinFn:
         return join_tables(left, right, self.keys, self.right_keys, self.how, self.suffixes)
 
 
-def join_spec(keys: str | Sequence[str], how: str = "inner", *, right_keys: str | Sequence[str] | None = None,
-              num_blocks: int | None = None, left_suffix: str | None = None,
-              right_suffix: str | None = None) -> Any:
-    """The streaming exchange of a hash join (both inputs partitioned on their keys)."""
-    from distcore.data._internal.exchange.streaming import ExchangeSpec
-
+def _join_keys(keys: str | Sequence[str], right_keys: str | Sequence[str] | None,
+               how: str) -> tuple[list[str], list[str]]:
+    """The left and right key columns of a join, after checking ``how`` and that they pair up."""
     if how not in _JOIN_TYPES:
         raise ValueError(f"join type must be one of {sorted(set(_JOIN_TYPES))}, got {how!r}")
     lkeys = _keys(keys)
     rkeys = _keys(right_keys) if right_keys is not None else list(lkeys)
     if len(lkeys) != len(rkeys):
         raise ValueError(f"join needs as many right keys as left keys: {lkeys} vs {rkeys}")
+    return lkeys, rkeys
+
+
+def join_spec(keys: str | Sequence[str], how: str = "inner", *, right_keys: str | Sequence[str] | None = None,
+              num_blocks: int | None = None, left_suffix: str | None = None,
+              right_suffix: str | None = None) -> Any:
+    """The streaming exchange of a hash join (both inputs partitioned on their keys)."""
+    from distcore.data._internal.exchange.streaming import ExchangeSpec
+
+    lkeys, rkeys = _join_keys(keys, right_keys, how)
     return ExchangeSpec("join", lkeys, _check_n(num_blocks) if num_blocks is not None else None,
                         right_keys=rkeys,
                         join=JoinFn(lkeys, rkeys, _JOIN_TYPES[how], (left_suffix or "", right_suffix or "")),
@@ -99,12 +106,7 @@ def join(left: Refs, right: Refs, keys: str | Sequence[str], how: str = "inner",
     Null keys match nothing, as in SQL. Non-key columns that exist on both sides get
     ``left_suffix``/``right_suffix`` (required then).
     """
-    if how not in _JOIN_TYPES:
-        raise ValueError(f"join type must be one of {sorted(set(_JOIN_TYPES))}, got {how!r}")
-    lkeys = _keys(keys)
-    rkeys = _keys(right_keys) if right_keys is not None else list(lkeys)
-    if len(lkeys) != len(rkeys):
-        raise ValueError(f"join needs as many right keys as left keys: {lkeys} vs {rkeys}")
+    lkeys, rkeys = _join_keys(keys, right_keys, how)
     if not left and not right:
         return []
     if not left or not right:
