@@ -284,10 +284,28 @@ class Dataset:
         return self._then(Union([self._dag] + [o._dag for o in others]))
 
     # all-to-all (the exchanges live in _internal.exchange; wired by _internal.all_to_all)
-    def repartition(self, num_blocks: int, *, shuffle: bool = False) -> Dataset:
+    def repartition(self, num_blocks: int | None = None, target_num_rows_per_block: int | None = None, *,
+                    shuffle: bool = False, keys: str | list[str] | None = None, sort: bool = False) -> Dataset:
+        """The rows in new blocks. Modes (as in Ray Data):
+
+        - ``repartition(n)``: exactly ``n`` near-equal blocks, row order kept; ``shuffle=True`` spreads
+          rows at random (a full shuffle) into ``n`` blocks.
+        - ``repartition(n, keys=cols)``: a hash exchange (bounded by the memory budget): exactly ``n``
+          blocks (some may be empty), every row with the same key values in the same block;
+          ``sort=True`` sorts each block by ``keys`` (ascending, nulls last). Without ``n`` the
+          exchange picks the number of blocks from the data's size and the budget.
+        - ``repartition(target_num_rows_per_block=r)``: as few near-equal blocks of at most ``r`` rows
+          as that allows, in row order (not combinable with ``num_blocks``, ``shuffle`` or ``keys``).
+
+        >>> ds = dd.from_items([{"k": i % 3, "v": i} for i in range(9)]).repartition(2, keys="k", sort=True)
+        >>> ds.materialize().num_blocks()
+        2
+        """
         from distcore.data._internal import all_to_all
 
-        return self._then(all_to_all.repartition(self._dag, num_blocks, shuffle))
+        return self._then(all_to_all.repartition(self._dag, num_blocks, shuffle,
+                                                 target_num_rows_per_block=target_num_rows_per_block,
+                                                 keys=keys, sort=sort))
 
     def random_shuffle(self, *, seed: int | None = None, num_blocks: int | None = None) -> Dataset:
         from distcore.data._internal import all_to_all

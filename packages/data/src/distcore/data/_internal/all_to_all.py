@@ -30,16 +30,58 @@ def _exchange() -> Any:
     return exchange
 
 
-def repartition(op: LogicalOperator, num_blocks: int, shuffle: bool) -> AllToAll:
-    if isinstance(num_blocks, bool) or not isinstance(num_blocks, int) or num_blocks < 1:
-        raise ValueError(f"repartition needs num_blocks >= 1, got {num_blocks!r}")
+def _positive(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"repartition needs {name} >= 1, got {value!r}")
+    return value
+
+
+def repartition(op: LogicalOperator, num_blocks: int | None, shuffle: bool, *,
+                target_num_rows_per_block: int | None = None, keys: Any = None, sort: bool = False) -> AllToAll:
+    """Supported: ``num_blocks`` (+ ``shuffle``), ``keys`` (+ ``num_blocks``, ``sort``), or
+    ``target_num_rows_per_block`` alone."""
+    num_blocks = _positive("num_blocks", num_blocks)
+    target = _positive("target_num_rows_per_block", target_num_rows_per_block)
+    from distcore.data._internal.exchange import repartition_keys as rk
+
+    key_list = rk.key_list(keys) if keys is not None else None
+    if target is not None:
+        if num_blocks is not None or shuffle or key_list is not None or sort:
+            raise ValueError("repartition: target_num_rows_per_block cannot be combined with num_blocks, shuffle, "
+                             "keys or sort; supported: repartition(num_blocks[, shuffle=True]), "
+                             "repartition([num_blocks, ]keys=...[, sort=True]) or "
+                             "repartition(target_num_rows_per_block=...)")
+
+        def by_rows(parts: list) -> list:
+            args = _take(parts, 0)
+            return rk.repartition_by_rows(args.pop(0), target, metadata=args.pop(0))
+
+        return AllToAll(f"Repartition[rows<={target}]", [op], by_rows, "repartition", row_preserving=True)
+    if key_list is not None:
+        if shuffle:
+            raise ValueError("repartition: shuffle=True cannot be combined with keys (rows are placed by the "
+                             "hash of their keys); use repartition(num_blocks, keys=...)")
+
+        def by_keys(parts: list) -> list:
+            args = _take(parts, 0)
+            return rk.repartition_by_keys(args.pop(0), key_list, num_blocks, sort, metadata=args.pop(0))
+
+        return AllToAll(f"Repartition[{num_blocks or 'auto'}, keys={key_list}]", [op], by_keys, "repartition",
+                        row_preserving=True, exchange=rk.keyed_spec(key_list, num_blocks, sort))
+    if sort:
+        raise ValueError("repartition: sort=True needs keys (it sorts each output block by the keys)")
+    if num_blocks is None:
+        raise ValueError("repartition needs num_blocks, keys or target_num_rows_per_block")
+    n = num_blocks
 
     def fn(parts: list) -> list:
         args = _take(parts, 0)
-        return _exchange().repartition(args.pop(0), num_blocks, shuffle, metadata=args.pop(0))
+        return _exchange().repartition(args.pop(0), n, shuffle, metadata=args.pop(0))
 
-    spec = _exchange().random_shuffle_spec(None, num_blocks) if shuffle else None
-    return AllToAll(f"Repartition[{num_blocks}]", [op], fn, "repartition", {"n": num_blocks}, row_preserving=True,
+    spec = _exchange().random_shuffle_spec(None, n) if shuffle else None
+    return AllToAll(f"Repartition[{n}]", [op], fn, "repartition", {"n": n}, row_preserving=True,
                     exchange=spec)
 
 
