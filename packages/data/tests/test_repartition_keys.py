@@ -161,7 +161,7 @@ def test_bad_arguments_raise_named_errors() -> None:
 def test_keyed_repartition_over_several_budgets_stays_under_the_budget(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("DISTCORE_DATA_SPILL_DIR", str(tmp_path / "spill"))
     budget = 6 * MiB
-    rows, blocks, num_blocks = 600_000, 8, 12
+    rows, blocks, num_blocks = 600_000, 8, 24
     dd.DataContext.get_current().memory_budget = budget
     ds = dd.range(rows, override_num_blocks=blocks).map_batches(_keyed, batch_size=None)
     out = ds.repartition(num_blocks, keys="k")
