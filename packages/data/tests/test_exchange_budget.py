@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import numpy as np
@@ -11,7 +10,7 @@ import pandas as pd
 import pytest
 
 import distcore.data as dd
-from distcore._private.testing import object_store_stats
+from distcore._private.testing import StorePeak
 from distcore.data.aggregate import Count, Mean, Sum
 
 MiB = 1024 * 1024
@@ -24,27 +23,6 @@ def _keyed(batch):
             "pad": np.ones((len(ids), 2), dtype=np.float64)}
 
 
-class _Peak:
-    """Samples the object store's bytes in use above where it started."""
-
-    def __init__(self) -> None:
-        self.base = object_store_stats()["used"]
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, object_store_stats()["used"] - self.base)
-            time.sleep(0.01)
-
-    def __enter__(self) -> _Peak:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
 
 @pytest.mark.usefixtures("shared_cluster")
@@ -56,7 +34,7 @@ def test_groupby_over_several_budgets_stays_under_the_budget(tmp_path, monkeypat
     ds = dd.range(rows, override_num_blocks=blocks).map_batches(_keyed, batch_size=None)
     out = ds.groupby("k").aggregate(Sum("v"), Count(), Mean("v"))
     frames = []
-    with _Peak() as peak:
+    with StorePeak() as peak:
         for batch in out.iter_batches(batch_size=None, batch_format="pandas", prefetch_batches=1):
             frames.append(batch)
     got = pd.concat(frames, ignore_index=True).sort_values("k").reset_index(drop=True)
@@ -135,7 +113,7 @@ def test_sort_over_several_budgets_stays_near_the_budget(tmp_path, monkeypatch) 
     dd.DataContext.get_current().memory_budget = budget
     ds = dd.range(rows, override_num_blocks=20).map_batches(_random_keys).sort("r", descending=True)
     keys, ids = [], []
-    with _Peak() as peak:
+    with StorePeak() as peak:
         for batch in ds.iter_batches(batch_size=None, prefetch_batches=1):
             keys.append(batch["r"])
             ids.append(batch["id"])

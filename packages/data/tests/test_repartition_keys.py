@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
-import time
 
 import numpy as np
 import pandas as pd
@@ -13,7 +11,7 @@ import pytest
 
 import distcore
 import distcore.data as dd
-from distcore._private.testing import object_store_stats
+from distcore._private.testing import StorePeak
 
 pytestmark = pytest.mark.usefixtures("shared_cluster")
 MiB = 1024 * 1024
@@ -25,25 +23,6 @@ def _keyed(batch):  # 300_000 keys, 32 bytes a row (as in test_exchange_budget.p
             "pad": np.ones((len(ids), 2), dtype=np.float64)}
 
 
-class _Peak:
-    """Samples the object store's bytes in use above where it started (as in test_exchange_budget.py)."""
-
-    def __init__(self) -> None:
-        self.base, self.peak, self._stop = object_store_stats()["used"], 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, object_store_stats()["used"] - self.base)
-            time.sleep(0.01)
-
-    def __enter__(self) -> _Peak:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
 
 def _blocks(ds: dd.Dataset) -> list[pd.DataFrame]:
@@ -167,7 +146,7 @@ def test_keyed_repartition_over_several_budgets_stays_under_the_budget(tmp_path,
     out = ds.repartition(num_blocks, keys="k")
     seen: dict[int, int] = {}
     count, total_v, nblocks = 0, 0.0, 0
-    with _Peak() as peak:
+    with StorePeak() as peak:
         for i, batch in enumerate(out.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1)):
             nblocks += 1
             for k in np.unique(batch["k"]):

@@ -114,6 +114,31 @@ def object_store_stats() -> dict[str, Any]:
     return dict(core.run(core.node().call("NodeManager", "GetNodeStats", None), timeout=30).object_store)
 
 
+class StorePeak:
+    """``with StorePeak() as peak: ...``: ``peak.peak`` is the most object-store bytes in use above
+    where they were on entry, sampled every 10 ms on a thread while the block runs."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.base, self.peak = object_store_stats()["used"], 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, object_store_stats()["used"] - self.base)
+            time.sleep(0.01)
+
+    def __enter__(self) -> StorePeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
 def mapped_file_of(address: int) -> str | None:
     """The file backing this process's memory mapping at ``address``, or None (anonymous memory).
 
