@@ -53,3 +53,22 @@ def test_long_call_in_flight_leaves_the_io_loop_mostly_asleep(shared_cluster):
     assert distcore.get(held, timeout=60) == "held"
     assert distcore.get([actor.ping.remote() for _ in range(20)], timeout=30) == ["pong"] * 20
     distcore.kill(actor)
+
+
+def test_an_idle_actor_leaves_its_io_loop_mostly_asleep(shared_cluster):
+    @distcore.remote
+    class Idle:
+        def io_thread(self):
+            from distcore._private import worker_state
+
+            return os.getpid(), worker_state.core_worker()._thread.native_id
+
+    actor = Idle.remote()
+    pid, tid = distcore.get(actor.io_thread.remote(), timeout=60)
+    time.sleep(3.0)  # the deferred-work tick has backed off by now
+    before, t0 = _wakeups(pid, tid), time.monotonic()
+    time.sleep(3.0)
+    rate = (_wakeups(pid, tid) - before) / (time.monotonic() - t0)
+    # Measured: ~11/s with a fixed 100 ms tick; what is left are the periodic flushes and heartbeats.
+    assert rate < 6, f"an idle actor's io thread woke {rate:.1f} times/s"
+    distcore.kill(actor)

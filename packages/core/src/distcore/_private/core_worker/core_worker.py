@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 BORROWER_CHECK_INTERVAL_S = 2.0
 # How often an otherwise idle io loop runs the work deferred to its next wake-up (``CoreWorker.defer``).
 DEFERRED_TICK_S = 0.1
+# An idle process's tick backs off to this (doubling), so it does not wake 10 times a second for nothing.
+DEFERRED_TICK_MAX_S = 1.6
 
 # Tries to map a store object that keeps being spilled before it is mapped.
 _MAP_ATTEMPTS = 20
@@ -156,6 +158,7 @@ class CoreWorker:
         await self._framed_server.start(f"{self.ip}:{port}")
         self.address = p.Address(self.ip, port, self.worker_id, self.node_id)
         self._borrower_watch = asyncio.ensure_future(self._watch_borrowers())
+        self._tick_s = DEFERRED_TICK_S
         self._tick_handle = self.loop.call_later(DEFERRED_TICK_S, self._tick)
         from distcore._private import head_restart
 
@@ -386,11 +389,15 @@ class CoreWorker:
         self.call_soon(self._queue_release, object_id, entry)
 
     def _tick(self) -> None:
-        """Run deferred loop work at least every ``DEFERRED_TICK_S`` while the process is otherwise idle."""
+        """Run deferred loop work at least every ``DEFERRED_TICK_S`` while there is some; a tick that
+        finds none waits twice as long next time, up to ``DEFERRED_TICK_MAX_S``."""
         if self._deferred:
             self.drain_deferred()
+            self._tick_s = DEFERRED_TICK_S
+        else:
+            self._tick_s = min(self._tick_s * 2, DEFERRED_TICK_MAX_S)
         if not self._closed:
-            self._tick_handle = self.loop.call_later(DEFERRED_TICK_S, self._tick)
+            self._tick_handle = self.loop.call_later(self._tick_s, self._tick)
 
     def _queue_release(self, object_id: str, entry: RefEntry) -> None:
         self.memory.delete(object_id)
