@@ -94,7 +94,7 @@ def _wait_for_progress(proc, log, min_steps=3, timeout=90):
 
 
 def _check_resumed(tmp_path, log):
-    from distcore.tune._internal.controller import latest_checkpoint_on_disk
+    from distcore.tune._internal.trial_checkpoints import latest_checkpoint_on_disk
 
     path = tmp_path / "exp"
     assert tune.Tuner.can_restore(path)

@@ -23,7 +23,12 @@ from distcore.tune._internal.scheduler_base import TrialScheduler
 from distcore.tune._internal.searcher import Searcher
 from distcore.tune._internal.stopper import Stopper
 from distcore.tune._internal.trial import ERROR, PAUSED, PENDING, RUNNING, TERMINATED, Trial
-from distcore.tune._internal.trial_actor import CHECKPOINT_META, TrialWorker, checkpoint_dir_name
+from distcore.tune._internal.trial_actor import TrialWorker, checkpoint_dir_name
+from distcore.tune._internal.trial_checkpoints import (
+    latest_checkpoint_on_disk,
+    prune_checkpoints,
+    record_checkpoint,
+)
 
 logger = logging.getLogger("distcore.tune")
 
@@ -367,41 +372,10 @@ class TuneController:
         return decision
 
     def _register_checkpoint(self, trial: Trial, path: str, result: dict[str, Any]) -> None:
-        trial.checkpoint_path = path
-        name = os.path.basename(path)
-        try:
-            trial.checkpoint_index = int(name.rsplit("_", 1)[1]) + 1
-        except (IndexError, ValueError):
-            trial.checkpoint_index += 1
-        trial.checkpoint_iteration = int(result.get("training_iteration", trial.checkpoint_iteration))
-        trial.checkpoint_time_total = float(result.get("time_total_s", trial.checkpoint_time_total))
-        metrics = {k: v for k, v in result.items() if k != "config"}
-        trial.checkpoint_history.append((path, metrics))
+        record_checkpoint(trial, path, result)
         for cb in self.callbacks:
             cb.on_checkpoint(self.iteration, self.trials, trial, path)
-        self._prune_checkpoints(trial)
-
-    def _prune_checkpoints(self, trial: Trial) -> None:
-        cfg = self.checkpoint_config
-        keep = getattr(cfg, "num_to_keep", None)
-        if not keep or len(trial.checkpoint_history) <= keep:
-            return
-        attr = getattr(cfg, "checkpoint_score_attribute", None)
-        latest = trial.checkpoint_history[-1]
-        history = trial.checkpoint_history
-        if attr:
-            sign = 1.0 if getattr(cfg, "checkpoint_score_order", "max") == "max" else -1.0
-            ranked = sorted(history, key=lambda item: sign * float(item[1].get(attr, float("-inf") * sign)),
-                            reverse=True)
-        else:
-            ranked = list(reversed(history))
-        kept = ranked[:keep]
-        if latest not in kept:
-            kept.append(latest)  # the latest is always kept so a restart can resume from it
-        for path, _ in history:
-            if all(path != k[0] for k in kept):
-                shutil.rmtree(path, ignore_errors=True)
-        trial.checkpoint_history = [item for item in history if any(item[0] == k[0] for k in kept)]
+        prune_checkpoints(trial, self.checkpoint_config)
 
     def _is_stale(self, slot: _Slot, ref: Any, kind: str) -> bool:
         """A reply nobody waits for: an inline trial's start reply after its trial was stopped or
@@ -800,34 +774,6 @@ class TuneController:
 
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
-
-
-def checkpoint_metrics(path: str) -> dict[str, Any]:
-    """The result a persisted checkpoint was reported with."""
-    import json
-
-    try:
-        with open(os.path.join(path, CHECKPOINT_META)) as f:
-            return dict(json.load(f).get("metrics") or {})
-    except (OSError, ValueError):
-        return {}
-
-
-def latest_checkpoint_on_disk(trial_dir: str) -> tuple[str, int, float] | None:
-    """The newest complete ``checkpoint_XXXXXX`` of a trial directory, with its iteration."""
-    import json
-
-    if not os.path.isdir(trial_dir):
-        return None
-    names = sorted(n for n in os.listdir(trial_dir) if n.startswith("checkpoint_") and ".tmp" not in n)
-    for name in reversed(names):
-        path = os.path.join(trial_dir, name)
-        meta = os.path.join(path, CHECKPOINT_META)
-        if os.path.exists(meta):
-            with open(meta) as f:
-                info = json.load(f)
-            return path, int(info.get("training_iteration", 0)), float(info.get("time_total_s", 0.0))
-    return None
 
 
 __all__ = ["TuneController", "TrialFailed", "checkpoint_dir_name", "latest_checkpoint_on_disk"]

@@ -11,11 +11,7 @@ import distcore
 from distcore.tune._internal import experiment_state
 from distcore.tune._internal import storage as storage_mod
 from distcore.tune._internal.compat import RunConfig
-from distcore.tune._internal.controller import (
-    TuneController,
-    checkpoint_metrics,
-    latest_checkpoint_on_disk,
-)
+from distcore.tune._internal.controller import TuneController
 from distcore.tune._internal.loggers import read_results
 from distcore.tune._internal.registry import flush as flush_registry
 from distcore.tune._internal.registry import get_trainable_cls
@@ -30,6 +26,7 @@ from distcore.tune._internal.searcher import (
 from distcore.tune._internal.stopper import as_stopper
 from distcore.tune._internal.trainable import Trainable
 from distcore.tune._internal.trial import ERROR, PAUSED, PENDING, RUNNING, TERMINATED, Trial
+from distcore.tune._internal.trial_checkpoints import checkpoint_metrics, latest_checkpoint_on_disk
 
 STORAGE_ENV = "DISTCORE_STORAGE_PATH"
 
