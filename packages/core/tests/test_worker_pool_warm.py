@@ -53,14 +53,16 @@ def test_a_new_actor_after_actor_deaths_gets_a_warm_worker(shared_cluster):
         distcore.kill(a)
     warm = _wait_warm(1)
     assert warm, "no warm worker was started after the actors claimed the prestarted ones"
-    warm_pids = {w["pid"] for w in warm}
-    assert not warm_pids & pids
+    assert not {w["pid"] for w in warm} & pids
+    # The new actor may take a warm worker or an idle one of this job (a task's worker that went
+    # back to the pool meanwhile): either way a process that was already up.
+    ready_pids = {w["pid"] for w in _workers() if w["idle"] and w["address"]}
 
     start = time.monotonic()
     fresh = Holder.remote()
     pid = distcore.get(fresh.pid.remote(), timeout=60)
     took = time.monotonic() - start
-    assert pid in warm_pids, "the new actor waited for a new process instead of taking a warm one"
+    assert pid in ready_pids, "the new actor waited for a new process instead of taking a ready one"
     assert took < 5.0, f"the new actor's first call took {took:.2f} s"
     distcore.kill(fresh)
 
