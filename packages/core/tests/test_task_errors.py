@@ -502,15 +502,8 @@ def test_force_cancel_kills_the_worker(shared_cluster, tmp_path):
             except BaseException:  # noqa: BLE001
                 pass
 
-    ref = stubborn.remote(pid_file)
-    wait_for_path(pid_file)
-    with open(pid_file) as f:
-        pid = int(f.read())
-    distcore.cancel(ref, force=True)
-    with pytest.raises(TaskCancelledError):
-        distcore.get(ref, timeout=20)
     # The worker was killed (and the task not retried, despite max_retries).
-    wait_for(lambda: process_gone(pid), message=f"worker {pid} still alive after force cancel")
+    _force_cancel_kills_its_worker(stubborn.remote(pid_file), pid_file)
 
 
 def test_cancel_finished_task_is_a_no_op(shared_cluster):
@@ -585,7 +578,13 @@ def test_tasks_pushed_on_a_kept_lease_retry_crashes_and_cancel(shared_cluster, t
     assert pids and all(not process_gone(pid) for pid in pids)
 
     distcore.get(warm.remote(), timeout=30)
-    ref = stubborn.remote(pid_file)
+    pid = _force_cancel_kills_its_worker(stubborn.remote(pid_file), pid_file)
+    assert distcore.get(warm.remote(), timeout=30) != pid
+
+
+def _force_cancel_kills_its_worker(ref, pid_file) -> int:
+    """Force-cancel ``ref`` once its task wrote its worker's pid: the get raises TaskCancelledError
+    and that worker process ends. The pid."""
     wait_for_path(pid_file)
     with open(pid_file) as f:
         pid = int(f.read())
@@ -593,4 +592,4 @@ def test_tasks_pushed_on_a_kept_lease_retry_crashes_and_cancel(shared_cluster, t
     with pytest.raises(TaskCancelledError):
         distcore.get(ref, timeout=20)
     wait_for(lambda: process_gone(pid), message=f"worker {pid} still alive after force cancel")
-    assert distcore.get(warm.remote(), timeout=30) != pid
+    return pid

@@ -16,7 +16,7 @@ import pyarrow as pa
 
 import distcore
 from distcore.data._internal.exchange._blocks import check_columns, concat, with_metadata
-from distcore.data._internal.exchange.sort import _row, boundaries, compare, sort_table
+from distcore.data._internal.exchange.sort import boundaries, cut_after, sort_table
 from distcore.data._internal.exchange.streaming import ExchangeSpec, _read_run, write_parts
 from distcore.data._internal.physical_exchange import StreamingExchangeOp, _Running
 
@@ -51,20 +51,6 @@ def _sort_to_disk(keys: list[str], desc: list[bool], seed: int, path: str, *bloc
     return write_parts([run], path), sample
 
 
-def _cut(run: pa.Table, keys: list[str], desc: list[bool], bound: tuple | None) -> int:
-    """Index of the first row of ``run`` ordered after ``bound`` (rows equal to it stay before)."""
-    if bound is None:
-        return run.num_rows
-    lo, hi = 0, run.num_rows
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if compare(_row(run, mid, keys), bound, desc) <= 0:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
 @distcore.remote(num_returns=2)
 def _sort_range(keys: list[str], desc: list[bool], low: tuple | None, high: tuple | None, order: list[Any],
                 *refs: pa.Table) -> Any:
@@ -72,8 +58,8 @@ def _sort_range(keys: list[str], desc: list[bool], low: tuple | None, high: tupl
     pieces = []
     for item in order:
         run = next(it) if item is None else _read_run(*item)
-        start = 0 if low is None else _cut(run, keys, desc, low)
-        end = _cut(run, keys, desc, high)
+        start = 0 if low is None else cut_after(run, keys, desc, low)
+        end = cut_after(run, keys, desc, high)
         if end > start:
             pieces.append(run.slice(start, end - start))
     table = concat(pieces) if pieces else (run.slice(0, 0) if order else pa.table({}))

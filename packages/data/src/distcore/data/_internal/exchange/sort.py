@@ -78,6 +78,21 @@ def _row(table: pa.Table, i: int, keys: list[str]) -> tuple[Any, ...]:
     return tuple(table.column(k)[i].as_py() for k in keys)
 
 
+def cut_after(table: pa.Table, keys: list[str], desc: list[bool], bound: tuple | None, start: int = 0) -> int:
+    """Index of the first row of sorted ``table`` (from ``start``) ordered after ``bound``: rows equal
+    to it stay before; all rows when ``bound`` is None."""
+    if bound is None:
+        return table.num_rows
+    lo, hi = start, table.num_rows
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if compare(_row(table, mid, keys), bound, desc) <= 0:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
 @distcore.remote
 def _sample(keys: list[str], k: int, seed: int, *blocks: pa.Table) -> pa.Table:
     block = concat(blocks)
@@ -96,15 +111,8 @@ def _range_map(keys: list[str], desc: list[bool], bounds: list[tuple[Any, ...]],
         return maybe_single([block] * n if block.num_rows == 0 else [sort_table(block, keys, desc)], n)
     block = sort_table(block, keys, desc)
     cuts = [0]
-    for bound in bounds:  # first row ordered after bound (rows equal to it stay left)
-        lo, hi = cuts[-1], block.num_rows
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if compare(_row(block, mid, keys), bound, desc) <= 0:
-                lo = mid + 1
-            else:
-                hi = mid
-        cuts.append(lo)
+    for bound in bounds:
+        cuts.append(cut_after(block, keys, desc, bound, start=cuts[-1]))
     cuts.append(block.num_rows)
     return maybe_single([compact(block.slice(cuts[i], cuts[i + 1] - cuts[i])) for i in range(n)], n)
 
