@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -63,3 +64,43 @@ def test_missing_script_and_oversized_gang_are_clear_errors(cluster, tmp_path) -
     assert proc.returncode == 2 and "does not exist" in proc.stderr
     proc = _run(cluster, tmp_path, "--num-workers", "9")
     assert proc.returncode == 2 and "short by" in proc.stderr
+
+
+def test_a_rank_script_dies_with_the_worker_that_started_it(tmp_path) -> None:
+    """The worker process starts the script (without forking a process that has gRPC threads);
+    when that worker is killed, the kernel ends the script too."""
+    script = tmp_path / "sleeper.py"
+    script.write_text("import os, sys, time\nprint(os.getpid(), sys.argv[1:], flush=True)\ntime.sleep(60)\n")
+    starter = textwrap.dedent(f"""
+        import time
+        from distcore.train._internal import launcher
+        launcher.start_script([{sys.executable!r}, {str(script)!r}, "--x", "1"], {{}}, None)
+        while True:
+            lines, code = launcher.poll_script(1.0)
+            if lines:
+                print(lines[0], flush=True)
+            time.sleep(0.05)
+    """)
+    worker = subprocess.Popen([sys.executable, "-c", starter], stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout is not None
+        pid_text, args = worker.stdout.readline().split(" ", 1)
+        assert args.strip() == "['--x', '1']"
+        script_pid = int(pid_text)
+        os.kill(script_pid, 0)   # running
+    finally:
+        worker.kill()
+        worker.wait(timeout=10)
+        worker.stdout.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(script_pid):
+        time.sleep(0.05)
+    assert not _alive(script_pid), "the rank's script outlived its worker"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
