@@ -56,6 +56,7 @@ async def _serve(args: argparse.Namespace) -> None:
     bind = args.bind or args.node_ip
     server = RpcServer(token, host=bind, port=args.port)
     gcs = None
+    gcs_framed = None
     if args.head:
         from distcore._private.gcs.server import GcsService
 
@@ -79,6 +80,11 @@ async def _serve(args: argparse.Namespace) -> None:
         gcs.start_background()
         config.gcs_address = address
         gcs.pgs.set_local_node_manager(address, nm)  # bundles on the head: no gRPC to this same process
+        # Same-node clients' blocking control-store calls come framed (``core_worker/gcs_client.py``).
+        from distcore._private.core_worker.framed_rpc import FramedServer
+
+        gcs_framed = FramedServer(gcs, token, "Gcs")
+        await gcs_framed.start(address, "gcs")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -127,6 +133,8 @@ async def _serve(args: argparse.Namespace) -> None:
             await dashboard.close()
         if metrics is not None:
             await metrics.close()
+        if gcs_framed is not None:
+            await gcs_framed.stop()
         await nm.close()
         if gcs is not None:
             await gcs.close()

@@ -56,9 +56,10 @@ current_direct_reply: contextvars.ContextVar[DirectReply | None] = contextvars.C
     "distcore_direct_reply", default=None)
 
 
-def socket_name(target: str) -> str:
-    """The abstract socket of the process whose gRPC server listens on ``target``."""
-    return f"\0distcore-{target}"
+def socket_name(target: str, kind: str = "") -> str:
+    """The abstract socket of the process whose gRPC server listens on ``target``; ``kind`` names
+    another service of that process on its own socket (``"gcs"``: the control store)."""
+    return f"\0distcore-{kind}-{target}" if kind else f"\0distcore-{target}"
 
 
 def _write_now(fd: int, data: bytes) -> bytes:
@@ -223,7 +224,7 @@ class _ServerConnection(_Frames):
         handler = getattr(self._server.service, "rpc_" + method, None)
         try:
             if handler is None:
-                raise RuntimeError(f"unknown method CoreWorker.{method}")
+                raise RuntimeError(f"unknown method {self._server.label}.{method}")
             if method == "PushTask":
                 current_direct_reply.set(DirectReply(self, rid))  # this task's own context
             result = await handler(request)
@@ -240,18 +241,20 @@ class _ServerConnection(_Frames):
 class FramedServer:
     """Serves one service object's ``rpc_*`` coroutines on an abstract Unix socket."""
 
-    def __init__(self, service: object, token: str | None) -> None:
+    def __init__(self, service: object, token: str | None, label: str = "CoreWorker") -> None:
         self.service = service
+        self.label = label  # the service's name in errors
         self.expected = token.encode() if token else b""
         self._server: asyncio.AbstractServer | None = None
         self.connections: set[_ServerConnection] = set()
         self.on_request: Any = None  # called on the io loop as each request arrives
 
-    async def start(self, target: str) -> bool:
-        """Listen beside the gRPC server at ``target``; False where that is impossible."""
+    async def start(self, target: str, kind: str = "") -> bool:
+        """Listen beside the gRPC server at ``target`` (on ``socket_name(target, kind)``); False where
+        that is impossible."""
         try:
             self._server = await asyncio.get_running_loop().create_unix_server(
-                lambda: _ServerConnection(self), path=socket_name(target)
+                lambda: _ServerConnection(self), path=socket_name(target, kind)
             )
         except OSError as exc:  # a peer in another namespace owns the name, or no Unix sockets
             logger.info("framed transport off for %s: %s", target, exc)

@@ -13,7 +13,12 @@ a ``ConnectionError`` that says the head is unreachable.
 over a blocking gRPC channel: no hop to the io loop and back, about a third
 of the latency of a ``run(call(...))`` on a loaded 2-core machine (the
 public API's control-store calls: placement groups, named actors, the
-key-value store).
+key-value store). To a head on the same node it travels over the framed
+transport's blocking client (``framed_blocking.py``: a Unix socket the head
+listens on beside its gRPC port) instead: the head's gRPC server was most of
+its CPU per call. A head this process cannot reach that way (another
+machine) is called over gRPC, as is every call with
+``DISTCORE_GCS_FRAMED=0``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from typing import Any
 import grpc
 
 from distcore._private import rpc
+from distcore._private.core_worker.framed_blocking import BlockingFramedClient
+from distcore._private.core_worker.framed_rpc import socket_name
 from distcore._private.gcs.idempotency import WRITE_METHODS, OnceCall
 from distcore._private.rpc import RpcClient, RpcUnavailable
 
@@ -39,6 +46,9 @@ HEAD_RECONNECT_TIMEOUT_S = float(os.environ.get("DISTCORE_HEAD_RECONNECT_TIMEOUT
 # Calls not worth waiting for a head: telemetry (resent later) and a driver's
 # goodbye (the head ends a vanished driver's job by itself).
 _NO_RETRY = frozenset({"AddTaskEvents", "JobFinished"})
+
+#: Blocking control-store calls to a same-node head travel framed (env ``DISTCORE_GCS_FRAMED=0``: gRPC only).
+GCS_FRAMED = os.environ.get("DISTCORE_GCS_FRAMED", "1") != "0"
 
 
 class HeadUnreachableError(RpcUnavailable, ConnectionError):
@@ -75,6 +85,8 @@ class GcsClient:
         self._sync_lock = threading.Lock()
         self._sync_channel: grpc.Channel | None = None
         self._sync_stubs: dict[str, Any] = {}
+        self._framed: BlockingFramedClient | None = None
+        self._framed_off = not GCS_FRAMED
 
     async def call(self, service: str, method: str, request: Any = None, timeout: float | None = None) -> Any:
         service, method, request, window = _prepare(service, method, request, timeout)
@@ -102,6 +114,14 @@ class GcsClient:
                 time.sleep(wait)
 
     def _call_blocking(self, service: str, method: str, request: Any, timeout: float | None) -> Any:
+        if not self._framed_off and service == "Gcs":
+            framed = self._framed
+            if framed is None:
+                framed = self._open_framed()
+            try:
+                return framed.call(method, request, timeout)
+            except LookupError:  # no framed listener reachable from here: gRPC from now on
+                self._framed_off = True
         path = f"/{service}/{method}"
         stub = self._sync_stubs.get(path)
         if stub is None:
@@ -118,6 +138,13 @@ class GcsClient:
         except ValueError:  # the channel was closed under this call (shutdown)
             raise RpcUnavailable(f"{service}.{method} to {self.address} failed: the channel was closed") from None
         return rpc._decode(raw)
+
+    def _open_framed(self) -> BlockingFramedClient:
+        with self._sync_lock:
+            if self._framed is None:
+                token = self._client()._token
+                self._framed = BlockingFramedClient(socket_name(self.address, "gcs"), token, "Gcs")
+            return self._framed
 
     def _unreachable(self, service: str, method: str, window: float, exc: RpcUnavailable) -> Exception:
         if window <= 0:
@@ -136,6 +163,9 @@ class GcsClient:
         with self._sync_lock:
             channel, self._sync_channel = self._sync_channel, None
             self._sync_stubs = {}
+            framed, self._framed = self._framed, None
+        if framed is not None:
+            framed.close()
         if channel is not None:
             channel.close()
 
