@@ -20,6 +20,15 @@ id it keeps across the retries, and the control store runs it through
 A failed write (the handler raised) is not recorded: its retry runs again
 and fails the same way, or succeeds if the failure was transient.
 
+A *keyed* write (:data:`KEYED_WRITES`) names, in its request, the one thing
+it changes by an id the caller made for this logical call (a placement
+group's id), and its handler answers a repeat from that thing's persisted
+state without changing anything. Applying it twice is applying it once, so
+its reply is not recorded (no SQLite row, nothing to trim: two rows and,
+once the cache is full, two deletes less per placement group); a retry
+arriving while the first attempt still runs waits for that attempt all the
+same.
+
 Example::
 
     cache = ReplyCache(storage)
@@ -45,6 +54,8 @@ logger = logging.getLogger(__name__)
 WRITE_METHODS = frozenset({
     "RegisterJob", "RegisterActor", "KillActor", "CreatePlacementGroup", "RemovePlacementGroup", "KvPut", "KvDel",
 })
+#: Writes whose retry the handler itself recognises (see the module docstring): no recorded reply.
+KEYED_WRITES = frozenset({"CreatePlacementGroup", "RemovePlacementGroup"})
 MAX_REPLIES = 10_000
 REPLY_TTL_S = 3600.0
 TABLE = "replies"
@@ -104,7 +115,8 @@ class ReplyCache:
                 fut.exception()  # retrieved: a waiting retry re-raises it, nobody else needs to
             raise
         else:
-            self._record(call.request_id, reply)
+            if call.method not in KEYED_WRITES:
+                self._record(call.request_id, reply)
             fut.set_result(reply)
             _maybe_exit_for_test(call.method)
             return reply

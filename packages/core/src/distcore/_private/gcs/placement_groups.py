@@ -8,6 +8,13 @@ others are released and placement is tried again.
 The head's own node manager runs in the control store's process: its
 reservations and releases are plain calls (:meth:`PlacementGroupTable.set_local_node_manager`),
 not gRPC round trips to the same process.
+
+A new group's row is written before the reply to its creation leaves and
+before any of its bundles is reserved outside this process, not before: a
+group whose bundles all fit on the head is written once, ``CREATED``. (A
+reservation on the head's own node manager dies with this process, so a
+head that crashed before the row was written leaves no bundle behind that
+its successor would not know of; the caller's retry creates the group.)
 """
 
 from __future__ import annotations
@@ -39,12 +46,13 @@ class _InProcess:
 
 
 class _Group:
-    __slots__ = ("info", "changed", "task")
+    __slots__ = ("info", "changed", "task", "saved")
 
-    def __init__(self, info: p.PlacementGroupInfo) -> None:
+    def __init__(self, info: p.PlacementGroupInfo, saved: bool = True) -> None:
         self.info = info
         self.changed = asyncio.Event()
         self.task: asyncio.Task | None = None
+        self.saved = saved  # its row is in storage
 
 
 class PlacementGroupTable:
@@ -59,7 +67,9 @@ class PlacementGroupTable:
         """The node manager at ``address`` runs in this process: call its handlers directly."""
         self._local[address] = _InProcess(service)
 
-    def create(self, spec: p.PlacementGroupSpec) -> None:
+    def create(self, spec: p.PlacementGroupSpec) -> _Group:
+        """Register the group and start placing it; its row is written by :meth:`persist` (the caller,
+        before it replies) or by the placement itself, whichever comes first."""
         if spec.name and self._by_name(spec.name, spec.namespace) is not None:
             raise ValueError(
                 f"a placement group named {spec.name!r} already exists in namespace {spec.namespace!r}"
@@ -70,10 +80,15 @@ class PlacementGroupTable:
             pg_id=spec.pg_id, bundles=spec.bundles, strategy=spec.strategy, state="PENDING",
             name=spec.name, namespace=spec.namespace, job_id=spec.job_id, detached=spec.detached,
         )
-        group = _Group(info)
+        group = _Group(info, saved=False)
         self.groups[spec.pg_id] = group
-        self._save(group)
         group.task = asyncio.ensure_future(self._place(group))
+        return group
+
+    def persist(self, group: _Group) -> None:
+        """Write the group's row unless it is written already."""
+        if not group.saved:
+            self._save(group)
 
     def _by_name(self, name: str, namespace: str) -> _Group | None:
         for group in self.groups.values():
@@ -84,6 +99,7 @@ class PlacementGroupTable:
 
     def _save(self, group: _Group) -> None:
         self._storage.put("pgs", group.info.pg_id, group.info)
+        group.saved = True
         group.changed.set()
         group.changed = asyncio.Event()
 
@@ -113,6 +129,8 @@ class PlacementGroupTable:
             per_node: dict[str, dict[int, dict[str, float]]] = {}
             for index, node_id in zip(missing, assignment, strict=True):
                 per_node.setdefault(node_id, {})[index] = info.bundles[index]
+            if not group.saved and any(self._nm_address(n) not in self._local for n in per_node):
+                self.persist(group)  # a bundle reserved in another process must belong to a known group
             reserved: list[str] = []
             ok = True
             for node_id, node_bundles in per_node.items():
@@ -145,6 +163,9 @@ class PlacementGroupTable:
         elif kept and info.strategy == "STRICT_PACK":
             views = {n: v for n, v in views.items() if n in kept}
         return views
+
+    def _nm_address(self, node_id: str) -> str:
+        return self._nodes.nodes[node_id].address
 
     def _nm(self, node_id: str):
         address = self._nodes.nodes[node_id].address

@@ -319,12 +319,20 @@ class GcsService:
 
     async def rpc_CreatePlacementGroup(self, spec: p.PlacementGroupSpec) -> str:
         """Register the group; its state when the reply leaves: ``CREATED`` when its bundles
-        could be reserved at once (every one on the head's own node manager: no round trip), else ``PENDING``."""
-        self.pgs.create(spec)
+        could be reserved at once (every one on the head's own node manager: no round trip), else ``PENDING``.
+
+        A keyed write (``idempotency.KEYED_WRITES``): the group's id is the caller's, new for each
+        ``placement_group()`` call, so a known id is this call's retry: it gets the group's state."""
+        known = self.pgs.groups.get(spec.pg_id)
+        if known is not None:
+            return known.info.state
+        group = self.pgs.create(spec)
         await asyncio.sleep(0)  # the first placement attempt runs now; in-process reservations finish in it
-        return self.pgs.groups[spec.pg_id].info.state
+        self.pgs.persist(group)  # before the reply (a no-op when the attempt saved it CREATED)
+        return group.info.state
 
     async def rpc_RemovePlacementGroup(self, pg_id: str) -> None:
+        # A keyed write (``idempotency.KEYED_WRITES``): removing a removed group changes nothing.
         # Actors in the group die with it and are not restarted, as in Ray.
         for actor in list(self.actors.actors.values()):
             placement = actor.spec.creation.placement
