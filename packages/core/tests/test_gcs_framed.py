@@ -148,6 +148,18 @@ def test_a_listener_gone_after_answering_is_unavailable(head):
     client.close()
 
 
+def test_gcs_client_answers_over_grpc_while_the_framed_listener_is_gone(head):
+    gcs = _gcs_client(head.address, "tok")
+    assert gcs.call_sync("Gcs", "Echo", 1, timeout=10)[1] == 1
+    head.stop_framed()  # e.g. a restarted head that could not listen framed
+    assert gcs.call_sync("Gcs", "Echo", 2, timeout=10)[1] == 2  # one retry, then gRPC
+    assert gcs.call_sync("Gcs", "Echo", 3, timeout=10)[1] == 3
+    assert not gcs._framed_off  # a framed listener that comes back is used again
+    with pytest.raises(TimeoutError):
+        gcs.call_sync("Gcs", "Sleep", 1.0, timeout=0.2)
+    gcs.close_sync()
+
+
 def test_gcs_client_uses_framed_then_grpc_where_framed_is_impossible():
     framed_head = _Head(framed=True)
     grpc_head = _Head(framed=False)

@@ -18,6 +18,9 @@ and one write on the server's.
   gRPC, which reports the real reason;
 - :class:`RpcUnavailable` when the connection was lost (the peer died or
   restarts) after it once answered: the caller's retries reconnect;
+  :class:`ListenerGone`, a kind of it, when nothing listens on the socket
+  now although something once answered there (the caller may try gRPC: a
+  restarted peer that could not listen framed still answers there);
 - ``TimeoutError`` when ``timeout`` passed without a reply.
 
 Example::
@@ -44,6 +47,10 @@ _OK = 0
 MAX_IDLE = 4
 
 
+class ListenerGone(RpcUnavailable):
+    """Nothing listens on the framed socket now (it once answered): nothing was sent."""
+
+
 class BlockingFramedClient:
     """Calls to one :class:`~distcore._private.core_worker.framed_rpc.FramedServer` from any thread."""
 
@@ -60,6 +67,8 @@ class BlockingFramedClient:
 
     def call(self, method: str, request: Any, timeout: float | None) -> Any:
         what = f"{self._label}.{method}"
+        if timeout is not None and timeout <= 0:
+            raise TimeoutError(f"{what} to {self._name[1:]} timed out")
         sock = self._take(what)
         body = _dumps((next(self._ids), method, request))
         try:
@@ -104,7 +113,7 @@ class BlockingFramedClient:
             sock.close()
             if not self._answered:
                 raise LookupError(self._name) from None  # never reached a listener: use gRPC
-            raise RpcUnavailable(f"{what}: connecting to {self._name[1:]} failed: {exc}") from None
+            raise ListenerGone(f"{what}: connecting to {self._name[1:]} failed: {exc}") from None
         return sock
 
     def _give_back(self, sock: socket.socket) -> None:

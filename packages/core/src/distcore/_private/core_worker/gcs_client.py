@@ -34,7 +34,7 @@ from typing import Any
 import grpc
 
 from distcore._private import rpc
-from distcore._private.core_worker.framed_blocking import BlockingFramedClient
+from distcore._private.core_worker.framed_blocking import BlockingFramedClient, ListenerGone
 from distcore._private.core_worker.framed_rpc import socket_name
 from distcore._private.gcs.idempotency import WRITE_METHODS, OnceCall
 from distcore._private.rpc import RpcClient, RpcUnavailable
@@ -122,6 +122,8 @@ class GcsClient:
                 return framed.call(method, request, timeout)
             except LookupError:  # no framed listener reachable from here: gRPC from now on
                 self._framed_off = True
+            except ListenerGone:  # none now (a head restarting, or one that could not listen framed): gRPC this time
+                pass
         path = f"/{service}/{method}"
         stub = self._sync_stubs.get(path)
         if stub is None:
