@@ -179,10 +179,15 @@ class WorkerPool:
         return worker
 
     def _take_idle(self, job_id: str, env_key: str) -> WorkerProc | None:
-        for want_job in (job_id, ""):
-            for i, worker in enumerate(self.idle):
-                if worker.env_key == env_key and worker.job_id == want_job and worker.proc.poll() is None:
-                    return self.idle.pop(i)
+        """An idle worker for ``env_key``: one of this job before an unbound one, and any that has
+        registered before one still starting (the caller need not wait for a process start while
+        a ready worker sits idle)."""
+        for ready in (True, False):
+            for want_job in (job_id, ""):
+                for i, worker in enumerate(self.idle):
+                    if (worker.env_key == env_key and worker.job_id == want_job and worker.proc.poll() is None
+                            and (worker.registered.is_set() or not ready)):
+                        return self.idle.pop(i)
         return None
 
     def push_idle(self, worker: WorkerProc) -> None:
