@@ -19,8 +19,10 @@ multiplexed by id:
 - a lost connection fails every call waiting on it with ``RpcUnavailable``,
   as a closed gRPC channel does.
 
-Anything else (the control store, node managers, object transfer, other
-nodes) stays on gRPC.
+The head also serves the control store on a second listener
+(``socket_name(address, "gcs")``) for the blocking calls of same-node
+clients (``framed_blocking.py``). Anything else (the control store's other
+callers, node managers, object transfer, other nodes) stays on gRPC.
 """
 
 from __future__ import annotations
