@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import enum
 import fractions
 import os
 import time
@@ -49,9 +50,18 @@ def _segment_of(arr: np.ndarray) -> str | None:
     return mapped_file_of(arr.__array_interface__["data"][0])
 
 
+class Color(enum.IntEnum):
+    RED = 1
+
+
 @distcore.remote
 def echo(x):
     return x
+
+
+@distcore.remote
+def echo_with_type(x):
+    return x, type(x).__name__
 
 
 @distcore.remote
@@ -113,6 +123,16 @@ def test_values_pass_through_a_task(shared_cluster, value):
         assert type(out) is type(value) and out.args == value.args
     else:
         assert out == value
+
+
+@pytest.mark.parametrize("value", [None, True, False, 0, -7, 2**62, 2**80, 10**4000, 1.5, float("inf"), "", "short",
+                                   "é" * 300, b"", b"\x00bytes", b"b" * 5000, Color.RED],
+                         ids=lambda v: f"{type(v).__name__}-{len(repr(v))}")
+def test_plain_values_as_direct_arguments_keep_value_and_type(shared_cluster, value):
+    """Small plain arguments take a short cut through the C pickler; big ints, long strings and
+    subclasses (an IntEnum) take the general path: all arrive equal and of the same type."""
+    out, kind = distcore.get(echo_with_type.remote(value), timeout=60)
+    assert out == value and kind == type(value).__name__
 
 
 def test_class_defined_in_a_test_travels_by_value(shared_cluster):

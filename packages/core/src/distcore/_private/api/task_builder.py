@@ -23,7 +23,7 @@ from distcore._private.scheduling.policy import (
     NodeAffinityStrategy,
     SpreadStrategy,
 )
-from distcore._private.serialization import _Collector, serialize
+from distcore._private.serialization import _Collector, serialize, serialize_plain
 from distcore._private.serialization import _local as _serialization_state
 
 
@@ -47,6 +47,9 @@ def _arg(core: CoreWorker, fn_name: str, label: str, value: Any, deps: list[str]
     if isinstance(value, ObjectRef):
         deps.append(value.hex())
         return p.TaskArg(object_id=value.hex(), owner=value.owner_address())
+    plain = serialize_plain(value)
+    if plain is not None:
+        return p.TaskArg(value=p.SerializedValue(plain, []))
     serialized = serialize(value, lambda: f"{label} of {fn_name} ({type(value).__name__})")
     contained = [(r.hex(), r.owner_address()) for r in serialized.contained_refs]
     deps.extend(i for i, _ in contained)
