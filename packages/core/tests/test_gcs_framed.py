@@ -15,6 +15,7 @@ import uuid
 
 import pytest
 
+import distcore
 from distcore._private import worker_state
 from distcore._private.core_worker.framed_blocking import BlockingFramedClient
 from distcore._private.core_worker.framed_rpc import FramedServer, socket_name
@@ -198,3 +199,16 @@ def test_placement_groups_of_a_driver_go_framed(shared_cluster):
         remove_placement_group(pg)
     assert {placement_group_table(pg)["state"] for pg in pgs} == {"REMOVED"}
     assert time.monotonic() - start < 30
+
+
+def test_a_worker_on_the_heads_node_calls_framed_too(shared_cluster):
+    @distcore.remote
+    def make_and_remove() -> tuple:
+        core = worker_state.core_worker()
+        pg = placement_group([{"custom": 0.01}])
+        ok = pg.wait(timeout_seconds=10)
+        remove_placement_group(pg)
+        gcs = core.gcs()
+        return ok, gcs._framed is not None and gcs._framed._answered, gcs._framed_off
+
+    assert distcore.get(make_and_remove.remote(), timeout=60) == (True, True, False)
