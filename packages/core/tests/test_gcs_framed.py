@@ -67,6 +67,13 @@ class _Head:
             assert await self.framed_server.start(address, "gcs")
         return address
 
+    async def _cancel_handlers(self) -> None:
+        """Handlers still running (a Sleep its caller gave up on) end before the loop closes."""
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def stop_framed(self) -> None:
         if self.framed_server is not None:
             self._run(self.framed_server.stop())
@@ -75,6 +82,7 @@ class _Head:
     def close(self) -> None:
         self.stop_framed()
         self._run(self.grpc.stop(0))
+        self._run(self._cancel_handlers())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
