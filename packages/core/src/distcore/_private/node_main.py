@@ -79,7 +79,8 @@ async def _serve(args: argparse.Namespace) -> None:
     if gcs is not None:
         gcs.start_background()
         config.gcs_address = address
-        gcs.pgs.set_local_node_manager(address, nm)  # bundles on the head: no gRPC to this same process
+        # The head's own node manager (its bundles, the leases of actors placed there): no gRPC to this process.
+        gcs.clients.set_local(address, {"NodeManager": nm})
         # Same-node clients' blocking control-store calls come framed (``core_worker/gcs_client.py``).
         from distcore._private.core_worker.framed_rpc import FramedServer
 

@@ -747,7 +747,7 @@ class CoreWorker:
 
     def export_function(self, blob: bytes) -> str:
         key = self.function_key(blob)
-        self.run(self.gcs().call("Gcs", "KvPut", p.KvPut("fn", key, blob, overwrite=False)))
+        self.gcs_call("KvPut", p.KvPut("fn", key, blob, overwrite=False))
         return key
 
 

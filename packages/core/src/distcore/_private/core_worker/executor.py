@@ -344,7 +344,7 @@ class Executor:
     def _load_function(self, function_id: str) -> Any:
         fn = self.functions.get(function_id)
         if fn is None:
-            blob = self.core.run(self.core.gcs().call("Gcs", "KvGet", p.KvKey("fn", function_id)))
+            blob = self.core.gcs_call("KvGet", p.KvKey("fn", function_id))  # from this thread: no io-loop hop
             if blob is None:
                 raise RuntimeError(f"function {function_id} was not exported to the cluster")
             fn = self.functions[function_id] = cloudpickle.loads(blob)

@@ -6,8 +6,9 @@ reserves its bundles, and if one refuses (its resources moved on), the
 others are released and placement is tried again.
 
 The head's own node manager runs in the control store's process: its
-reservations and releases are plain calls (:meth:`PlacementGroupTable.set_local_node_manager`),
-not gRPC round trips to the same process.
+reservations and releases are plain calls (the client pool's
+:meth:`~distcore._private.rpc.ClientPool.set_local`), not gRPC round trips to
+the same process.
 
 A new group's row is written before the reply to its creation leaves and
 before any of its bundles is reserved outside this process, not before: a
@@ -33,18 +34,6 @@ from distcore._private.scheduling.resources import ResourceSet
 logger = logging.getLogger(__name__)
 
 
-class _InProcess:
-    """A node manager in this process, called like an :class:`RpcClient` (the handler itself, no wire)."""
-
-    __slots__ = ("_service",)
-
-    def __init__(self, service: object) -> None:
-        self._service = service
-
-    async def call(self, service: str, method: str, request: object = None, timeout: float | None = None) -> object:
-        return await getattr(self._service, f"rpc_{method}")(request)
-
-
 class _Group:
     __slots__ = ("info", "changed", "task", "saved")
 
@@ -60,12 +49,7 @@ class PlacementGroupTable:
         self._storage = storage
         self._nodes = nodes
         self._clients = clients
-        self._local: dict[str, _InProcess] = {}
         self.groups: dict[str, _Group] = {pg: _Group(info) for pg, info in storage.load("pgs").items()}
-
-    def set_local_node_manager(self, address: str, service: object) -> None:
-        """The node manager at ``address`` runs in this process: call its handlers directly."""
-        self._local[address] = _InProcess(service)
 
     def create(self, spec: p.PlacementGroupSpec) -> _Group:
         """Register the group and start placing it; its row is written by :meth:`persist` (the caller,
@@ -129,7 +113,7 @@ class PlacementGroupTable:
             per_node: dict[str, dict[int, dict[str, float]]] = {}
             for index, node_id in zip(missing, assignment, strict=True):
                 per_node.setdefault(node_id, {})[index] = info.bundles[index]
-            if not group.saved and any(self._nm_address(n) not in self._local for n in per_node):
+            if not group.saved and any(not self._clients.is_local(self._nm_address(n)) for n in per_node):
                 self.persist(group)  # a bundle reserved in another process must belong to a known group
             reserved: list[str] = []
             ok = True
@@ -168,8 +152,7 @@ class PlacementGroupTable:
         return self._nodes.nodes[node_id].address
 
     def _nm(self, node_id: str):
-        address = self._nodes.nodes[node_id].address
-        return self._local.get(address) or self._clients.get(address)
+        return self._clients.get(self._nodes.nodes[node_id].address)
 
     async def _release(self, pg_id: str, node_ids, indexes: dict[str, list[int]] | None = None) -> None:
         """Release the group's bundles on ``node_ids`` (only ``indexes[node]`` when given)."""

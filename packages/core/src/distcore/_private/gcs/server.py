@@ -42,7 +42,8 @@ JOB_TASKS_GRACE_S = 3.0
 class GcsService:
     def __init__(self, storage_path: str | None, token: str | None, dead_timeout_s: float = 30.0) -> None:
         self.storage = Storage(storage_path)
-        self.clients = ClientPool(token)
+        # Calls to workers (actor constructors) take the framed transport where they can (same node).
+        self.clients = ClientPool(token, framed=True)
         self.nodes = NodeTable(self.storage, dead_timeout_s)
         self.pgs = PlacementGroupTable(self.storage, self.nodes, self.clients)
         self.actors = ActorTable(self.storage, self.nodes, self.clients, self._pick_node)
