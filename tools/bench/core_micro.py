@@ -72,7 +72,7 @@ QUICK_FLOORS: dict[str, float] = {
     "1:1 async-actor calls with args async": 200,
     "1:n async-actor calls async": 200,
     "n:n async-actor calls async": 200,
-    "placement group create/removal": 30,
+    "placement group create/removal": 120,
 }
 
 
