@@ -9,7 +9,6 @@ control store recognises the group's id from its persisted row.
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import pytest
@@ -18,29 +17,10 @@ import distcore
 from distcore._private import protocol as p
 from distcore._private import worker_state
 from distcore._private.gcs.idempotency import EXIT_AFTER_ENV
+from distcore._private.testing import restart_head_when_it_exits
 from distcore.util import placement_group, placement_group_table, remove_placement_group
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
-
-
-def _restart_when_head_exits(cluster, marker, errors: list) -> threading.Thread:
-    """Wait (in a thread) until the armed head has exited after its write, then restart it."""
-    head = cluster.head._process
-
-    def run() -> None:
-        try:
-            deadline = time.monotonic() + 40
-            while not (os.path.exists(marker) and head.proc.poll() is not None):
-                if time.monotonic() > deadline:
-                    raise AssertionError("the armed head never exited after its write")
-                time.sleep(0.05)
-            cluster.restart_head(allow_graceful=False)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, name="restart-head", daemon=True)
-    thread.start()
-    return thread
 
 
 def _available(resource: str, want: float, timeout: float = 20.0) -> float:
@@ -65,7 +45,7 @@ def test_create_retried_after_a_lost_reply_gives_one_group(cluster, tmp_path, mo
     core = worker_state.core_worker()
     assert core.gcs_call("KvGet", p.KvKey("once", "warm")) is None  # the blocking path is up (framed here)
     errors: list = []
-    restarter = _restart_when_head_exits(cluster, marker, errors)
+    restarter = restart_head_when_it_exits(cluster, marker, errors)
 
     pg = placement_group([{"slot": 1}], name="once-pg")  # applied; the head exits; the retry reaches the new head
     restarter.join(60)

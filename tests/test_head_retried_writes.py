@@ -10,8 +10,6 @@ first attempt's reply instead of applying the write again.
 from __future__ import annotations
 
 import os
-import threading
-import time
 
 import pytest
 
@@ -19,29 +17,10 @@ import distcore
 from distcore._private import protocol as p
 from distcore._private import worker_state
 from distcore._private.gcs.idempotency import EXIT_AFTER_ENV
+from distcore._private.testing import restart_head_when_it_exits
 from distcore.util.state import list_jobs
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
-
-
-def _restart_when_head_exits(cluster, marker, errors: list) -> threading.Thread:
-    """Wait (in a thread) until the armed head has exited after its write, then restart it."""
-    head = cluster.head._process
-
-    def run() -> None:
-        try:
-            deadline = time.monotonic() + 40
-            while not (os.path.exists(marker) and head.proc.poll() is not None):
-                if time.monotonic() > deadline:
-                    raise AssertionError("the armed head never exited after its write")
-                time.sleep(0.05)
-            cluster.restart_head(allow_graceful=False)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, name="restart-head", daemon=True)
-    thread.start()
-    return thread
 
 
 @distcore.remote
@@ -55,7 +34,7 @@ def test_register_job_retried_after_a_lost_reply_gives_one_job(cluster, tmp_path
     cluster.add_node(num_cpus=1)
     cluster.add_node(num_cpus=1)
     errors: list = []
-    restarter = _restart_when_head_exits(cluster, marker, errors)
+    restarter = restart_head_when_it_exits(cluster, marker, errors)
 
     cluster.connect(namespace="once")  # RegisterJob: applied, the head exits, the retry reaches the new head
     restarter.join(60)
@@ -75,7 +54,7 @@ def test_kv_put_without_overwrite_retried_after_a_lost_reply_says_added(cluster,
     cluster.connect(namespace="once")
     core = worker_state.core_worker()
     errors: list = []
-    restarter = _restart_when_head_exits(cluster, marker, errors)
+    restarter = restart_head_when_it_exits(cluster, marker, errors)
 
     # The first try adds the key; its reply is lost; the retry must not answer "already there".
     assert core.gcs_call("KvPut", p.KvPut("once", "key", b"first", overwrite=False)) is True

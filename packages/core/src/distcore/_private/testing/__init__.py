@@ -8,6 +8,7 @@ and teardown checks that nothing leaked (processes, shared-memory segments).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -166,3 +167,24 @@ def wait_available(expected: dict[str, float], timeout: float = 15.0) -> None:
         lambda: available(*expected) == expected, timeout,
         message=f"available resources did not become {expected}: {distcore.available_resources()}",
     )
+
+
+def restart_head_when_it_exits(cluster: Any, marker: str, errors: list, timeout: float = 40.0) -> threading.Thread:
+    """In a thread: wait until ``cluster``'s head, armed to exit after a write, has written
+    ``marker`` and exited, then restart it on the same address; a failure lands in ``errors``."""
+    head = cluster.head._process
+
+    def run() -> None:
+        try:
+            deadline = time.monotonic() + timeout
+            while not (os.path.exists(marker) and head.proc.poll() is not None):
+                if time.monotonic() > deadline:
+                    raise AssertionError("the armed head never exited after its write")
+                time.sleep(0.05)
+            cluster.restart_head(allow_graceful=False)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="restart-head", daemon=True)
+    thread.start()
+    return thread
