@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import torch
@@ -52,3 +55,32 @@ def test_use_gpu_places_each_worker_on_its_gpu_with_nccl(start_cluster, tmp_path
     assert len(m["cuda_visible_devices"].split(",")) == 1
     assert m["backend"] == "nccl"
     assert m["last_loss"] < m["first_loss"]
+
+
+CLI_SCRIPT = textwrap.dedent("""
+    import os
+    import torch
+    import torch.distributed as dist
+
+    local = int(os.environ["LOCAL_RANK"])
+    torch.cuda.set_device(local)
+    dist.init_process_group("nccl")
+    t = torch.ones(4, device="cuda") * (dist.get_rank() + 1)
+    dist.all_reduce(t)
+    print(f"backend={dist.get_backend()} visible={os.environ.get('CUDA_VISIBLE_DEVICES')} "
+          f"sum={t.sum().item():g} device={t.device}")
+    dist.destroy_process_group()
+""")
+
+
+def test_cli_use_gpu_runs_a_torchrun_script_on_nccl(start_cluster, tmp_path) -> None:
+    cluster = start_cluster(num_cpus=2, num_gpus=torch.cuda.device_count())
+    script = tmp_path / "gpu_script.py"
+    script.write_text(CLI_SCRIPT)
+    with open(os.path.join(cluster["session_dir"], "token")) as f:
+        env = dict(os.environ, DISTCORE_AUTH_TOKEN=f.read().strip())
+    proc = subprocess.run([sys.executable, "-m", "distcore.train.scripts", "run", "--address", cluster["address"],
+                           "--num-workers", "1", "--use-gpu", str(script)],
+                          env=env, capture_output=True, text=True, timeout=110)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[rank 0] backend=nccl visible=0 sum=4 device=cuda:0" in proc.stdout, proc.stdout
