@@ -4,13 +4,14 @@ progress.csv, and TensorBoard events only when a writer is installed."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
 import os
 import queue
 import threading
-from typing import IO, Any
+from typing import Any
 
 from distcore.tune._internal.variants import flatten
 
@@ -47,17 +48,65 @@ def _tensorboard_writer_cls() -> Any:
     return EventFileWriter if writer_available() else None
 
 
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _make_dir(path: str) -> None:
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(path, exist_ok=True)
+
+
+def write_file(path: str, text: str) -> None:
+    """Replace ``path``'s contents with ``text`` (three system calls)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        _write_all(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
 class _TrialFiles:
+    """A running trial's result.json and progress.csv (raw descriptors in append mode: one
+    ``write`` per batch of results, no buffers to flush) and its event file."""
+
     def __init__(self, path: str, tb_cls: Any) -> None:
-        self.result: IO[str] = open(os.path.join(path, RESULT_FILE), "a")
-        self.progress: IO[str] = open(os.path.join(path, PROGRESS_FILE), "a", newline="")
-        self.csv: csv.DictWriter[str] | None = None
-        self.fresh_csv = os.path.getsize(os.path.join(path, PROGRESS_FILE)) == 0
+        self.path = path
+        self.result = os.open(os.path.join(path, RESULT_FILE), _APPEND | os.O_CREAT, 0o644)
+        csv_path = os.path.join(path, PROGRESS_FILE)
+        try:
+            self.progress = os.open(csv_path, _APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+            self.fresh_csv = True
+        except FileExistsError:  # a resumed trial appends under the header it has
+            self.progress = os.open(csv_path, _APPEND)
+            self.fresh_csv = os.fstat(self.progress).st_size == 0
+        self.fields: list[str] | None = None
         self.tb = tb_cls(path) if tb_cls is not None else None
 
+    def csv_fields(self, first_row: dict[str, Any]) -> tuple[list[str], bool]:
+        """The columns (from the file's header when it has one) and whether to write a header."""
+        if self.fields is None:
+            if self.fresh_csv:
+                self.fields = list(first_row)
+                return self.fields, True
+            with open(os.path.join(self.path, PROGRESS_FILE), newline="") as f:
+                header = next(csv.reader(f), None)
+            self.fields = header or list(first_row)
+            return self.fields, not header
+        return self.fields, False
+
     def close(self) -> None:
-        self.result.close()
-        self.progress.close()
+        os.close(self.result)
+        os.close(self.progress)
         if self.tb is not None:
             self.tb.close()
 
@@ -118,15 +167,18 @@ class TrialLogger:
         self._submit("start", trial.local_path, trial.config)  # configs are replaced, never mutated
 
     def _do_start(self, path: str, config: dict[str, Any]) -> None:
-        os.makedirs(path, exist_ok=True)
-        with open(os.path.join(path, PARAMS_FILE), "w") as f:
-            f.write(dumps(config))
+        _make_dir(path)
+        write_file(os.path.join(path, PARAMS_FILE), dumps(config))
 
     def _files(self, trial_id: str, path: str) -> _TrialFiles:
         files = self._open.get(trial_id)
         if files is None:
-            os.makedirs(path, exist_ok=True)
-            files = self._open[trial_id] = _TrialFiles(path, self._tb_cls)
+            try:
+                files = _TrialFiles(path, self._tb_cls)
+            except FileNotFoundError:  # results before any start (e.g. restored trials)
+                _make_dir(path)
+                files = _TrialFiles(path, self._tb_cls)
+            self._open[trial_id] = files
         return files
 
     def on_results(self, trial: Any, results: list[dict[str, Any]]) -> None:
@@ -139,26 +191,23 @@ class TrialLogger:
             row = dict(result)
             row["config"] = config
             lines.append(dumps(row))
-        files.result.write("\n".join(lines) + "\n")
+        _write_all(files.result, ("\n".join(lines) + "\n").encode())
+        out = io.StringIO()
+        writer: csv.DictWriter[str] | None = None
         for result in results:
             flat = flatten({k: v for k, v in result.items() if k not in EXCLUDE_FROM_CSV})
-            if files.csv is None:
-                fields = list(flat)
-                if not files.fresh_csv:
-                    with open(os.path.join(path, PROGRESS_FILE), newline="") as f:
-                        header = next(csv.reader(f), None)
-                    fields = header or fields
-                files.csv = csv.DictWriter(files.progress, fieldnames=fields, extrasaction="ignore")
-                if files.fresh_csv:
-                    files.csv.writeheader()
-            files.csv.writerow(flat)
+            if writer is None:
+                fields, header = files.csv_fields(flat)
+                writer = csv.DictWriter(out, fieldnames=fields, extrasaction="ignore")
+                if header:
+                    writer.writeheader()
+            writer.writerow(flat)
             if files.tb is not None:
                 step = int(result.get("training_iteration", 0))
                 files.tb.add_scalars({f"tune/{key}": value for key, value in flat.items()
                                       if isinstance(value, (int, float)) and not isinstance(value, bool)
                                       and math.isfinite(value)}, step)
-        files.result.flush()
-        files.progress.flush()
+        _write_all(files.progress, out.getvalue().encode())
         if files.tb is not None:
             files.tb.flush()
 

@@ -1,18 +1,17 @@
 """TensorBoard event files (scalars only), written synchronously with tensorboardX's
-``RecordWriter`` (record framing and CRCs) and its ``Event``/``Summary`` protos.
+``Event``/``Summary`` protos and its CRC-32C, in TFRecord framing (see ``EventFileWriter``).
 
 tensorboardX's ``SummaryWriter`` starts a thread and a queue per writer, which
-costs a trial-per-millisecond experiment more than the trial itself; its lower
-writers append records on the caller's thread in microseconds. Their ``flush``
-also fsyncs the file, which costs 3-30 ms per trial on a busy disk, so a flush here
+costs a trial-per-millisecond experiment more than the trial itself; here records are
+framed on the caller's thread in microseconds. tensorboardX's ``flush`` also fsyncs the file, which costs 3-30 ms per trial on a busy disk, so a flush here
 hands the bytes to the OS without an fsync (as every other trial file does); a crash
 of the driver loses nothing the OS already has. Files are written only when
 tensorboardX is installed (``pip install "distcore-tune[tensorboard]"``).
 
 ``import tensorboardX`` runs its package ``__init__``, which loads its whole
 ``SummaryWriter`` stack and with it torch (1.5-2 s of CPU that stalled the driver's
-first experiment of every process, 7 s on a busy machine). The record writer and
-the protos need none of it, so unless tensorboardX is already imported,
+first experiment of every process, 7 s on a busy machine). The protos and the CRC
+need none of it, so unless tensorboardX is already imported,
 ``_light_modules`` registers the package without running its ``__init__`` and
 loads only those modules; the first access to anything else in the package (e.g.
 the user's ``from tensorboardX import SummaryWriter``) runs the ``__init__`` then.
@@ -23,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import socket
+import struct
 import sys
 import threading
 import time
@@ -59,48 +59,76 @@ def _defer_package_init() -> None:
 
 
 def _light_modules() -> tuple[Any, Any, Any]:
-    """tensorboardX's ``Event``, ``Summary`` and ``RecordWriter``."""
+    """tensorboardX's ``Event`` and ``Summary`` protos and its CRC-32C."""
     with _lock:
         if _PACKAGE not in sys.modules:
             _defer_package_init()
+    from tensorboardX.crc32c import crc32c
     from tensorboardX.proto.event_pb2 import Event
     from tensorboardX.proto.summary_pb2 import Summary
-    from tensorboardX.record_writer import RecordWriter
 
-    return Event, Summary, RecordWriter
+    return Event, Summary, crc32c
+
+
+_HOST_PID: tuple[str, int] | None = None
+
+
+def _host_pid() -> tuple[str, int]:
+    global _HOST_PID
+    if _HOST_PID is None or _HOST_PID[1] != os.getpid():
+        _HOST_PID = (socket.gethostname(), os.getpid())
+    return _HOST_PID
 
 
 class EventFileWriter:
-    """One ``events.out.tfevents.*`` file in ``logdir``; ``add_scalars`` appends one event."""
+    """One ``events.out.tfevents.*`` file in ``logdir``; ``add_scalars`` appends one event.
+
+    Records use the TFRecord framing TensorBoard reads (little-endian length, masked CRC-32C
+    of the length, the serialized ``Event``, masked CRC-32C of it). They collect in memory and
+    ``flush`` appends them with one ``write`` on a raw descriptor (opened at the first flush):
+    a trial's event file costs three system calls, not the eight of a buffered file object.
+    """
 
     def __init__(self, logdir: str) -> None:
-        Event, self._summary, RecordWriter = _light_modules()
-        self._event = Event
+        self._event, self._summary, self._crc = _light_modules()
         now = time.time()
-        self.path: str = os.path.join(
-            logdir, f"events.out.tfevents.{str(now)[:10]}.{socket.gethostname()}.{os.getpid()}")
-        self._records: Any = RecordWriter(self.path)
-        self._records.write(Event(wall_time=now, file_version="brain.Event:2").SerializeToString())
+        host, pid = _host_pid()
+        self.path: str = os.path.join(logdir, f"events.out.tfevents.{str(now)[:10]}.{host}.{pid}")
+        self._fd: int | None = None
+        self._pending: list[bytes] = []
+        self._add(self._event(wall_time=now, file_version="brain.Event:2").SerializeToString())
+
+    def _masked(self, data: bytes) -> bytes:
+        crc = self._crc(data) & 0xFFFFFFFF
+        return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+
+    def _add(self, data: bytes) -> None:
+        header = struct.pack("<Q", len(data))
+        self._pending.append(header + self._masked(header) + data + self._masked(data))
 
     def add_scalars(self, scalars: dict[str, float], step: int, wall_time: float | None = None) -> None:
         if not scalars:
             return
         summary_cls = self._summary
         summary = summary_cls(value=[summary_cls.Value(tag=tag, simple_value=value) for tag, value in scalars.items()])
-        event = self._event(wall_time=wall_time or time.time(), step=step, summary=summary)
-        self._records.write(event.SerializeToString())
+        self._add(self._event(wall_time=wall_time or time.time(), step=step, summary=summary).SerializeToString())
 
     def flush(self) -> None:
-        """Hand the buffered records to the OS (no fsync: see the module's doc)."""
-        file = getattr(self._records, "_writer", None)
-        if file is not None and hasattr(file, "flush"):
-            file.flush()
-        else:  # a tensorboardX without the attribute: its own flush (with fsync)
-            self._records.flush()
+        """Hand the collected records to the OS (no fsync: see the module's doc)."""
+        if not self._pending:
+            return
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        view = memoryview(b"".join(self._pending))
+        self._pending.clear()
+        while view:
+            view = view[os.write(self._fd, view):]
 
     def close(self) -> None:
         self.flush()
-        self._records.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 __all__ = ["EventFileWriter", "writer_available"]
