@@ -57,7 +57,7 @@ def test_builder_chains_and_round_trips_through_a_dict() -> None:
     (lambda c: c.training(lr=-1.0), "lr must be > 0"),
     (lambda c: c.training(gamma=1.5), "gamma must be in"),
     (lambda c: c.training(lambda_=2.0), "lambda_ must be in"),
-    (lambda c: c.learners(num_gpus_per_learner=1), "GPUs are not supported"),
+    (lambda c: c.learners(num_gpus_per_learner=-1), "num_gpus_per_learner must be a number >= 0"),
     (lambda c: c.multi_agent(policies={"a", "b"}), "needs a policy_mapping_fn"),
 ])
 def test_validation_names_the_bad_setting(mutate, message) -> None:

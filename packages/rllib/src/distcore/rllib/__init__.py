@@ -23,7 +23,11 @@ require_core_api("distcore-rllib", __version__, api_min=CORE_API_MIN, api_max=CO
 from distcore.rllib._internal.checkpoints import CheckpointError  # noqa: E402
 from distcore.rllib._internal.envs import register_env  # noqa: E402
 from distcore.rllib.algorithms.algorithm import Algorithm  # noqa: E402
-from distcore.rllib.algorithms.algorithm_config import AlgorithmConfig, AlgorithmConfigError  # noqa: E402
+from distcore.rllib.algorithms.algorithm_config import (  # noqa: E402
+    AlgorithmConfig,
+    AlgorithmConfigError,
+    GPUNotAvailableError,
+)
 from distcore.rllib.algorithms.registry import ALGORITHMS, get_algorithm_class, register_with_tune  # noqa: E402
 from distcore.rllib.callbacks import RLlibCallback  # noqa: E402
 from distcore.rllib.core.rl_module import Columns, MultiRLModule, RLModule, RLModuleSpec  # noqa: E402
@@ -36,6 +40,7 @@ __all__ = [
     "AlgorithmConfigError",
     "CheckpointError",
     "Columns",
+    "GPUNotAvailableError",
     "MultiAgentEnv",
     "MultiRLModule",
     "RLModule",

@@ -83,7 +83,7 @@ def _to_torch(tree: Any) -> Any:
 
 def _to_numpy(tree: Any) -> Any:
     if isinstance(tree, torch.Tensor):
-        return tree.numpy()
+        return tree.detach().cpu().numpy()
     if isinstance(tree, dict):
         return {k: _to_numpy(v) for k, v in tree.items()}
     if isinstance(tree, list):
@@ -252,10 +252,12 @@ def read_state(directory: str, meta: dict[str, Any]) -> dict[str, Any]:
     weights, optimizers = {}, {}
     for mid, sub in meta["modules"].items():
         path = os.path.join(directory, sub)
-        weights[mid] = _to_numpy(torch.load(os.path.join(path, "module_state.pt"), weights_only=True))
-        optimizers[mid] = [torch.load(os.path.join(path, f"optimizer_{k}.pt"), weights_only=True)
+        weights[mid] = _to_numpy(torch.load(os.path.join(path, "module_state.pt"), map_location="cpu",
+                                            weights_only=True))
+        # On the CPU whatever device wrote them; a GPU learner's optimizers move them to its parameters.
+        optimizers[mid] = [torch.load(os.path.join(path, f"optimizer_{k}.pt"), map_location="cpu", weights_only=True)
                            for k in range(meta["num_optimizers"][mid])]
-    extra = _to_numpy(torch.load(os.path.join(directory, _EXTRA_FILE), weights_only=True))
+    extra = _to_numpy(torch.load(os.path.join(directory, _EXTRA_FILE), map_location="cpu", weights_only=True))
     with open(os.path.join(directory, _STATE_JSON)) as f:
         rest = json.load(f)
     with np.load(os.path.join(directory, _STATE_NPZ), allow_pickle=False) as arrays:

@@ -93,8 +93,8 @@ class DefaultQModule(RLModule):
         eps = float(batch.get("epsilon", 0.0))
         if eps > 0:
             actions = out["actions"]
-            random_mask = torch.rand(actions.shape[0]) < eps
-            random_actions = torch.randint(0, int(self.action_space.n), actions.shape)
+            random_mask = torch.rand(actions.shape[0], device=actions.device) < eps
+            random_actions = torch.randint(0, int(self.action_space.n), actions.shape, device=actions.device)
             out["actions"] = torch.where(random_mask, random_actions, actions)
         return out
 
@@ -116,8 +116,10 @@ class DefaultSACModule(RLModule):
         self.pi_net = mlp(n_in, hid, act, 2 * n_act)
         self.q1 = mlp(n_in + n_act, hid, act, 1)
         self.q2 = mlp(n_in + n_act, hid, act, 1)
-        self._low = torch.as_tensor(self.action_space.low, dtype=torch.float32)
-        self._high = torch.as_tensor(self.action_space.high, dtype=torch.float32)
+        # Buffers (not saved in the state dict): they follow the module to its device.
+        self.register_buffer("_low", torch.as_tensor(self.action_space.low, dtype=torch.float32), persistent=False)
+        self.register_buffer("_high", torch.as_tensor(self.action_space.high, dtype=torch.float32),
+                             persistent=False)
 
     def _forward(self, batch: dict[str, Any]) -> dict[str, Any]:
         return {"action_dist_inputs": self.pi_net(self.encoder(batch["obs"]))}

@@ -131,8 +131,8 @@ class SquashedGaussian(Distribution):
 
     def __init__(self, inputs: torch.Tensor, low: np.ndarray, high: np.ndarray) -> None:
         self.base = Gaussian(inputs)
-        self.low = torch.as_tensor(low, dtype=inputs.dtype)
-        self.high = torch.as_tensor(high, dtype=inputs.dtype)
+        self.low = torch.as_tensor(low, dtype=inputs.dtype, device=inputs.device)
+        self.high = torch.as_tensor(high, dtype=inputs.dtype, device=inputs.device)
 
     def _squash(self, u: torch.Tensor) -> torch.Tensor:
         return self.low + (torch.tanh(u) + 1.0) * 0.5 * (self.high - self.low)

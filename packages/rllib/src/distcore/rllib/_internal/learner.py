@@ -2,12 +2,18 @@
 
 ``num_learners=0``: one learner in the driver. ``num_learners>=1``: learner actors;
 with more than one, each gets a shard of the batch and gradients are averaged with
-``torch.distributed.all_reduce`` over gloo after every backward pass (the
-data-parallel scheme of DDP), so all replicas stay identical.
+``torch.distributed.all_reduce`` after every backward pass (the data-parallel scheme
+of DDP), so all replicas stay identical: over gloo on CPU, over nccl when every learner
+has a GPU of its own (gloo when fractional learners share one; nccl cannot).
+
+A GPU learner (``num_gpus_per_learner > 0``) keeps modules, optimizers and its flat
+gradient buffer on ``cuda:0``; batches arrive as numpy and move there in the learner;
+weights and state leave it as CPU values (numpy / CPU tensors).
 """
 
 from __future__ import annotations
 
+import os
 import socket
 from datetime import timedelta
 from typing import Any
@@ -17,25 +23,31 @@ import torch
 import torch.distributed as dist
 
 import distcore
+from distcore.rllib._internal.devices import (
+    check_cluster_gpus,
+    resolve_device,
+    to_numpy,
+    to_tensor,
+    tree_to_cpu,
+)
 from distcore.rllib._internal.schedules import schedule_value
+from distcore.rllib.algorithms.algorithm_config import GPUNotAvailableError
 from distcore.rllib.core.rl_module import MultiRLModule, RLModuleSpec
 
-
-def to_tensor(array: np.ndarray) -> torch.Tensor:
-    """A tensor of a batch column (copied when read-only, e.g. zero-copy from the object store)."""
-    array = np.asarray(array)
-    if not array.flags.writeable or not array.flags.c_contiguous:
-        array = np.array(array)
-    return torch.from_numpy(array)
+__all__ = ["Learner", "LearnerGroup", "shard_batch", "to_numpy", "to_tensor"]
 
 
 class Learner:
     """Base learner; algorithms implement :meth:`update`."""
 
+    #: True in a learner actor (set by LearnerGroup's actor class): only names the process in errors.
+    _in_actor = False
+
     def __init__(self, config: Any, module_specs: dict[str, RLModuleSpec], rank: int = 0,
                  world_size: int = 1) -> None:
         self.config = config
         self.rank, self.world_size = rank, world_size
+        self.device = resolve_device(config, rank, in_actor=self._in_actor)
         # Small policy nets learn fastest on one intra-op thread per learner (num_cpus_per_learner);
         # more threads spin against env runner processes on a small machine.
         torch.set_num_threads(max(1, int(config.num_cpus_per_learner)))
@@ -43,9 +55,23 @@ class Learner:
             torch.manual_seed(config.seed)
             np.random.seed(config.seed + rank)
         self.module = MultiRLModule({mid: spec.build() for mid, spec in module_specs.items()})
+        if self.device.type != "cpu":
+            self.module.to(self.device)
         self.optimizers: dict[str, list[torch.optim.Optimizer]] = {}
         self.configure_optimizers()
         self.num_updates = 0
+
+    def tensor(self, array: np.ndarray) -> torch.Tensor:
+        """A batch column as a tensor on this learner's device."""
+        return to_tensor(array, self.device)
+
+    def device_info(self) -> dict[str, Any]:
+        """Where this learner trains: its device, the parameters' device, the GPUs distcore assigned."""
+        param = next(iter(self.module.parameters()), None)
+        return {"device": str(self.device), "param_device": str(param.device) if param is not None else None,
+                "gpu_ids": distcore.get_gpu_ids() if self._in_actor else [],
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "pid": os.getpid(),
+                "backend": dist.get_backend() if dist.is_available() and dist.is_initialized() else None}
 
     # ---- set-up ----------------------------------------------------------------------------
     def configure_optimizers(self) -> None:
@@ -64,9 +90,9 @@ class Learner:
     def modules_to_train(self) -> list[str]:
         return list(self.config.policies_to_train or self.module.keys())
 
-    def init_distributed(self, port: int) -> bool:
+    def init_distributed(self, port: int, backend: str = "gloo") -> bool:
         torch.set_num_threads(1)
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=self.rank,
+        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=self.rank,
                                 world_size=self.world_size, timeout=timedelta(seconds=120))
         for p in self.module.parameters():
             dist.broadcast(p.data, src=0)
@@ -109,9 +135,11 @@ class Learner:
         self.module.set_state(weights)
 
     def get_state(self) -> dict[str, Any]:
+        """Weights (numpy), optimizer states and extras, all on the CPU (they load on any device)."""
         return {"weights": self.get_weights(),
-                "optimizers": {mid: [o.state_dict() for o in opts] for mid, opts in self.optimizers.items()},
-                "extra": self.get_extra_state()}
+                "optimizers": {mid: [tree_to_cpu(o.state_dict()) for o in opts]
+                               for mid, opts in self.optimizers.items()},
+                "extra": tree_to_cpu(self.get_extra_state())}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.set_weights(state["weights"])
@@ -131,6 +159,29 @@ class Learner:
 
     def ping(self) -> int:
         return self.rank
+
+
+def _actor_class(learner_cls: type[Learner]) -> type[Learner]:
+    """``learner_cls`` as a learner actor: a GPU it cannot see fails its first call with the
+    :class:`GPUNotAvailableError` (not a dead actor), so the group can report it as it is."""
+
+    class RemoteLearner(learner_cls):  # type: ignore[valid-type, misc]
+        _in_actor = True
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._startup_error: GPUNotAvailableError | None = None
+            try:
+                super().__init__(*args, **kwargs)
+            except GPUNotAvailableError as error:
+                self._startup_error = error
+
+        def ping(self) -> int:
+            if self._startup_error is not None:
+                raise self._startup_error
+            return super().ping()
+
+    RemoteLearner.__name__ = RemoteLearner.__qualname__ = learner_cls.__name__
+    return RemoteLearner
 
 
 def _free_port() -> int:
@@ -164,15 +215,35 @@ class LearnerGroup:
         self.actors: list[Any] = []
         if self.num_learners == 0:
             self.local = learner_cls(config, module_specs)
-        else:
-            cls = distcore.remote(num_cpus=config.num_cpus_per_learner)(learner_cls)
-            self.actors = [cls.remote(config, module_specs, rank, self.num_learners)
-                           for rank in range(self.num_learners)]
+            return
+        check_cluster_gpus(config)
+        options: dict[str, Any] = {"num_cpus": config.num_cpus_per_learner}
+        if config.num_gpus_per_learner:
+            options["num_gpus"] = config.num_gpus_per_learner
+        cls = distcore.remote(**options)(_actor_class(learner_cls))
+        self.actors = [cls.remote(config, module_specs, rank, self.num_learners)
+                       for rank in range(self.num_learners)]
+        try:
+            distcore.get([a.ping.remote() for a in self.actors], timeout=180)
             if self.num_learners > 1:
                 port = _free_port()
-                distcore.get([a.init_distributed.remote(port) for a in self.actors], timeout=180)
-            else:
-                distcore.get(self.actors[0].ping.remote(), timeout=180)
+                backend = self._backend()
+                distcore.get([a.init_distributed.remote(port, backend) for a in self.actors], timeout=180)
+        except GPUNotAvailableError as error:
+            self.stop()
+            raise GPUNotAvailableError(str(getattr(error, "cause", None) or error)) from None
+        except BaseException:
+            self.stop()
+            raise
+
+    def _backend(self) -> str:
+        """nccl when every learner has a GPU of its own, else gloo (CPU learners, or fractional
+        learners sharing a GPU: nccl refuses two ranks on one device)."""
+        if not self.config.num_gpus_per_learner:
+            return "gloo"
+        infos = distcore.get([a.device_info.remote() for a in self.actors], timeout=120)
+        gpus = [tuple(info["gpu_ids"]) for info in infos]
+        return "nccl" if all(gpus) and len(set(gpus)) == len(gpus) else "gloo"
 
     def update(self, batches: dict[str, dict[str, np.ndarray]], **kwargs: Any) -> dict[str, Any]:
         if self.local is not None:

@@ -303,6 +303,9 @@ class Algorithm(Trainable):
 
         module = self.get_module(policy_id)
         obs = torch.from_numpy(preprocess_one(module.observation_space, observation))
+        param = next(iter(module.parameters()), None)
+        if param is not None and param.device.type != "cpu":  # the local learner's module on a GPU
+            obs = obs.to(param.device)
         with torch.no_grad():
             out = module.forward_exploration({"obs": obs}) if explore else module.forward_inference({"obs": obs})
             if "actions" in out:
@@ -310,7 +313,7 @@ class Algorithm(Trainable):
             else:
                 dist = module.get_action_dist(out["action_dist_inputs"])
                 action = (dist.sample() if explore else dist.deterministic_sample())[0]
-        return _to_env_action(module.action_space, action.numpy())
+        return _to_env_action(module.action_space, action.cpu().numpy())
 
     # ---- checkpoints -----------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:

@@ -38,6 +38,11 @@ class AlgorithmConfigError(ValueError):
     """An AlgorithmConfig setting that is invalid; the message names it and the fix."""
 
 
+class GPUNotAvailableError(AlgorithmConfigError, RuntimeError):
+    """``num_gpus_per_learner`` (or ``num_gpus``) asks for a GPU that the learner's process or the
+    cluster does not have; the message says what was found (e.g. ``torch.cuda.is_available()``)."""
+
+
 # Settings that hold objects, not plain values: kept out of to_dict's JSON-able view as-is.
 _BATCH_MODES = ("truncate_episodes", "complete_episodes")
 
@@ -130,7 +135,20 @@ class AlgorithmConfig:
 
     def learners(self, *, num_learners: int = NotProvided, num_gpus_per_learner: float = NotProvided,
                  num_cpus_per_learner: float = NotProvided) -> AlgorithmConfig:
-        """Learner actors: 0 = learn in the driver; > 1 = data-parallel learners (gloo all-reduce)."""
+        """Learners: ``num_learners=0`` learns in the driver; ``>= 1`` starts learner actors (more than
+        one: data-parallel, gradients all-reduced over gloo on CPU, nccl on GPUs).
+
+        ``num_gpus_per_learner`` (0 to 1, fractional allowed): with ``num_learners=0`` the local
+        learner puts its modules and optimizers on ``cuda:0``; with ``num_learners >= 1`` each
+        learner actor asks distcore for that many GPUs and trains on the one it is assigned.
+        Env runners stay on CPU; weights they receive and checkpoints hold CPU values, so a
+        checkpoint from a GPU learner restores on a CPU-only machine and the other way round.
+        Asking for a GPU that torch cannot see raises :class:`GPUNotAvailableError`.
+
+        Example::
+
+            config = PPOConfig().environment("CartPole-v1").learners(num_learners=1, num_gpus_per_learner=1)
+        """
         return self._set(num_learners=num_learners, num_gpus_per_learner=num_gpus_per_learner,
                          num_cpus_per_learner=num_cpus_per_learner)
 
@@ -188,6 +206,9 @@ class AlgorithmConfig:
 
     def resources(self, *, num_gpus: float = NotProvided, num_cpus_for_main_process: float = NotProvided
                   ) -> AlgorithmConfig:
+        """The old stack's ``num_gpus``: with ``num_learners=0`` it puts the local learner on the GPU
+        (like ``num_gpus_per_learner``); with learner actors, use ``learners(num_gpus_per_learner=...)``
+        (setting both raises :class:`AlgorithmConfigError`)."""
         return self._set(num_gpus=num_gpus, num_cpus_for_main_process=num_cpus_for_main_process)
 
     def callbacks(self, callbacks_class: type | None = NotProvided) -> AlgorithmConfig:
@@ -278,8 +299,7 @@ class AlgorithmConfig:
               f"evaluation_duration must be an int >= 1 (episodes or timesteps), got {self.evaluation_duration!r}")
         check(self.evaluation_duration_unit in ("episodes", "timesteps"),
               f"evaluation_duration_unit must be 'episodes' or 'timesteps', got {self.evaluation_duration_unit!r}")
-        check(self.num_gpus_per_learner == 0 and self.num_gpus == 0,
-              "GPUs are not supported yet: set num_gpus_per_learner=0 and num_gpus=0 (learners run on CPU)")
+        self._validate_resources(check)
         if self.is_multi_agent:
             check(self.policy_mapping_fn is not None or len(self.policies) == 1,
                   "multi_agent(policies=...) with several policies needs a policy_mapping_fn")
@@ -288,6 +308,28 @@ class AlgorithmConfig:
         if self.rl_module_spec is not None:
             check(isinstance(self.rl_module_spec, RLModuleSpec),
                   f"rl_module_spec must be an RLModuleSpec, got {type(self.rl_module_spec).__name__}")
+
+    def _validate_resources(self, check: Callable[[bool, str], None]) -> None:
+        def number(value: Any) -> bool:
+            return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                    and math.isfinite(value) and value >= 0)
+
+        for name in ("num_gpus_per_learner", "num_gpus", "num_cpus_per_learner"):
+            value = getattr(self, name)
+            check(number(value), f"{name} must be a number >= 0, got {value!r}")
+        check(self.num_gpus_per_learner <= 1,
+              f"num_gpus_per_learner must be <= 1 (a learner trains on one GPU; fractions share one), got "
+              f"{self.num_gpus_per_learner!r}: for several GPUs use num_learners=N with num_gpus_per_learner=1")
+        if self.num_gpus:
+            check(not self.num_gpus_per_learner,
+                  f"num_gpus={self.num_gpus} and num_gpus_per_learner={self.num_gpus_per_learner} are both set: "
+                  "set only num_gpus_per_learner (learners(num_gpus_per_learner=...))")
+            check(self.num_learners == 0,
+                  f"num_gpus={self.num_gpus} with num_learners={self.num_learners}: learner actors take their GPUs "
+                  "from num_gpus_per_learner; use .learners(num_gpus_per_learner=...) and .resources(num_gpus=0)")
+            check(self.num_gpus <= 1,
+                  f"num_gpus must be <= 1 for the local learner (it trains on one GPU), got {self.num_gpus!r}: "
+                  "for several GPUs use .learners(num_learners=N, num_gpus_per_learner=1)")
 
     def copy(self, copy_frozen: bool = False) -> AlgorithmConfig:
         return copy.deepcopy(self)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distcore.rllib._internal.learner import Learner, to_tensor
+from distcore.rllib._internal.learner import Learner, to_numpy
 from distcore.rllib._internal.postprocessing import compute_n_step
 from distcore.rllib._internal.replay_buffers import PrioritizedReplayBuffer, ReplayBuffer
 from distcore.rllib._internal.schedules import check_schedule, schedule_value
@@ -129,7 +129,7 @@ class DQNLearner(Learner):
         results: dict[str, Any] = {}
         for mid, batch in batches.items():
             module, target = self.module[mid], self.target[mid]
-            b = {k: to_tensor(v) for k, v in batch.items()}
+            b = {k: self.tensor(v) for k, v in batch.items()}
             q_all = module.q_values(b["obs"])
             q = q_all.gather(1, b["actions"].long().unsqueeze(1)).squeeze(1)
             with torch.no_grad():
@@ -150,7 +150,7 @@ class DQNLearner(Learner):
             td = td.detach()
             results[mid] = {"qf_loss": float(loss.detach()), "qf_mean": float(q.detach().mean()),
                             "td_error_mean": float(td.abs().mean()),
-                            "gradients_global_norm": norm, "td_error": td.abs().numpy()}
+                            "gradients_global_norm": norm, "td_error": to_numpy(td.abs())}
         return results
 
     def get_extra_state(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distcore.rllib._internal.learner import Learner, to_tensor
+from distcore.rllib._internal.learner import Learner, to_numpy
 from distcore.rllib._internal.postprocessing import compute_vtrace
 from distcore.rllib.algorithms.algorithm import Algorithm
 from distcore.rllib.algorithms.algorithm_config import (
@@ -71,11 +71,11 @@ class IMPALALearner(Learner):
             logp = dist.logp(b["actions"])
             values = module.compute_values({"obs": b["obs"]})
             next_values = module.compute_values({"obs": b["new_obs"]})
-        vs, pg_adv = compute_vtrace(b["action_logp"].numpy(), logp.numpy(), b["rewards"].numpy(), values.numpy(),
-                                    next_values.numpy(), b["terminateds"].numpy(), b["segment_ends"].numpy(),
-                                    cfg.gamma, cfg.vtrace_clip_rho_threshold, 1.0, cfg.vtrace_clip_pg_rho_threshold,
-                                    cfg.vtrace_lambda)
-        return {"vs": torch.from_numpy(vs), "pg_adv": torch.from_numpy(pg_adv), "old_values": values}
+        vs, pg_adv = compute_vtrace(to_numpy(b["action_logp"]), to_numpy(logp), to_numpy(b["rewards"]),
+                                    to_numpy(values), to_numpy(next_values), to_numpy(b["terminateds"]),
+                                    to_numpy(b["segment_ends"]), cfg.gamma, cfg.vtrace_clip_rho_threshold, 1.0,
+                                    cfg.vtrace_clip_pg_rho_threshold, cfg.vtrace_lambda)
+        return {"vs": self.tensor(vs), "pg_adv": self.tensor(pg_adv), "old_values": values}
 
     def loss(self, module: Any, mb: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config
@@ -97,13 +97,14 @@ class IMPALALearner(Learner):
             if mid not in batches:
                 continue
             module = self.module[mid]
-            b = {k: to_tensor(v) for k, v in batches[mid].items()}
+            b = {k: self.tensor(v) for k, v in batches[mid].items()}
             data = {**b, **self.vtrace_inputs(module, b)}
             n = len(b["rewards"])
             sums: dict[str, float] = {}
             count = 0
             for _ in range(self.config.num_epochs):
-                perm = torch.randperm(n) if num_minibatches > 1 else torch.arange(n)
+                perm = (torch.randperm(n, device=self.device) if num_minibatches > 1
+                        else torch.arange(n, device=self.device))
                 for idx in torch.tensor_split(perm, max(1, num_minibatches)):
                     mb = {k: v[idx] for k, v in data.items()}
                     loss, stats = self.loss(module, mb)

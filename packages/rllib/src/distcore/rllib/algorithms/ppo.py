@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distcore.rllib._internal.learner import Learner, to_tensor
+from distcore.rllib._internal.learner import Learner, to_numpy
 from distcore.rllib._internal.postprocessing import compute_gae
 from distcore.rllib.algorithms.algorithm import Algorithm
 from distcore.rllib.algorithms.algorithm_config import (
@@ -70,10 +70,6 @@ class PPOConfig(AlgorithmConfig):
             raise AlgorithmConfigError("PPO needs minibatch_size (an int <= train_batch_size)")
 
 
-def _tensors(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    return {k: to_tensor(v) for k, v in batch.items()}
-
-
 class PPOLearner(Learner):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -87,13 +83,13 @@ class PPOLearner(Learner):
             next_values = module.compute_values({"obs": batch["new_obs"]})
             old_inputs = module.forward_train({"obs": batch["obs"]})["action_dist_inputs"]
         lam = cfg.lambda_ if cfg.use_gae else 1.0
-        adv, targets = compute_gae(batch["rewards"].numpy(), values.numpy(), next_values.numpy(),
-                                   batch["terminateds"].numpy(), batch["segment_ends"].numpy(), cfg.gamma, lam)
-        adv_t = torch.from_numpy(adv)
+        adv, targets = compute_gae(to_numpy(batch["rewards"]), to_numpy(values), to_numpy(next_values),
+                                   to_numpy(batch["terminateds"]), to_numpy(batch["segment_ends"]), cfg.gamma, lam)
+        adv_t = self.tensor(adv)
         # Normalized across all learners' shards when data-parallel.
         adv_t = (adv_t - adv_t.mean()) / (adv_t.std() + 1e-8) if len(adv_t) > 1 else adv_t
         return {"obs": batch["obs"], "actions": batch["actions"], "advantages": adv_t,
-                "value_targets": torch.from_numpy(targets), "vf_preds": values, "old_inputs": old_inputs}
+                "value_targets": self.tensor(targets), "vf_preds": values, "old_inputs": old_inputs}
 
     def loss(self, module: Any, mb: dict[str, torch.Tensor], kl_coeff: float) -> tuple[torch.Tensor, dict]:
         cfg = self.config
@@ -127,12 +123,12 @@ class PPOLearner(Learner):
             if mid not in batches:
                 continue
             module = self.module[mid]
-            data = self.postprocess(module, _tensors(batches[mid]))
+            data = self.postprocess(module, {k: self.tensor(v) for k, v in batches[mid].items()})
             n = len(data["advantages"])
             stats_sum: dict[str, float] = {}
             count = 0
             for _ in range(cfg.num_epochs):
-                perm = torch.randperm(n)
+                perm = torch.randperm(n, device=self.device)
                 for idx in torch.tensor_split(perm, max(1, num_minibatches)):
                     if len(idx) == 0:
                         continue

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distcore.rllib._internal.learner import Learner, to_tensor
+from distcore.rllib._internal.learner import Learner, to_numpy
 from distcore.rllib.algorithms.algorithm_config import (
     AlgorithmConfig,
     AlgorithmConfigError,
@@ -77,7 +77,8 @@ class SACLearner(Learner):
         self.target = {}
         for mid, module in self.module.items():
             self.target[mid] = copy.deepcopy(module).requires_grad_(False)
-            self.log_alpha[mid] = torch.tensor(float(np.log(cfg.initial_alpha)), requires_grad=True)
+            self.log_alpha[mid] = torch.tensor(float(np.log(cfg.initial_alpha)), device=self.device,
+                                               requires_grad=True)
             te = cfg.target_entropy
             self.target_entropy[mid] = -float(np.prod(module.action_space.shape)) if te == "auto" else float(te)
             self.optimizers[mid] = [torch.optim.Adam(module.q_parameters(), lr=cfg.critic_lr),
@@ -99,7 +100,7 @@ class SACLearner(Learner):
         for mid, batch in batches.items():
             module, target = self.module[mid], self.target[mid]
             critic_opt, actor_opt, alpha_opt = self.optimizers[mid]
-            b = {k: to_tensor(v) for k, v in batch.items()}
+            b = {k: self.tensor(v) for k, v in batch.items()}
             alpha = self.log_alpha[mid].exp().detach()
             with torch.no_grad():
                 next_dist = module.get_action_dist(module.forward_train({"obs": b["new_obs"]})["action_dist_inputs"])
@@ -120,7 +121,7 @@ class SACLearner(Learner):
             self.update_target()
             results[mid] = {"critic_loss": float(critic_loss.detach()), "actor_loss": float(actor_loss.detach()),
                             "alpha_loss": float(alpha_loss.detach()), "alpha_value": float(alpha),
-                            "qf_mean": float(q1.detach().mean()), "td_error": td.detach().abs().numpy()}
+                            "qf_mean": float(q1.detach().mean()), "td_error": to_numpy(td.abs())}
         return results
 
     def get_extra_state(self) -> dict[str, Any]:
