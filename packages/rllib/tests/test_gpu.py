@@ -221,3 +221,17 @@ def test_vtrace_algorithms_train_on_cuda(make) -> None:
         assert any(not np.array_equal(before[k], after[k]) for k in before)
     finally:
         algo.stop()
+
+
+def test_tune_trial_hosts_the_gpu_local_learner(start_cluster, tmp_path) -> None:
+    from distcore import tune
+
+    start_cluster(num_cpus=4, num_gpus=1)
+    space = _ppo(num_learners=0, num_gpus_per_learner=1).training(train_batch_size=256, num_epochs=1).to_dict()
+    grid = tune.Tuner("PPO", param_space=space,
+                      run_config=tune.RunConfig(stop={"training_iteration": 1}, storage_path=str(tmp_path),
+                                                verbose=0)).fit()
+    assert not grid.errors, grid.errors
+    [result] = list(grid)
+    assert result.metrics["training_iteration"] == 1
+    _assert_finite_stats(result.metrics["learners"]["default_policy"])

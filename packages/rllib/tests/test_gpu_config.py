@@ -63,7 +63,7 @@ def test_local_learner_without_cuda_raises_a_clear_error(setting) -> None:
         config.build()
     message = str(info.value)
     assert named in message
-    assert "torch.cuda.is_available() is False in the driver's local learner" in message
+    assert "torch.cuda.is_available() is False in the local learner's process (num_learners=0" in message
     assert "num_gpus_per_learner=0" in message  # the fix
 
 
@@ -120,3 +120,30 @@ def test_cpu_learner_keeps_everything_on_the_cpu_without_copies() -> None:
         assert info["device"] == "cpu" and info["param_device"] == "cpu" and info["backend"] is None
     finally:
         algo.stop()
+
+
+def test_tune_trials_reserve_the_local_learner_gpu() -> None:
+    from distcore.rllib.algorithms.ppo import PPO
+
+    assert PPO.default_resource_request(_ppo().to_dict()) is None  # CPU: tune's default, as before
+    assert PPO.default_resource_request(_ppo(num_gpus_per_learner=0.5)) == {"CPU": 1.0, "GPU": 0.5}
+    assert PPO.default_resource_request({"num_gpus": 1, "num_cpus_for_main_process": 2}) == {"CPU": 2.0, "GPU": 1.0}
+    # Learner actors ask for their own GPUs: the trial itself needs none.
+    assert PPO.default_resource_request(_ppo(num_learners=1, num_gpus_per_learner=1).to_dict()) is None
+    assert PPO.default_resource_request({"num_gpus_per_learner": "bad"}) is None  # validation reports it later
+
+
+@needs_no_cuda
+@pytest.mark.integration
+def test_tune_trial_gets_the_gpu_and_reports_no_cuda(start_cluster, tmp_path) -> None:
+    from distcore import tune
+
+    start_cluster(num_cpus=2, num_gpus=1)
+    grid = tune.Tuner("PPO", param_space=_ppo(num_gpus_per_learner=1).to_dict(),
+                      run_config=tune.RunConfig(stop={"training_iteration": 1}, storage_path=str(tmp_path),
+                                                verbose=0)).fit()
+    assert len(grid.errors) == 1
+    message = str(grid.errors[0])
+    assert "GPUNotAvailableError" in message or isinstance(grid.errors[0], GPUNotAvailableError)
+    # The trial's process was given the GPU (CUDA_VISIBLE_DEVICES='0'), so only CUDA itself is missing.
+    assert "local learner's process" in message and "CUDA_VISIBLE_DEVICES='0'" in message

@@ -29,6 +29,21 @@ def learner_gpus(config: Any) -> float:
     return 0.0
 
 
+def trial_resources(config: dict[str, Any], defaults: Any) -> dict[str, float] | None:
+    """A tune trial's resources for an algorithm whose local learner uses a GPU (the trial
+    process hosts it), else None (tune's default). ``defaults`` fills keys ``config`` lacks."""
+    def value(key: str) -> Any:
+        return config.get(key, getattr(defaults, key))
+
+    try:
+        per, old, learners = float(value("num_gpus_per_learner")), float(value("num_gpus")), int(value("num_learners"))
+        cpus = float(value("num_cpus_for_main_process"))
+    except (TypeError, ValueError):
+        return None  # invalid settings: validation names them when the algorithm starts
+    gpus = (per or old) if learners == 0 else 0.0
+    return {"CPU": cpus, "GPU": gpus} if gpus > 0 else None
+
+
 def _setting(config: Any) -> str:
     if not config.num_gpus_per_learner and config.num_gpus:
         return f"num_gpus={config.num_gpus} (the local learner's GPU)"
@@ -44,8 +59,8 @@ def resolve_device(config: Any, rank: int = 0, in_actor: bool = False) -> torch.
         where = (f"learner actor {rank} (pid {os.getpid()}; distcore assigned it GPU ids "
                  f"{distcore.get_gpu_ids()}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})"
                  if in_actor else
-                 f"the driver's local learner (num_learners=0; CUDA_VISIBLE_DEVICES="
-                 f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r})")
+                 f"the local learner's process (num_learners=0: the driver, or the tune trial running the "
+                 f"algorithm; pid {os.getpid()}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})")
         raise GPUNotAvailableError(
             f"{_setting(config)} asks for a GPU, but torch.cuda.is_available() is False in {where}; "
             f"torch {torch.__version__} (CUDA build: {torch.version.cuda or 'none'}). Set "

@@ -49,6 +49,17 @@ class Algorithm(Trainable):
         self.config = self._algo_config  # type: ignore[assignment]
 
     @classmethod
+    def default_resource_request(cls, config: AlgorithmConfig | dict[str, Any]) -> Any:
+        """The resources of a tune trial running this algorithm: with ``num_learners=0`` and a GPU
+        learner (``num_gpus_per_learner`` or ``num_gpus``), ``{"CPU": num_cpus_for_main_process,
+        "GPU": ...}`` so the trial's process (which hosts the local learner) is given the GPU;
+        otherwise tune's default. Learner and env runner actors ask for their own resources."""
+        from distcore.rllib._internal.devices import trial_resources
+
+        as_dict = config.to_dict() if isinstance(config, AlgorithmConfig) else dict(config or {})
+        return trial_resources(as_dict, cls.get_default_config())
+
+    @classmethod
     def _normalize_config(cls, config: AlgorithmConfig | dict | None, env: Any = None) -> AlgorithmConfig:
         if config is None:
             config = cls.get_default_config()
