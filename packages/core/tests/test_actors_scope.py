@@ -96,8 +96,9 @@ def test_handle_dropped_while_the_constructor_runs(shared_cluster, tmp_path):
             import time
 
             time.sleep(1.0)
-            with open(path, "w") as f:
+            with open(path + ".tmp", "w") as f:
                 f.write(str(os.getpid()))
+            os.replace(path + ".tmp", path)  # the test polls for the file: it appears complete
 
     SlowStart.remote(str(marker))
     wait_for(marker.exists, timeout=30, message="the constructor never ran")

@@ -81,6 +81,9 @@ async def _serve(args: argparse.Namespace) -> None:
         config.gcs_address = address
         # The head's own node manager (its bundles, the leases of actors placed there): no gRPC to this process.
         gcs.clients.set_local(address, {"NodeManager": nm})
+        # ...and that node manager's calls to the control store (registration, heartbeats, the
+        # cluster view's long poll) stay in this process too.
+        nm.clients.set_local(address, {"Gcs": gcs, "NodeManager": nm})
         # Same-node clients' blocking control-store calls come framed (``core_worker/gcs_client.py``).
         from distcore._private.core_worker.framed_rpc import FramedServer
 

@@ -9,6 +9,10 @@ prestart count: the node's CPUs by default). When one is claimed (a lease, an
 actor) or dies, a replacement starts at once (:meth:`WorkerPool.top_up`), so
 the next actor or task finds a process already running instead of waiting a
 second or two for one to start.
+
+A worker's exit is noticed through a pidfd on the event loop (no periodic
+wake-ups on an idle node, the death handled at once); where the kernel has no
+pidfd_open, a 20 Hz poll does it.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class WorkerProc:
     log_path: str = ""
     start_time: float = field(default_factory=time.time)
     killed_reason: str = ""
+    pidfd: int | None = None  # readable once the process exits (Linux 5.3+), see WorkerPool._watch_exit
 
     @property
     def pid(self) -> int:
@@ -126,7 +131,36 @@ class WorkerPool:
             log.close()
         worker = WorkerProc(worker_id, proc, env_key, job_id=job_id, log_path=log_path)
         self.workers[worker_id] = worker
+        self._watch_exit(worker)
         return worker
+
+    def _watch_exit(self, worker: WorkerProc) -> None:
+        """Have the event loop call :meth:`_exited` when the process ends (else ``_watch`` polls it)."""
+        pidfd_open = getattr(os, "pidfd_open", None)
+        if pidfd_open is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+            fd = pidfd_open(worker.proc.pid)
+        except (RuntimeError, OSError):
+            return
+        worker.pidfd = fd
+        loop.add_reader(fd, self._pidfd_ready, worker)
+
+    def _forget_pidfd(self, worker: WorkerProc) -> None:
+        fd, worker.pidfd = worker.pidfd, None
+        if fd is not None:
+            try:
+                asyncio.get_running_loop().remove_reader(fd)
+            except RuntimeError:
+                pass
+            os.close(fd)
+
+    def _pidfd_ready(self, worker: WorkerProc) -> None:
+        self._forget_pidfd(worker)
+        code = worker.proc.poll()
+        if code is not None:  # (None: not reapable yet; _watch's once-a-second poll takes it)
+            asyncio.ensure_future(self._exited(worker, code))
 
     def prestart(self, count: int) -> None:
         for _ in range(count):
@@ -243,27 +277,38 @@ class WorkerPool:
         return self.job_workers(job_id) + [w for _, w in self.exited if w.job_id == job_id]
 
     async def _watch(self) -> None:
+        """Poll the workers that have no pidfd (20 Hz), and every worker once a second as a safety net."""
+        rounds = 0
         while True:
-            await asyncio.sleep(0.05)
-            for worker in list(self.workers.values()):
+            unwatched = any(w.pidfd is None for w in self.workers.values())
+            await asyncio.sleep(0.05 if unwatched else 1.0)
+            rounds += 1
+            everyone = not unwatched or rounds % 20 == 0
+            for worker in [w for w in self.workers.values() if everyone or w.pidfd is None]:
                 code = worker.proc.poll()
-                if code is None:
-                    continue
-                del self.workers[worker.worker_id]
-                self.exited.append((time.monotonic(), worker))
-                if worker in self.idle:
-                    self.idle.remove(worker)
-                try:
-                    await self.on_death(worker, code)
-                except Exception:  # noqa: BLE001
-                    logger.exception("worker death handler failed")
-                self.top_up()  # an idle worker that died is replaced
+                if code is not None:
+                    self._forget_pidfd(worker)
+                    await self._exited(worker, code)
+
+    async def _exited(self, worker: WorkerProc, code: int | None) -> None:
+        if self.workers.get(worker.worker_id) is not worker:
+            return  # already handled
+        del self.workers[worker.worker_id]
+        self.exited.append((time.monotonic(), worker))
+        if worker in self.idle:
+            self.idle.remove(worker)
+        try:
+            await self.on_death(worker, code)
+        except Exception:  # noqa: BLE001
+            logger.exception("worker death handler failed")
+        self.top_up()  # an idle worker that died is replaced
 
     def shutdown(self) -> None:
         self._closed = True
         if self._monitor:
             self._monitor.cancel()
         for worker in list(self.workers.values()):
+            self._forget_pidfd(worker)
             self.kill(worker, "node shutting down")
         deadline = time.monotonic() + 2.0
         for worker in list(self.workers.values()):
