@@ -147,3 +147,32 @@ def test_tune_trial_gets_the_gpu_and_reports_no_cuda(start_cluster, tmp_path) ->
     assert "GPUNotAvailableError" in message or isinstance(grid.errors[0], GPUNotAvailableError)
     # The trial's process was given the GPU (CUDA_VISIBLE_DEVICES='0'), so only CUDA itself is missing.
     assert "local learner's process" in message and "CUDA_VISIBLE_DEVICES='0'" in message
+
+
+@needs_no_cuda
+def test_a_gpu_checkpoint_restores_on_this_cpu_only_machine_with_an_override(tmp_path) -> None:
+    import json
+
+    from distcore.rllib import Algorithm
+
+    algo = _ppo().build()
+    try:
+        algo.train()
+        path = algo.save_to_path(str(tmp_path / "ckpt"))
+        weights = algo.learner_group.get_weights()["default_policy"]
+    finally:
+        algo.stop()
+    # Make it a checkpoint of a GPU run (what a GPU learner writes: the same CPU files, its config).
+    config_file = tmp_path / "ckpt" / "config.json"
+    config = json.loads(config_file.read_text())
+    config["num_gpus_per_learner"] = 1
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(GPUNotAvailableError, match=r"Algorithm.from_checkpoint\(path, num_gpus_per_learner=0\)"):
+        Algorithm.from_checkpoint(path)
+    restored = Algorithm.from_checkpoint(path, num_gpus_per_learner=0)
+    try:
+        for key, value in restored.learner_group.get_weights()["default_policy"].items():
+            np.testing.assert_array_equal(value, weights[key])
+        restored.train()
+    finally:
+        restored.stop()

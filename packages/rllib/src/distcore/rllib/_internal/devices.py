@@ -64,7 +64,8 @@ def resolve_device(config: Any, rank: int = 0, in_actor: bool = False) -> torch.
         raise GPUNotAvailableError(
             f"{_setting(config)} asks for a GPU, but torch.cuda.is_available() is False in {where}; "
             f"torch {torch.__version__} (CUDA build: {torch.version.cuda or 'none'}). Set "
-            "num_gpus_per_learner=0 to learn on CPU, or run where a CUDA GPU and a CUDA build of torch are available")
+            "num_gpus_per_learner=0 to learn on CPU (a GPU checkpoint: Algorithm.from_checkpoint(path, "
+            "num_gpus_per_learner=0)), or run where a CUDA GPU and a CUDA build of torch are available")
     return torch.device("cuda", 0)
 
 
