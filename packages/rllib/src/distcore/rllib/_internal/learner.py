@@ -4,7 +4,8 @@
 with more than one, each gets a shard of the batch and gradients are averaged with
 ``torch.distributed.all_reduce`` after every backward pass (the data-parallel scheme
 of DDP), so all replicas stay identical: over gloo on CPU, over nccl when every learner
-has a GPU of its own (gloo when fractional learners share one; nccl cannot).
+has a GPU of its own (gloo through a host copy when fractional learners share one GPU:
+nccl refuses two ranks on one device).
 
 A GPU learner (``num_gpus_per_learner > 0``) keeps modules, optimizers and its flat
 gradient buffer on ``cuda:0``; batches arrive as numpy and move there in the learner;
@@ -94,9 +95,24 @@ class Learner:
         torch.set_num_threads(1)
         dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=self.rank,
                                 world_size=self.world_size, timeout=timedelta(seconds=120))
+        # gloo with GPU tensors (fractional learners sharing a GPU) goes through a host copy.
+        self._via_host = backend == "gloo" and self.device.type != "cpu"
         for p in self.module.parameters():
-            dist.broadcast(p.data, src=0)
+            if self._via_host:
+                host = p.data.cpu()
+                dist.broadcast(host, src=0)
+                p.data.copy_(host)
+            else:
+                dist.broadcast(p.data, src=0)
         return True
+
+    def _all_reduce(self, flat: torch.Tensor) -> None:
+        if getattr(self, "_via_host", False):
+            host = flat.cpu()
+            dist.all_reduce(host)
+            flat.copy_(host)
+        else:
+            dist.all_reduce(flat)
 
     # ---- gradient steps --------------------------------------------------------------------
     def apply_loss(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer,
@@ -109,7 +125,7 @@ class Learner:
         if self.world_size > 1:
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
             flat = torch.cat([g.reshape(-1) for g in grads])
-            dist.all_reduce(flat)
+            self._all_reduce(flat)
             flat /= self.world_size
             offset = 0
             for p, g in zip(params, grads, strict=True):
