@@ -176,3 +176,23 @@ def test_a_gpu_checkpoint_restores_on_this_cpu_only_machine_with_an_override(tmp
         restored.train()
     finally:
         restored.stop()
+
+
+@needs_no_cuda
+def test_cli_evaluates_a_gpu_checkpoint_without_a_gpu(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from distcore.rllib.scripts import main
+
+    ckpt = tmp_path / "ckpt"
+    assert main(["train", "--algo", "PPO", "--env", "CartPole-v1", "--max-iterations", "1", "--checkpoint-dir",
+                 str(ckpt), "--config", '{"train_batch_size": 100, "minibatch_size": 50, "num_epochs": 1}']) == 0
+    config = json.loads((ckpt / "config.json").read_text())
+    config["num_gpus_per_learner"] = 1  # as a GPU run writes it
+    (ckpt / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert main(["evaluate", str(ckpt), "--episodes", "2"]) == 0
+    assert "episodes 2" in capsys.readouterr().out
+    # train on a GPU this machine lacks: a clear error, exit code 2
+    assert main(["train", "--algo", "PPO", "--env", "CartPole-v1", "--config", '{"num_gpus_per_learner": 1}']) == 2
+    assert "torch.cuda.is_available() is False" in capsys.readouterr().err

@@ -91,10 +91,14 @@ def _configure_evaluate(parser: argparse.ArgumentParser) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    import torch
+
     from distcore.rllib.algorithms.algorithm import Algorithm
 
+    # Greedy episodes run on CPU env runners: a GPU run's checkpoint evaluates where there is no GPU.
+    overrides = {} if torch.cuda.is_available() else {"num_gpus_per_learner": 0, "num_gpus": 0}
     try:
-        algo = Algorithm.from_checkpoint(args.checkpoint)
+        algo = Algorithm.from_checkpoint(args.checkpoint, **overrides)
     except (FileNotFoundError, TypeError, ValueError) as error:  # ValueError: CheckpointError
         print(f"distcore-rllib evaluate: {error}", file=sys.stderr)
         return 2
