@@ -19,7 +19,7 @@ import distcore
 from distcore._private import worker_state
 from distcore._private.core_worker.framed_blocking import BlockingFramedClient
 from distcore._private.core_worker.framed_rpc import FramedServer, socket_name
-from distcore._private.core_worker.gcs_client import GcsClient
+from distcore._private.core_worker.gcs_client import GcsClient, framed_target
 from distcore._private.rpc import RpcClient, RpcServer, RpcUnavailable
 from distcore.exceptions import AuthenticationError
 from distcore.util import placement_group, placement_group_table, remove_placement_group
@@ -190,6 +190,19 @@ def test_gcs_client_uses_framed_then_grpc_where_framed_is_impossible():
     finally:
         framed_head.close()
         grpc_head.close()
+
+
+def test_a_head_addressed_by_host_name_is_still_called_framed(head):
+    port = head.address.rsplit(":", 1)[1]
+    assert framed_target(f"localhost:{port}") == head.address  # resolved to the head's own ip:port
+    assert framed_target(head.address) == head.address
+    assert framed_target("localhost:1") == "localhost:1"  # no head listens there: left as given
+    gcs = _gcs_client(f"localhost:{port}", "tok")
+    try:
+        assert gcs.call_sync("Gcs", "Echo", "by name", timeout=10) == (os.getpid(), "by name")
+        assert gcs._framed is not None and gcs._framed._answered and not gcs._framed_off
+    finally:
+        gcs.close_sync()
 
 
 def test_placement_groups_of_a_driver_go_framed(shared_cluster):

@@ -24,7 +24,9 @@ machine) is called over gRPC, as is every call with
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
+import socket
 import threading
 import time
 import uuid
@@ -74,6 +76,39 @@ class _RetryWindow:
         wait = min(self._delay, self._deadline - now)
         self._delay = min(self._delay * 2, 1.0)
         return wait
+
+
+def _listening_abstract_sockets() -> set[str]:
+    """Abstract Unix socket names listened on in this network namespace (``/proc/net/unix``)."""
+    try:
+        with open("/proc/net/unix") as f:
+            return {"\0" + line.split()[-1][1:] for line in f if line.rstrip().split()[-1].startswith("@")}
+    except (OSError, IndexError):
+        return set()
+
+
+def framed_target(address: str) -> str:
+    """The head's own ``ip:port`` behind ``address``, for its framed socket's name: ``address``
+    itself when the head listens under it here, else the first of its host's IPv4 addresses
+    (``localhost``, a host name) a head listens under here (``address`` when none does)."""
+    host, _, port = address.rpartition(":")
+    try:
+        ipaddress.ip_address(host)
+        return address  # an IP literal: the head's own form
+    except ValueError:
+        pass
+    listening = _listening_abstract_sockets()
+    if socket_name(address, "gcs") in listening:
+        return address
+    try:
+        infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        return address
+    for info in infos:
+        candidate = f"{info[4][0]}:{port}"
+        if socket_name(candidate, "gcs") in listening:
+            return candidate
+    return address
 
 
 class GcsClient:
@@ -145,7 +180,7 @@ class GcsClient:
         with self._sync_lock:
             if self._framed is None:
                 token = self._client()._token
-                self._framed = BlockingFramedClient(socket_name(self.address, "gcs"), token, "Gcs")
+                self._framed = BlockingFramedClient(socket_name(framed_target(self.address), "gcs"), token, "Gcs")
             return self._framed
 
     def _unreachable(self, service: str, method: str, window: float, exc: RpcUnavailable) -> Exception:
