@@ -140,8 +140,44 @@ def spill_root() -> str:
     return os.environ.get("DISTCORE_DATA_SPILL_DIR") or os.path.join(tempfile.gettempdir(), "distcore-data-spill")
 
 
+_swept: set[str] = set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def sweep_orphaned_spill_dirs(root: str) -> list[str]:
+    """Remove the spill directories of drivers that no longer run (each is named ``<pid>-<id>``:
+    a driver that crashed mid-exchange left it behind); returns what was removed."""
+    removed = []
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return removed
+    for name in names:
+        pid, sep, _ = name.partition("-")
+        if not sep or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        path = os.path.join(root, name)
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            removed.append(path)
+    return removed
+
+
 def new_spill_dir() -> str:
-    path = os.path.join(spill_root(), f"{os.getpid()}-{uuid.uuid4().hex[:12]}")
+    root = spill_root()
+    if root not in _swept:  # once per process: what crashed drivers left behind goes first
+        _swept.add(root)
+        sweep_orphaned_spill_dirs(root)
+    path = os.path.join(root, f"{os.getpid()}-{uuid.uuid4().hex[:12]}")
     os.makedirs(path, exist_ok=True)
     return path
 
