@@ -49,6 +49,7 @@ class Learner:
         self.config = config
         self.rank, self.world_size = rank, world_size
         self.device = resolve_device(config, rank, in_actor=self._in_actor)
+        self._via_host = False  # all-reduce through a host copy (see init_distributed)
         # Small policy nets learn fastest on one intra-op thread per learner (num_cpus_per_learner);
         # more threads spin against env runner processes on a small machine.
         torch.set_num_threads(max(1, int(config.num_cpus_per_learner)))
@@ -107,7 +108,7 @@ class Learner:
         return True
 
     def _all_reduce(self, flat: torch.Tensor) -> None:
-        if getattr(self, "_via_host", False):
+        if self._via_host:
             host = flat.cpu()
             dist.all_reduce(host)
             flat.copy_(host)
