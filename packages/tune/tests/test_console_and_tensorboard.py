@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 
 import pytest
 
 from distcore import tune
 from distcore.tune._internal.progress import ProgressReporter
+from distcore.tune._internal.tb_events import read_scalars
 from distcore.tune._internal.trial import RUNNING, TERMINATED, Trial
 
 
@@ -63,26 +63,6 @@ def test_plain_fallback_without_rich_or_tty() -> None:
     assert lines.getvalue().count("\n") == 1 and "best metrics/loss=0.25" in lines.getvalue()
 
 
-def _read_scalars(path: str) -> dict[str, list[tuple[int, float]]]:
-    """Scalars of a TensorBoard event file (TFRecord framing around Event protos)."""
-    try:
-        from tensorboardX.proto import event_pb2
-    except ImportError:
-        from tensorboard.compat.proto import event_pb2
-    scalars: dict[str, list[tuple[int, float]]] = {}
-    with open(path, "rb") as f:
-        data = f.read()
-    pos = 0
-    while pos + 12 <= len(data):
-        (length,) = struct.unpack("<Q", data[pos:pos + 8])
-        record = data[pos + 12:pos + 12 + length]
-        pos += 12 + length + 4
-        event = event_pb2.Event.FromString(record)
-        for value in event.summary.value:
-            scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
-    return scalars
-
-
 def reporting(config):
     for step in range(1, 4):
         tune.report({"score": config["x"] * step, "env_runners": {"return": step * 10.0}, "name": "text"})
@@ -98,7 +78,7 @@ def test_tensorboard_event_files_when_a_writer_is_installed(cluster, tmp_path) -
     trial_dir = grid[0].path
     events = [n for n in os.listdir(trial_dir) if n.startswith("events.out.tfevents")]
     assert len(events) == 1, (os.listdir(trial_dir), grid[0].error)
-    scalars = _read_scalars(os.path.join(trial_dir, events[0]))
+    scalars = read_scalars(os.path.join(trial_dir, events[0]))
     assert scalars["tune/score"] == [(1, 2.0), (2, 4.0), (3, 6.0)]
     assert scalars["tune/env_runners/return"] == [(1, 10.0), (2, 20.0), (3, 30.0)]
     assert "tune/name" not in scalars  # only numbers become scalars
@@ -130,4 +110,4 @@ def test_event_files_do_not_load_tensorboardx_writer_stack(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
     (events,) = [n for n in os.listdir(tmp_path) if n.startswith("events.out.tfevents")]
-    assert _read_scalars(os.path.join(tmp_path, events))["tune/x"] == [(1, 1.5)]
+    assert read_scalars(os.path.join(tmp_path, events))["tune/x"] == [(1, 1.5)]

@@ -29,6 +29,7 @@ from distcore.tune._internal.trial_checkpoints import (
     prune_checkpoints,
     record_checkpoint,
 )
+from distcore.tune._internal.trial_files import TrialFiles, TrialSlot
 
 logger = logging.getLogger("distcore.tune")
 
@@ -42,25 +43,6 @@ STATE_PERIOD_S = 1.0
 
 class TrialFailed(RuntimeError):
     """A trial's error (raised by ``fit`` when ``fail_fast="raise"``)."""
-
-
-class _Slot:
-    """A trial actor and what it holds."""
-
-    def __init__(self, actor: Any, key: Any, resources: dict[str, float], pg: Any = None) -> None:
-        self.actor = actor
-        self.key = key
-        self.resources = resources
-        self.pg = pg
-        self.trial: Trial | None = None
-        self.has_trainable = False
-        self.prepare_ref: Any = None
-        # an inline trial: its start call (replies when the trial ends), when it was sent, the
-        # poll beside it, and a start reply that came while that poll was out (handled after it)
-        self.run_ref: Any = None
-        self.run_since = 0.0
-        self.poll_ref: Any = None
-        self.run_reply: dict[str, Any] | None = None
 
 
 class TuneController:
@@ -100,12 +82,13 @@ class TuneController:
         self.storage = storage  # an ExperimentStorage: mirrors the experiment to remote storage, if any
         self.exp_id = uuid.uuid4().hex[:5]
         self.logger = TrialLogger()
+        self.files = TrialFiles(self.logger)
         self.reporter = ProgressReporter(metric if isinstance(metric, str) else None,
                                          mode if isinstance(mode, str) else None, verbose)
         self.sync = bool(scheduler.needs_sync)
         self.iteration = 0
-        self._slots: list[_Slot] = []
-        self._inflight: dict[Any, tuple[_Slot, str]] = {}
+        self._slots: list[TrialSlot] = []
+        self._inflight: dict[Any, tuple[TrialSlot, str]] = {}
         self._acks: dict[str, int] = {}
         self._stopping: set[str] = set()
         self._total: dict[str, float] = {}
@@ -146,7 +129,7 @@ class TuneController:
             trial.status = TERMINATED
             self._on_trial_done(trial)
             if trial.trial_id not in self._stopping:
-                self.logger.on_trial_end(trial)
+                self.files.end(trial)
 
     # ------------------------------------------------------------------ resources and actors
     def _refresh_total(self) -> None:
@@ -170,7 +153,7 @@ class TuneController:
                     f"not enough {', '.join(sorted(short))}")
         return None
 
-    def _new_slot(self, factory: PlacementGroupFactory) -> _Slot:
+    def _new_slot(self, factory: PlacementGroupFactory) -> TrialSlot:
         if self._actor_cls is None:
             self._actor_cls = distcore.remote(TrialWorker)
         head = factory.head_bundle
@@ -191,14 +174,16 @@ class TuneController:
             if head.get("GPU"):
                 opts["num_gpus"] = head["GPU"]
         actor = self._actor_cls.options(**opts).remote()
-        slot = _Slot(actor, (tuple(sorted(factory.required_resources.items())), repr(factory.bundles)),
+        slot = TrialSlot(actor, (tuple(sorted(factory.required_resources.items())), repr(factory.bundles)),
                      factory.required_resources, pg)
         self._slots.append(slot)
         return slot
 
-    def _free_slot(self, slot: _Slot) -> None:
+    def _free_slot(self, slot: TrialSlot, flush: bool = True) -> None:
         if slot in self._slots:
             self._slots.remove(slot)
+        if flush:
+            self.files.flush_actor(slot)
         try:
             distcore.kill(slot.actor)
         except Exception:
@@ -233,7 +218,7 @@ class TuneController:
         slot.prepare_ref = slot.actor.prepare.remote(self.trainable)
         slot.has_trainable = True
 
-    def _acquire(self, trial: Trial, factory: PlacementGroupFactory) -> _Slot | None:
+    def _acquire(self, trial: Trial, factory: PlacementGroupFactory) -> TrialSlot | None:
         key = (tuple(sorted(factory.required_resources.items())), repr(factory.bundles))
         if self.reuse_actors:
             for slot in self._slots:
@@ -315,13 +300,13 @@ class TuneController:
                 return
             self._launch(trial, slot)
 
-    def _launch(self, trial: Trial, slot: _Slot) -> None:
+    def _launch(self, trial: Trial, slot: TrialSlot) -> None:
         first = trial.start_time is None
         trial.start_time = trial.start_time or time.time()
         trial.status = RUNNING
         slot.trial = trial
-        if first or not os.path.exists(os.path.join(trial.local_path, "params.json")):
-            self.logger.on_trial_start(trial)
+        slot.launched = True
+        write_params = first or not os.path.exists(os.path.join(trial.local_path, "params.json"))
         ckpt_cfg = self.checkpoint_config
         spec = {
             "trial_id": trial.trial_id, "trial_name": str(trial), "trial_dir": trial.local_path,
@@ -333,6 +318,7 @@ class TuneController:
             "checkpoint_frequency": getattr(ckpt_cfg, "checkpoint_frequency", 0) or 0,
             "checkpoint_at_end": bool(getattr(ckpt_cfg, "checkpoint_at_end", False)),
             "resources": trial.resources.required_resources,
+            "files": self.files.run_spec(slot, trial, write_params),
         }
         self._acks[trial.trial_id] = 0
         trainable = None if slot.has_trainable else self.trainable
@@ -377,7 +363,7 @@ class TuneController:
             cb.on_checkpoint(self.iteration, self.trials, trial, path)
         prune_checkpoints(trial, self.checkpoint_config)
 
-    def _is_stale(self, slot: _Slot, ref: Any, kind: str) -> bool:
+    def _is_stale(self, slot: TrialSlot, ref: Any, kind: str) -> bool:
         """A reply nobody waits for: an inline trial's start reply after its trial was stopped or
         ended through a poll, or a poll of a trial being stopped (its results ran ahead)."""
         if kind == "run":
@@ -412,9 +398,10 @@ class TuneController:
                 due = min(due, left)
         return due
 
-    def _handle_response(self, slot: _Slot, kind: str, response: dict[str, Any]) -> None:
+    def _handle_response(self, slot: TrialSlot, kind: str, response: dict[str, Any]) -> None:
         trial = slot.trial
         assert trial is not None
+        self.files.on_reply(slot, trial, response)
         if kind == "stop":
             self._finish_stop(slot, trial, response)
             return
@@ -438,8 +425,7 @@ class TuneController:
                 break
             if self._stop_all:
                 break
-        if accepted:
-            self.logger.on_results(trial, accepted)
+        self.files.on_accepted(slot, trial, response, accepted, len(accepted) == len(results))
         status = response["status"]
         if kind == "poll" and slot.run_ref is not None and status != "running":
             # an inline trial ended, but its start call's own last drain may have taken the final
@@ -463,6 +449,8 @@ class TuneController:
             self._on_failure(slot, trial, response.get("error") or "unknown error", response.get("exc"))
         elif status == "ending":
             slot.run_since = float("inf")  # no lazy poll either: the start reply is on its way
+        elif self._stop_all:
+            pass  # _stop_everything stops it next: no poll acks results it did not take
         else:
             self._acks[trial.trial_id] = response["seq"]
             ref = slot.actor.poll.remote(response["seq"], POLL_TIMEOUT_S, trial.trial_id)
@@ -470,16 +458,16 @@ class TuneController:
             if self._inline:
                 slot.poll_ref = ref
 
-    def _request_stop(self, slot: _Slot, trial: Trial, final_status: str, save: bool = False) -> None:
+    def _request_stop(self, slot: TrialSlot, trial: Trial, final_status: str, save: bool = False) -> None:
         trial.status = final_status
         slot.run_ref = slot.run_reply = None  # an inline trial's start reply is stale from now on
         self._stopping.add(trial.trial_id)
-        ref = slot.actor.stop.remote(save, STOP_TIMEOUT_S, trial.trial_id)
+        ref = slot.actor.stop.remote(save, STOP_TIMEOUT_S, trial.trial_id, slot.accepted)
         self._inflight[ref] = (slot, "stop")
         if final_status == TERMINATED:
             self._on_trial_done(trial)
 
-    def _finish_stop(self, slot: _Slot, trial: Trial, response: dict[str, Any]) -> None:
+    def _finish_stop(self, slot: TrialSlot, trial: Trial, response: dict[str, Any]) -> None:
         self._stopping.discard(trial.trial_id)
         for _, late in response.get("results", []):
             if late is not None:
@@ -492,7 +480,7 @@ class TuneController:
         if response.get("status") == "stuck" or not self.reuse_actors:
             self._free_slot(slot)
         if trial.status == TERMINATED:
-            self.logger.on_trial_end(trial)
+            self.files.end(trial)
 
     def _apply_exploit(self, trial: Trial) -> None:
         """PBT: copy the donor's checkpoint into this trial and take the explored config."""
@@ -512,17 +500,17 @@ class TuneController:
             trial.checkpoint_index += 1
             trial.checkpoint_history.append((dest, {"training_iteration": iteration, "exploited_from": info["source"]}))
         trial.config = info["config"]
-        self.logger.on_trial_start(trial)
+        self.files.by_driver_start(trial)
         self.reporter.event(f"Trial {trial} exploited {info['source']}: new config {trial.config}")
 
-    def _complete(self, trial: Trial, slot: _Slot) -> None:
+    def _complete(self, trial: Trial, slot: TrialSlot) -> None:
         trial.status = TERMINATED
         slot.trial = None
         slot.run_ref = slot.run_reply = None  # ended through a poll: the start reply is stale
         if not self.reuse_actors or slot.pg is not None:
             self._free_slot(slot)
         self._on_trial_done(trial)
-        self.logger.on_trial_end(trial)
+        self.files.end(trial)
 
     def _on_trial_done(self, trial: Trial) -> None:
         self.searcher.on_trial_complete(trial.trial_id, trial.flat_result or None, error=False)
@@ -539,14 +527,14 @@ class TuneController:
             return f"{self.metric}={flat[self.metric]}"
         return f"iter={flat.get('training_iteration')}"
 
-    def _on_failure(self, slot: _Slot | None, trial: Trial, error: str, exc: bytes | None,
+    def _on_failure(self, slot: TrialSlot | None, trial: Trial, error: str, exc: bytes | None,
                     actor_died: bool = False) -> None:
         trial.num_failures += 1
         if slot is not None:
             slot.trial = None
             slot.run_ref = slot.run_reply = None
             if actor_died or not self.reuse_actors or slot.pg is not None:
-                self._free_slot(slot)
+                self._free_slot(slot, flush=not actor_died)
         self._stopping.discard(trial.trial_id)
         exc_obj: BaseException | None = None
         if exc is not None:
@@ -560,7 +548,7 @@ class TuneController:
         if retry and not self._stop_all:
             self.reporter.event(f"Trial {trial} failed ({trial.num_failures} failure(s)); retrying from "
                                 f"{trial.checkpoint_path or 'scratch'}")
-            self.logger.on_trial_end(trial)
+            self.files.end(trial)
             trial.status = PENDING
             return
         trial.status = ERROR
@@ -569,7 +557,7 @@ class TuneController:
         os.makedirs(trial.local_path, exist_ok=True)
         with open(os.path.join(trial.local_path, "error.txt"), "w") as f:
             f.write(error)
-        self.logger.on_trial_end(trial)
+        self.files.end(trial)
         self.searcher.on_trial_complete(trial.trial_id, None, error=True)
         self.scheduler.on_trial_error(self, trial)
         for cb in self.callbacks:
@@ -633,6 +621,7 @@ class TuneController:
 
     def run(self) -> None:
         os.makedirs(self.experiment_path, exist_ok=True)
+        self.files.bind_node()
         self._refresh_total()
         start = time.monotonic()
         last_refresh = start
@@ -680,11 +669,11 @@ class TuneController:
                                 if kind == "stop":
                                     self._stopping.discard(trial.trial_id)
                                     slot.trial = None
-                                    self._free_slot(slot)
+                                    self._free_slot(slot, flush=False)
                                 else:
                                     self._on_failure(slot, trial, _describe(value), None, actor_died=True)
                             else:
-                                self._free_slot(slot)
+                                self._free_slot(slot, flush=False)
                             continue
                         self._handle_response(slot, kind, value)
                     del ready, values, ref

@@ -11,9 +11,10 @@ import math
 import os
 import queue
 import threading
+import time
 from typing import Any
 
-from distcore.tune._internal.variants import flatten
+from distcore.tune._internal.nested import flatten
 
 logger = logging.getLogger("distcore.tune")
 
@@ -81,16 +82,26 @@ class _TrialFiles:
 
     def __init__(self, path: str, tb_cls: Any) -> None:
         self.path = path
-        self.result = os.open(os.path.join(path, RESULT_FILE), _APPEND | os.O_CREAT, 0o644)
-        csv_path = os.path.join(path, PROGRESS_FILE)
+        self.result_path = os.path.join(path, RESULT_FILE)
+        self.result = os.open(self.result_path, _APPEND | os.O_CREAT, 0o644)
+        self.progress_path = os.path.join(path, PROGRESS_FILE)
         try:
-            self.progress = os.open(csv_path, _APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+            self.progress = os.open(self.progress_path, _APPEND | os.O_CREAT | os.O_EXCL, 0o644)
             self.fresh_csv = True
         except FileExistsError:  # a resumed trial appends under the header it has
-            self.progress = os.open(csv_path, _APPEND)
+            self.progress = os.open(self.progress_path, _APPEND)
             self.fresh_csv = os.fstat(self.progress).st_size == 0
         self.fields: list[str] | None = None
         self.tb = tb_cls(path) if tb_cls is not None else None
+
+    def ends(self) -> tuple[int, int, int]:
+        """Where each file ends now: result.json, progress.csv, the event file (its pending
+        records included)."""
+        return (os.fstat(self.result).st_size, os.fstat(self.progress).st_size,
+                self.tb.position() if self.tb is not None else 0)
+
+    def paths(self) -> tuple[str, str, str | None]:
+        return self.result_path, self.progress_path, self.tb.path if self.tb is not None else None
 
     def csv_fields(self, first_row: dict[str, Any]) -> tuple[list[str], bool]:
         """The columns (from the file's header when it has one) and whether to write a header."""
@@ -113,16 +124,30 @@ class _TrialFiles:
 
 class TrialLogger:
     """Writes every trial's files from a background thread, so file latency never
-    holds up the driver loop; file handles stay open only while a trial runs."""
+    holds up the driver loop; file handles stay open only while a trial runs.
 
-    def __init__(self, tensorboard: bool | None = None) -> None:
+    The driver has one; so has each trial actor on the driver's node, which writes its own
+    trials' files (``track=True``: it remembers where each result of the current run ends in
+    each file, so that :meth:`trim` can cut the results the driver did not accept)."""
+
+    def __init__(self, tensorboard: bool | None = None, track: bool = False, settle_s: float = 0.0) -> None:
         self._open: dict[str, _TrialFiles] = {}
+        # track: trial id -> [index of the first mark, marks]; mark k = the files' ends after
+        # the run's k-th result (mark 0: where the run began)
+        self._marks: dict[str, list[Any]] | None = {} if track else None
+        self._paths: dict[str, tuple[str, str, str | None]] = {}
         self._tb_cls = _tensorboard_writer_cls() if tensorboard is not False else None
         self._queue: queue.Queue[tuple[str, tuple[Any, ...]] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._closing = False
         self._wake = threading.Event()  # cuts the writer's batching pause short (close, flush)
         self._errors = 0
+        self._settle_s = settle_s  # a pause between being woken and writing
+
+    @property
+    def tensorboard(self) -> bool:
+        """Whether event files are written."""
+        return self._tb_cls is not None
 
     def _submit(self, op: str, *args: Any) -> None:
         if self._thread is None:
@@ -133,12 +158,14 @@ class TrialLogger:
     def _loop(self) -> None:
         while True:
             items = [self._queue.get()]
+            if self._settle_s:
+                time.sleep(self._settle_s)
             while True:  # take everything queued: one wake-up per batch, not per write
                 try:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            for item in items:
+            for item in _coalesce(items):
                 if item is None:
                     return
                 op, args = item
@@ -151,14 +178,14 @@ class TrialLogger:
             if self._wake.wait(BATCH_S):
                 self._wake.clear()
 
-    def flush(self, timeout: float = 60.0) -> None:
-        """Wait until every queued write is on disk."""
+    def flush(self, timeout: float = 60.0) -> bool:
+        """Wait until every queued write is on disk; False if that took over ``timeout``."""
         if self._thread is None:
-            return
+            return True
         done = threading.Event()
         self._queue.put(("marker", (done,)))
         self._wake.set()
-        done.wait(timeout)
+        return done.wait(timeout)
 
     def _do_marker(self, event: threading.Event) -> None:
         event.set()
@@ -182,18 +209,24 @@ class TrialLogger:
         return files
 
     def on_results(self, trial: Any, results: list[dict[str, Any]]) -> None:
-        self._submit("results", trial.trial_id, trial.local_path, trial.config, [dict(r) for r in results])
+        self.write_results(trial.trial_id, trial.local_path, trial.config, [dict(r) for r in results])
+
+    def write_results(self, trial_id: str, path: str, config: dict[str, Any], results: list[dict[str, Any]]) -> None:
+        """Queue ``results`` (a list the writer may keep: not changed afterwards) for the files."""
+        self._submit("results", trial_id, path, config, results)
 
     def _do_results(self, trial_id: str, path: str, config: dict[str, Any], results: list[dict[str, Any]]) -> None:
         files = self._files(trial_id, path)
+        marks = self._marks.get(trial_id) if self._marks is not None else None
         lines = []
         for result in results:
             row = dict(result)
             row["config"] = config
-            lines.append(dumps(row))
-        _write_all(files.result, ("\n".join(lines) + "\n").encode())
+            lines.append((dumps(row) + "\n").encode())
         out = io.StringIO()
+        rows: list[int] = []  # where each result's CSV row ends (characters)
         writer: csv.DictWriter[str] | None = None
+        tb_ends: list[int] = []
         for result in results:
             flat = flatten({k: v for k, v in result.items() if k not in EXCLUDE_FROM_CSV})
             if writer is None:
@@ -202,17 +235,85 @@ class TrialLogger:
                 if header:
                     writer.writeheader()
             writer.writerow(flat)
+            rows.append(out.tell())
             if files.tb is not None:
                 step = int(result.get("training_iteration", 0))
                 files.tb.add_scalars({f"tune/{key}": value for key, value in flat.items()
                                       if isinstance(value, (int, float)) and not isinstance(value, bool)
                                       and math.isfinite(value)}, step)
-        _write_all(files.progress, out.getvalue().encode())
+                tb_ends.append(files.tb.position())
+        text = out.getvalue()
+        if marks is not None:
+            result_end, progress_end, _ = marks[1][-1]
+            start = 0
+            for i, line in enumerate(lines):
+                result_end += len(line)
+                progress_end += len(text[start:rows[i]].encode())
+                start = rows[i]
+                marks[1].append((result_end, progress_end, tb_ends[i] if tb_ends else 0))
+        _write_all(files.result, b"".join(lines))
+        _write_all(files.progress, text.encode())
         if files.tb is not None:
             files.tb.flush()
 
+    # ------------------------------------------------------------ runs (track=True)
+    def begin_run(self, trial_id: str, path: str, config: dict[str, Any] | None) -> None:
+        """A run of ``trial_id`` starts here: its files open (``params.json`` written when
+        ``config`` is given) and the marks of earlier runs are forgotten."""
+        self._submit("begin", trial_id, path, config)
+
+    def _do_begin(self, trial_id: str, path: str, config: dict[str, Any] | None) -> None:
+        assert self._marks is not None
+        for other in [t for t in self._marks if t != trial_id]:
+            del self._marks[other]
+            self._paths.pop(other, None)
+        if config is not None:
+            self._do_start(path, config)
+        files = self._files(trial_id, path)
+        self._marks[trial_id] = [0, [files.ends()]]
+        self._paths[trial_id] = files.paths()
+
+    def ack(self, trial_id: str, accepted: int) -> None:
+        """The driver accepted the run's first ``accepted`` results: their marks can go."""
+        self._submit("ack", trial_id, accepted)
+
+    def _do_ack(self, trial_id: str, accepted: int) -> None:
+        entry = self._marks.get(trial_id) if self._marks is not None else None
+        if entry is not None and accepted > entry[0]:
+            drop = min(accepted - entry[0], len(entry[1]) - 1)
+            del entry[1][:drop]
+            entry[0] += drop
+
+    def trim(self, trial_id: str, accepted: int) -> None:
+        """Cut the run's results after its first ``accepted`` from the files (the driver
+        dropped them: they ran ahead of a stop decision)."""
+        self._submit("trim", trial_id, accepted)
+
+    def _do_trim(self, trial_id: str, accepted: int) -> None:
+        entry = self._marks.get(trial_id) if self._marks is not None else None
+        if entry is None:
+            return
+        first, marks = entry
+        keep = accepted - first
+        if keep < 0 or keep + 1 >= len(marks):
+            return
+        files = self._open.get(trial_id)
+        result_path, progress_path, tb_path = self._paths[trial_id]
+        result_end, progress_end, tb_end = marks[keep]
+        os.truncate(result_path, result_end)
+        os.truncate(progress_path, progress_end)
+        if files is not None and files.tb is not None:
+            files.tb.truncate(tb_end)
+        elif tb_path is not None:
+            os.truncate(tb_path, tb_end)
+        del marks[keep + 1:]
+
     def on_trial_end(self, trial: Any) -> None:
-        self._submit("end", trial.trial_id)
+        self.end_run(trial.trial_id)
+
+    def end_run(self, trial_id: str) -> None:
+        """Close the trial's files (they open again if more results come)."""
+        self._submit("end", trial_id)
 
     def _do_end(self, trial_id: str) -> None:
         files = self._open.pop(trial_id, None)
@@ -235,6 +336,18 @@ class TrialLogger:
         for files in self._open.values():
             files.close()
         self._open.clear()
+
+
+def _coalesce(items: list[Any]) -> list[Any]:
+    """Consecutive ``results`` ops of one trial merged into one (one write per file)."""
+    out: list[Any] = []
+    for item in items:
+        if item is not None and item[0] == "results" and out and out[-1] is not None \
+                and out[-1][0] == "results" and out[-1][1][0] == item[1][0]:
+            out[-1][1][3].extend(item[1][3])  # (each op's list is its own copy)
+        else:
+            out.append(item)
+    return out
 
 
 def read_results(path: str) -> list[dict[str, Any]]:

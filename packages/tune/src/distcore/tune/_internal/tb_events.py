@@ -96,6 +96,11 @@ class EventFileWriter:
         self.path: str = os.path.join(logdir, f"events.out.tfevents.{str(now)[:10]}.{host}.{pid}")
         self._fd: int | None = None
         self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        try:  # (the same second, process and directory name the same file: it is appended to)
+            self._end = os.path.getsize(self.path)
+        except FileNotFoundError:
+            self._end = 0
         self._add(self._event(wall_time=now, file_version="brain.Event:2").SerializeToString())
 
     def _masked(self, data: bytes) -> bytes:
@@ -104,7 +109,13 @@ class EventFileWriter:
 
     def _add(self, data: bytes) -> None:
         header = struct.pack("<Q", len(data))
-        self._pending.append(header + self._masked(header) + data + self._masked(data))
+        record = header + self._masked(header) + data + self._masked(data)
+        self._pending.append(record)
+        self._pending_bytes += len(record)
+
+    def position(self) -> int:
+        """Where the file ends once the pending records are written."""
+        return self._end + self._pending_bytes
 
     def add_scalars(self, scalars: dict[str, float], step: int, wall_time: float | None = None) -> None:
         if not scalars:
@@ -121,8 +132,17 @@ class EventFileWriter:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         view = memoryview(b"".join(self._pending))
         self._pending.clear()
+        self._end += self._pending_bytes
+        self._pending_bytes = 0
         while view:
             view = view[os.write(self._fd, view):]
+
+    def truncate(self, end: int) -> None:
+        """Cut the file back to ``end`` bytes (records added since then are dropped)."""
+        self.flush()
+        if os.path.exists(self.path):
+            os.truncate(self.path, end)
+        self._end = end
 
     def close(self) -> None:
         self.flush()
@@ -131,4 +151,21 @@ class EventFileWriter:
             self._fd = None
 
 
-__all__ = ["EventFileWriter", "writer_available"]
+def read_scalars(path: str) -> dict[str, list[tuple[int, float]]]:
+    """The scalars of an event file: tag -> [(step, value), ...] (how tests read them back)."""
+    event_cls = _light_modules()[0]
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    with open(path, "rb") as f:
+        data = f.read()
+    pos = 0
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack("<Q", data[pos:pos + 8])
+        record = data[pos + 12:pos + 12 + length]
+        pos += 12 + length + 4
+        event = event_cls.FromString(record)
+        for value in event.summary.value:
+            scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+__all__ = ["EventFileWriter", "read_scalars", "writer_available"]

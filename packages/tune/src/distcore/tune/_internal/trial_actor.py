@@ -21,10 +21,14 @@ import time
 import traceback
 from typing import Any
 
+from distcore.tune._internal.loggers import TrialLogger
 from distcore.tune._internal.trainable import Trainable, standard_fields
 
 CHECKPOINT_META = ".tune_checkpoint.json"
 LINGER_S = 0.02
+# the actor's file writer waits this long after it is handed results before it writes them, so
+# that the reply carrying them leaves first (the writer would take the GIL from it)
+FILES_SETTLE_S = 0.0
 
 
 class _StopTrial(BaseException):
@@ -65,8 +69,10 @@ def persist_checkpoint(source: str, trial_dir: str, index: int, iteration: int, 
 class _Run:
     """One trial's execution inside the actor."""
 
-    def __init__(self, spec: dict[str, Any], trainable: Any, worker: TrialWorker, inline: bool = False) -> None:
+    def __init__(self, spec: dict[str, Any], trainable: Any, worker: TrialWorker, inline: bool = False,
+                 files: TrialLogger | None = None) -> None:
         self.spec = spec
+        self.files = files  # this actor writes the run's files (it shares the driver's node)
         self.trainable = trainable
         self.worker = worker
         self.cond = threading.Condition()
@@ -126,6 +132,8 @@ class _Run:
             self.buffer.append((result, path))
             self.seq += 1
             my_seq = self.seq
+            if self.files is not None:  # (under the lock: the writer gets results in their order)
+                self.files.write_results(self.spec["trial_id"], self.spec["trial_dir"], self.spec["config"], [result])
             # wake a waiting poll only when it has something new to decide on: the first
             # result of a batch, or a full window (not on every report: each wake costs a GIL handoff)
             if len(self.buffer) == 1 or len(self.buffer) >= int(self.spec.get("window", 256)):
@@ -162,6 +170,8 @@ class _Run:
         with self.cond:
             self.status = status
             self.done = True
+            if self.files is not None:
+                self.files.end_run(self.spec["trial_id"])
             self.cond.notify_all()
 
     def _run_function(self) -> None:
@@ -234,6 +244,8 @@ class _Run:
         with self.cond:
             if ack > self.acked:
                 self.acked = ack
+                if self.files is not None:
+                    self.files.ack(self.spec["trial_id"], ack)
                 self.cond.notify_all()
             while not self.buffer and not self.done:
                 left = deadline - time.monotonic()
@@ -251,7 +263,8 @@ class _Run:
             out, self.buffer = self.buffer, []
             self.cond.notify_all()
             return {"results": out, "status": self.status if self.done else "running", "error": self.error,
-                    "exc": self.exc, "final_checkpoint": self.final_checkpoint, "seq": self.seq}
+                    "exc": self.exc, "final_checkpoint": self.final_checkpoint, "seq": self.seq,
+                    "files": self.files is not None}
 
 
 class _TrialSession:
@@ -297,6 +310,39 @@ class TrialWorker:
         # calls of a threaded actor may run in any order: a poll or stop naming a trial waits
         # here until that trial's start has installed its run
         self._started = threading.Condition()
+        self._files: TrialLogger | None = None
+        self._node_id: str | None = None
+
+    def _files_for(self, spec: dict[str, Any]) -> TrialLogger | None:
+        """This actor's writer of trial files, when the driver asks for one and this actor
+        runs on the driver's node (the experiment directory is local there); else None (the
+        driver writes the files). ``spec["files"]``: {"node", "params", "tb", "trim"}."""
+        want = spec.get("files")
+        if not want:
+            return None
+        if self._node_id is None:
+            import distcore
+
+            self._node_id = distcore.get_runtime_context().get_node_id()
+        if want["node"] != self._node_id:
+            return None
+        if self._files is None:
+            self._files = TrialLogger(tensorboard=None if want.get("tb") else False, track=True,
+                                      settle_s=FILES_SETTLE_S)
+        trim = want.get("trim")
+        if trim:  # the previous run's results the driver dropped after it had ended
+            self._files.trim(*trim)
+        self._files.begin_run(spec["trial_id"], spec["trial_dir"], spec["config"] if want.get("params") else None)
+        return self._files
+
+    def flush_files(self, trim: list[Any] | None = None, timeout: float = 30.0) -> bool:
+        """Write what is queued (after cutting ``trim = [trial_id, accepted]``, if given);
+        the driver calls this before it kills the actor and at the experiment's end."""
+        if self._files is None:
+            return False
+        if trim:
+            self._files.trim(*trim)
+        return self._files.flush(timeout)
 
     def _run_of(self, trial_id: str | None, timeout: float) -> _Run | None:
         """The current run, once it is ``trial_id``'s (None if it is not within ``timeout``)."""
@@ -329,7 +375,7 @@ class TrialWorker:
             raise RuntimeError("trial actor has no trainable: the driver must send it with the first trial")
         inline = inline and not spec.get("sync") and not (
             isinstance(self._trainable, type) and issubclass(self._trainable, Trainable))
-        run = _Run(spec, self._trainable, self, inline=inline)
+        run = _Run(spec, self._trainable, self, inline=inline, files=self._files_for(spec))
         with self._started:
             self._run = run
             self._started.notify_all()
@@ -350,7 +396,11 @@ class TrialWorker:
                     "seq": ack}
         return run.drain(ack, max(0.0, deadline - time.monotonic()))
 
-    def stop(self, save: bool = False, timeout: float = 30.0, trial_id: str | None = None) -> dict[str, Any]:
+    def stop(self, save: bool = False, timeout: float = 30.0, trial_id: str | None = None,
+             accepted: int | None = None) -> dict[str, Any]:
+        """Stop the current run (``trial_id``'s); ``accepted``: how many of its results the
+        driver took, the rest are cut from the files this actor wrote, which are complete
+        on disk when this returns."""
         deadline = time.monotonic() + timeout
         run = self._run_of(trial_id, timeout)
         if run is None:  # its start never ran here: "stuck" has the driver replace this actor
@@ -370,6 +420,10 @@ class TrialWorker:
         out = run.drain(0, 0)
         if not run.done or (run.thread is not None and run.thread.is_alive()):
             out["status"] = "stuck"
+        elif run.files is not None:
+            if accepted is not None:
+                run.files.trim(run.spec["trial_id"], accepted)
+            run.files.flush(max(0.0, deadline - time.monotonic()))
         return out
 
     # class trainables with reset_config keep their instance for the next trial

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from distcore.tune._internal.nested import flatten as flatten  # (re-exported)
 from distcore.tune._internal.sample import Domain, Function
 
 Path = tuple[Any, ...]
@@ -168,13 +169,3 @@ def grid_assignments(space: dict[str, Any]) -> list[dict[Path, Any]]:
     return [dict(zip(reversed(paths), combo, strict=True)) for combo in combos]
 
 
-def flatten(config: dict[str, Any], prefix: str = "", sep: str = "/") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a/b": 1}."""
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, name + sep, sep))
-        else:
-            out[name] = value
-    return out
