@@ -197,7 +197,8 @@ class WorkerPool:
         unbound = not worker.job_id
         worker.job_id = job_id
         if unbound:
-            self.top_up()  # a warm worker for the next claim starts now, not when it is needed
+            # a warm worker for the next claim starts at once, right after this lease is answered
+            asyncio.get_running_loop().call_soon(self.top_up)
         try:
             await _wait_registered_or_exit(worker)
         except TimeoutError:

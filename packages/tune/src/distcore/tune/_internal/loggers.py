@@ -19,6 +19,9 @@ from distcore.tune._internal.nested import flatten
 logger = logging.getLogger("distcore.tune")
 
 BATCH_S = 0.05
+# held writes (a trial actor's) start this long after their release: the reply being sent then
+# gets the GIL first
+RELEASE_SETTLE_S = 0.0003
 PARAMS_FILE = "params.json"
 RESULT_FILE = "result.json"
 PROGRESS_FILE = "progress.csv"
@@ -130,7 +133,7 @@ class TrialLogger:
     trials' files (``track=True``: it remembers where each result of the current run ends in
     each file, so that :meth:`trim` can cut the results the driver did not accept)."""
 
-    def __init__(self, tensorboard: bool | None = None, track: bool = False, settle_s: float = 0.0) -> None:
+    def __init__(self, tensorboard: bool | None = None, track: bool = False, hold: bool = False) -> None:
         self._open: dict[str, _TrialFiles] = {}
         # track: trial id -> [index of the first mark, marks]; mark k = the files' ends after
         # the run's k-th result (mark 0: where the run began)
@@ -142,7 +145,10 @@ class TrialLogger:
         self._closing = False
         self._wake = threading.Event()  # cuts the writer's batching pause short (close, flush)
         self._errors = 0
-        self._settle_s = settle_s  # a pause between being woken and writing
+        # hold: writes wait in ``_held`` until :meth:`release` (a trial actor releases them as a
+        # reply leaves, so the writer thread never takes the GIL from a call being answered)
+        self._held: list[tuple[str, tuple[Any, ...]]] | None = [] if hold else None
+        self._held_lock = threading.Lock()
 
     @property
     def tensorboard(self) -> bool:
@@ -153,13 +159,26 @@ class TrialLogger:
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="tune-trial-files", daemon=True)
             self._thread.start()
+        if self._held is not None:
+            with self._held_lock:
+                self._held.append((op, args))
+            return
         self._queue.put((op, args))
+
+    def release(self) -> None:
+        """Hand the held writes to the writer thread (``hold=True``)."""
+        if not self._held:
+            return
+        with self._held_lock:
+            held, self._held = self._held, []
+        for item in held:
+            self._queue.put(item)
 
     def _loop(self) -> None:
         while True:
             items = [self._queue.get()]
-            if self._settle_s:
-                time.sleep(self._settle_s)
+            if self._held is not None:
+                time.sleep(RELEASE_SETTLE_S)  # (GIL released): the reply that released them leaves first
             while True:  # take everything queued: one wake-up per batch, not per write
                 try:
                     items.append(self._queue.get_nowait())
@@ -174,14 +193,16 @@ class TrialLogger:
                 except Exception:  # a full disk must not kill the experiment: count and go on
                     self._errors += 1
                     logger.exception("tune: writing trial files failed (%s)", op)
-            # let writes pile up a little so this thread does not contend with the driver loop per trial
-            if self._wake.wait(BATCH_S):
+            # let writes pile up a little so this thread does not contend with the driver loop per
+            # trial (held writes come in batches already: no pause)
+            if self._held is None and self._wake.wait(BATCH_S):
                 self._wake.clear()
 
     def flush(self, timeout: float = 60.0) -> bool:
         """Wait until every queued write is on disk; False if that took over ``timeout``."""
         if self._thread is None:
             return True
+        self.release()
         done = threading.Event()
         self._queue.put(("marker", (done,)))
         self._wake.set()

@@ -26,9 +26,6 @@ from distcore.tune._internal.trainable import Trainable, standard_fields
 
 CHECKPOINT_META = ".tune_checkpoint.json"
 LINGER_S = 0.02
-# the actor's file writer waits this long after it is handed results before it writes them, so
-# that the reply carrying them leaves first (the writer would take the GIL from it)
-FILES_SETTLE_S = 0.0
 
 
 class _StopTrial(BaseException):
@@ -262,6 +259,8 @@ class _Run:
                     self.cond.wait(left)
             out, self.buffer = self.buffer, []
             self.cond.notify_all()
+            if self.files is not None:  # the run's writes go to the writer as this reply leaves
+                self.files.release()
             return {"results": out, "status": self.status if self.done else "running", "error": self.error,
                     "exc": self.exc, "final_checkpoint": self.final_checkpoint, "seq": self.seq,
                     "files": self.files is not None}
@@ -327,8 +326,7 @@ class TrialWorker:
         if want["node"] != self._node_id:
             return None
         if self._files is None:
-            self._files = TrialLogger(tensorboard=None if want.get("tb") else False, track=True,
-                                      settle_s=FILES_SETTLE_S)
+            self._files = TrialLogger(tensorboard=None if want.get("tb") else False, track=True, hold=True)
         trim = want.get("trim")
         if trim:  # the previous run's results the driver dropped after it had ended
             self._files.trim(*trim)
