@@ -100,6 +100,7 @@ class TuneController:
         # ref releases and the submission reach the io loop in one wake-up, not one each
         self._spent: list[Any] = []
         self._error_to_raise: BaseException | None = None
+        self.state_cache: dict[str, tuple[Any, str]] = {}  # finished trials' saved state (experiment_state)
         self._stop_all = False
         self.interrupted = False
         self._actor_cls: Any = None

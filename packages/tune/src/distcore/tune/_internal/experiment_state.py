@@ -22,16 +22,29 @@ def _atomic_write(path: str, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _trial_json(controller: Any, trial: Any, dumps: Any) -> str:
+    """A trial's state as JSON; a finished trial's is kept (``controller.state_cache``) and
+    reused while it stays the same, so a save costs what the live trials cost, not the
+    whole experiment (2-3 KB of JSON per trial: ~40 ms at 1,000 trials)."""
+    final = trial.is_finished() and trial.trial_id not in controller._stopping
+    key = (trial.status, trial.num_results, trial.checkpoint_path, len(trial.checkpoint_history),
+           trial.num_failures, trial.error) if final else None
+    cached = controller.state_cache.get(trial.trial_id) if final else None
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    state = trial.to_state()
+    if state["checkpoint_path"]:
+        state["checkpoint_path"] = os.path.relpath(state["checkpoint_path"], trial.local_path)
+    text = dumps(state)
+    if final:
+        controller.state_cache[trial.trial_id] = (key, text)
+    return text
+
+
 def save(controller: Any) -> None:
     from distcore.tune._internal.loggers import dumps
 
-    trials = []
-    for trial in controller.trials:
-        state = trial.to_state()
-        if state["checkpoint_path"]:
-            state["checkpoint_path"] = os.path.relpath(state["checkpoint_path"], trial.local_path)
-        trials.append(state)
-    doc = {
+    head = {
         "version": 1,
         "name": controller.experiment_name,
         "trainable_name": controller.trainable_name,
@@ -39,10 +52,11 @@ def save(controller: Any) -> None:
         "num_suggested": controller.num_suggested,
         "searcher_finished": controller.searcher_finished,
         "interrupted": controller.interrupted,
-        "trials": trials,
     }
+    trials = ", ".join(_trial_json(controller, trial, dumps) for trial in controller.trials)
+    text = dumps(head)[:-1] + f', "trials": [{trials}]}}'
     os.makedirs(controller.experiment_path, exist_ok=True)
-    _atomic_write(os.path.join(controller.experiment_path, STATE_FILE), dumps(doc).encode())
+    _atomic_write(os.path.join(controller.experiment_path, STATE_FILE), text.encode())
     try:
         controller.searcher.save(os.path.join(controller.experiment_path, SEARCHER_FILE))
     except Exception:  # a searcher that cannot pickle its state restarts fresh
