@@ -77,6 +77,22 @@ def test_a_local_trial_actor_writes_its_own_files(cluster, tmp_path) -> None:
         assert list(result.metrics_dataframe["score"]) == [x, 2 * x, 3 * x]
 
 
+def writes_into_its_dir(config):
+    with open(os.path.join(tune.get_context().get_trial_dir(), "mine.txt"), "w") as f:
+        f.write(str(config["x"]))
+    tune.report({"score": config["x"]})
+
+
+def test_a_trial_can_write_into_its_directory_from_the_start(cluster, tmp_path) -> None:
+    grid = tune.Tuner(writes_into_its_dir, param_space={"x": tune.grid_search([1, 2, 3])},
+                      run_config=tune.RunConfig(name="own", storage_path=str(tmp_path), verbose=0)).fit()
+    assert grid.num_errors == 0, [r.error for r in grid]
+    for result in grid:
+        with open(os.path.join(result.path, "mine.txt")) as f:
+            assert f.read() == str(result.config["x"])
+        assert len(_rows(result.path)[0]) == 1
+
+
 def many_quick_reports(config):
     for _ in range(400):
         tune.report({"score": 1.0})

@@ -306,7 +306,7 @@ class TuneController:
         trial.start_time = trial.start_time or time.time()
         trial.status = RUNNING
         slot.trial = trial
-        slot.launched = True
+        slot.unflushed = True
         write_params = first or not os.path.exists(os.path.join(trial.local_path, "params.json"))
         ckpt_cfg = self.checkpoint_config
         spec = {
@@ -470,6 +470,8 @@ class TuneController:
 
     def _finish_stop(self, slot: TrialSlot, trial: Trial, response: dict[str, Any]) -> None:
         self._stopping.discard(trial.trial_id)
+        if response.get("status") != "stuck" and slot.pending_trim is None:
+            slot.unflushed = False  # stop returns once the run's files are on disk
         for _, late in response.get("results", []):
             if late is not None:
                 shutil.rmtree(late, ignore_errors=True)

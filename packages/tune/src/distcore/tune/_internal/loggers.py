@@ -61,7 +61,8 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _make_dir(path: str) -> None:
+def make_dir(path: str) -> None:
+    """``mkdir -p`` in one system call when the parent exists."""
     try:
         os.mkdir(path)
     except FileExistsError:
@@ -169,10 +170,10 @@ class TrialLogger:
         """Hand the held writes to the writer thread (``hold=True``)."""
         if not self._held:
             return
-        with self._held_lock:
+        with self._held_lock:  # (held while queueing: two releases never interleave)
             held, self._held = self._held, []
-        for item in held:
-            self._queue.put(item)
+            for item in held:
+                self._queue.put(item)
 
     def _loop(self) -> None:
         while True:
@@ -215,7 +216,7 @@ class TrialLogger:
         self._submit("start", trial.local_path, trial.config)  # configs are replaced, never mutated
 
     def _do_start(self, path: str, config: dict[str, Any]) -> None:
-        _make_dir(path)
+        make_dir(path)
         write_file(os.path.join(path, PARAMS_FILE), dumps(config))
 
     def _files(self, trial_id: str, path: str) -> _TrialFiles:
@@ -224,7 +225,7 @@ class TrialLogger:
             try:
                 files = _TrialFiles(path, self._tb_cls)
             except FileNotFoundError:  # results before any start (e.g. restored trials)
-                _make_dir(path)
+                make_dir(path)
                 files = _TrialFiles(path, self._tb_cls)
             self._open[trial_id] = files
         return files

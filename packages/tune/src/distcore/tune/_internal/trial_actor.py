@@ -21,7 +21,7 @@ import time
 import traceback
 from typing import Any
 
-from distcore.tune._internal.loggers import TrialLogger
+from distcore.tune._internal.loggers import TrialLogger, make_dir
 from distcore.tune._internal.trainable import Trainable, standard_fields
 
 CHECKPOINT_META = ".tune_checkpoint.json"
@@ -373,6 +373,10 @@ class TrialWorker:
             raise RuntimeError("trial actor has no trainable: the driver must send it with the first trial")
         inline = inline and not spec.get("sync") and not (
             isinstance(self._trainable, type) and issubclass(self._trainable, Trainable))
+        try:  # the trainable may write there from its first line (the trial's files come later)
+            make_dir(spec["trial_dir"])
+        except OSError:  # (not writable on this node: the trainable finds out if it writes there)
+            pass
         run = _Run(spec, self._trainable, self, inline=inline, files=self._files_for(spec))
         with self._started:
             self._run = run

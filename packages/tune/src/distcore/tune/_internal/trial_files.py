@@ -46,9 +46,10 @@ class TrialSlot:
         self.run_since = 0.0
         self.poll_ref: Any = None
         self.run_reply: dict[str, Any] | None = None
-        # trial files (see trial_files): whether this actor writes them (None: no reply yet),
-        # the run's results the driver took, a trim for its next call, params.json to write
-        self.launched = False
+        # trial files (see trial_files): whether the actor may hold writes not yet on disk,
+        # whether it writes them at all (None: no reply yet), the run's results the driver took,
+        # a trim for its next call, params.json to write
+        self.unflushed = False
         self.files_remote: bool | None = None
         self.accepted = 0
         self.pending_trim: list[Any] | None = None
@@ -121,7 +122,7 @@ class TrialFiles:
 
     def flush_actor(self, slot: TrialSlot) -> None:
         """Before ``slot``'s actor is killed: what it has queued reaches the disk."""
-        if slot.files_remote is False or not slot.launched:
+        if slot.files_remote is False or not slot.unflushed:
             return
         try:
             distcore.get(slot.actor.flush_files.remote(slot.pending_trim, FLUSH_TIMEOUT_S),
@@ -129,6 +130,7 @@ class TrialFiles:
         except Exception as error:  # a dead or stuck actor: its last results may be missing
             logger.debug("tune: flushing a trial actor's files failed: %s", error)
         slot.pending_trim = None
+        slot.unflushed = False
 
 
 __all__ = ["TrialFiles", "TrialSlot"]
