@@ -168,3 +168,50 @@ def test_an_actor_on_another_node_leaves_the_files_to_the_driver(tmp_path) -> No
         distcore.shutdown()
         c.shutdown()
     assert_no_leaks({c._session_name})
+
+
+STUCK_DRIVER = """
+import os, sys
+import distcore
+from distcore import tune
+
+def stuck(config):
+    tune.report({"score": 1})
+    open(os.path.join(config["marks"], str(config["i"])), "w").close()
+    sum(range(10 ** 13))  # C code that never lets go of the GIL
+
+distcore.init(num_cpus=2)
+tune.Tuner(stuck, param_space={"i": tune.grid_search([0, 1]), "marks": sys.argv[1]},
+           run_config=tune.RunConfig(name="stuck", storage_path=sys.argv[2], verbose=0)).fit()
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_is_prompt_when_trial_actors_cannot_answer(tmp_path) -> None:
+    # on Ctrl-C the driver asks every trial actor to flush its files, all at once and for 2 s
+    # in all, then kills them: two actors stuck in C code do not hold it up for long
+    import signal
+    import subprocess
+    import sys
+
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    script = tmp_path / "driver.py"
+    script.write_text(STUCK_DRIVER)
+    proc = subprocess.Popen([sys.executable, str(script), str(marks), str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while len(os.listdir(marks)) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+            time.sleep(0.05)
+        sent = time.monotonic()
+        os.kill(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.stdout.close()
+    assert "Tuner.restore(" in out, out
+    assert took < 12, f"Ctrl-C took {took:.1f} s"

@@ -29,7 +29,7 @@ from distcore.tune._internal.trial_checkpoints import (
     prune_checkpoints,
     record_checkpoint,
 )
-from distcore.tune._internal.trial_files import TrialFiles, TrialSlot
+from distcore.tune._internal.trial_files import FLUSH_TIMEOUT_S, TrialFiles, TrialSlot
 
 logger = logging.getLogger("distcore.tune")
 
@@ -39,6 +39,8 @@ POLL_TIMEOUT_S = 5.0
 LAZY_POLL_S = 0.02
 STOP_TIMEOUT_S = 30.0
 STATE_PERIOD_S = 1.0
+# on Ctrl-C, how long the trial actors get (together) to write what they hold before they are killed
+INTERRUPT_FLUSH_S = 2.0
 
 
 class TrialFailed(RuntimeError):
@@ -184,7 +186,7 @@ class TuneController:
         if slot in self._slots:
             self._slots.remove(slot)
         if flush:
-            self.files.flush_actor(slot)
+            self.files.flush_actors([slot])
         try:
             distcore.kill(slot.actor)
         except Exception:
@@ -692,7 +694,7 @@ class TuneController:
             self.interrupted = True
             self.reporter.close()
             experiment_state.save(self)
-            self._shutdown_actors()
+            self._shutdown_actors(flush_timeout=INTERRUPT_FLUSH_S)
             self.logger.close()
             self._sync(force=True)
             where = self.experiment_path
@@ -748,18 +750,24 @@ class TuneController:
                 slot.poll_ref = None
                 self._request_stop(slot, trial, status)
 
-    def _shutdown_actors(self, background: bool = False) -> threading.Thread | None:
-        """Kill every trial actor (each kill is a GCS call: ``background`` makes them on a thread
-        the caller joins, so they overlap the final state save)."""
+    def _shutdown_actors(self, background: bool = False, flush_timeout: float = FLUSH_TIMEOUT_S
+                         ) -> threading.Thread | None:
+        """Flush every trial actor's files (all at once, ``flush_timeout`` in all), then kill them
+        (each kill is a GCS call: ``background`` does both on a thread the caller joins, so they
+        overlap the final state save)."""
         slots = list(self._slots)
         self._inflight.clear()
         self._spent.clear()
-        if not background or not slots:
+
+        def shut() -> None:
+            self.files.flush_actors(slots, flush_timeout)
             for slot in slots:
-                self._free_slot(slot)
+                self._free_slot(slot, flush=False)
+
+        if not background or not slots:
+            shut()
             return None
-        thread = threading.Thread(target=lambda: [self._free_slot(slot) for slot in slots],
-                                  name="tune-actor-shutdown", daemon=True)
+        thread = threading.Thread(target=shut, name="tune-actor-shutdown", daemon=True)
         thread.start()
         return thread
 

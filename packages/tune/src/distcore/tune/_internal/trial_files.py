@@ -120,17 +120,21 @@ class TrialFiles:
         if trial.trial_id in self._driver_wrote:
             self.logger.on_trial_end(trial)
 
-    def flush_actor(self, slot: TrialSlot) -> None:
-        """Before ``slot``'s actor is killed: what it has queued reaches the disk."""
-        if slot.files_remote is False or not slot.unflushed:
+    def flush_actors(self, slots: list[TrialSlot], timeout: float = FLUSH_TIMEOUT_S) -> None:
+        """Before these slots' actors are killed: what they have queued reaches the disk (all
+        asked at once, waited for together, ``timeout`` in all)."""
+        refs = []
+        for slot in slots:
+            if slot.files_remote is False or not slot.unflushed:
+                continue
+            refs.append(slot.actor.flush_files.remote(slot.pending_trim, timeout))
+            slot.pending_trim, slot.unflushed = None, False
+        if not refs:
             return
         try:
-            distcore.get(slot.actor.flush_files.remote(slot.pending_trim, FLUSH_TIMEOUT_S),
-                         timeout=FLUSH_TIMEOUT_S + 5)
-        except Exception as error:  # a dead or stuck actor: its last results may be missing
-            logger.debug("tune: flushing a trial actor's files failed: %s", error)
-        slot.pending_trim = None
-        slot.unflushed = False
+            distcore.wait(refs, num_returns=len(refs), timeout=timeout + 1)
+        except Exception as error:  # dead or stuck actors: their last results may be missing
+            logger.debug("tune: flushing trial actors' files failed: %s", error)
 
 
 __all__ = ["TrialFiles", "TrialSlot"]
