@@ -17,10 +17,12 @@ class _NoState:
 
 
 def _controller(tmp_path, trials):
-    return SimpleNamespace(
+    controller = SimpleNamespace(
         experiment_name="exp", trainable_name="fn", num_suggested=len(trials), searcher_finished=False,
         interrupted=False, trials=trials, experiment_path=str(tmp_path), searcher=_NoState(),
-        scheduler=_NoState(), state_cache={}, _stopping=set())
+        scheduler=_NoState(), state_cache={}, stopping=set(),
+        is_busy=lambda trial: trial.trial_id in controller.stopping)
+    return controller
 
 
 def _saved(tmp_path) -> dict:
@@ -50,7 +52,7 @@ def test_each_save_shows_the_trials_as_they_are_now(tmp_path) -> None:
     assert second["trials"][1]["last_result"]["score"] == 3.0
     assert second["trials"][0]["checkpoint_path"] == "checkpoint_000000"
 
-    controller._stopping.add("t0")  # still being stopped: not cached, always written afresh
+    controller.stopping.add("t0")  # still being stopped: not cached, always written afresh
     done.metric_analysis = {"score": {"max": 5.0}}
     experiment_state.save(controller)
     assert _saved(tmp_path)["trials"][0]["metric_analysis"] == {"score": {"max": 5.0}}

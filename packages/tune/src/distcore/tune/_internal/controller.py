@@ -465,6 +465,7 @@ class TuneController:
         trial.status = final_status
         slot.run_ref = slot.run_reply = None  # an inline trial's start reply is stale from now on
         self._stopping.add(trial.trial_id)
+        slot.pending_trim = None  # the stop carries the accepted count itself
         ref = slot.actor.stop.remote(save, STOP_TIMEOUT_S, trial.trial_id, slot.accepted)
         self._inflight[ref] = (slot, "stop")
         if final_status == TERMINATED:
@@ -472,7 +473,7 @@ class TuneController:
 
     def _finish_stop(self, slot: TrialSlot, trial: Trial, response: dict[str, Any]) -> None:
         self._stopping.discard(trial.trial_id)
-        if response.get("status") != "stuck" and slot.pending_trim is None:
+        if response.get("status") != "stuck":
             slot.unflushed = False  # stop returns once the run's files are on disk
         for _, late in response.get("results", []):
             if late is not None:

@@ -26,7 +26,7 @@ def _trial_json(controller: Any, trial: Any, dumps: Any) -> str:
     """A trial's state as JSON; a finished trial's is kept (``controller.state_cache``) and
     reused while it stays the same, so a save costs what the live trials cost, not the
     whole experiment (2-3 KB of JSON per trial: ~40 ms at 1,000 trials)."""
-    final = trial.is_finished() and trial.trial_id not in controller._stopping
+    final = trial.is_finished() and not controller.is_busy(trial)  # (busy: still being stopped)
     key = (trial.status, trial.num_results, trial.checkpoint_path, len(trial.checkpoint_history),
            trial.num_failures, trial.error) if final else None
     cached = controller.state_cache.get(trial.trial_id) if final else None
